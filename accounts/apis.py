@@ -1,0 +1,20 @@
+"""`GET /api/v1/key`: the calling key's limit and usage."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.selectors import key_summary
+
+
+class KeyGetApi(APIView):
+    class OutputSerializer(serializers.Serializer):
+        data = serializers.DictField()
+
+    @extend_schema(operation_id="key_get", responses=OutputSerializer)
+    def get(self, request: Request) -> Response:
+        return Response({"data": key_summary(key_id=request.user.key.id)})

@@ -1,0 +1,122 @@
+"""API key format, hashing and the cached key lookup shared by DRF and the hot path."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime
+
+from django.conf import settings
+from django.utils import timezone
+
+from switchyard.shared import TTLCache, async_redis, redis_enabled, sync_redis
+
+KEY_PREFIX = "sk-sy-v1-"
+# 32 random bytes = 256 bits -> 43 URL-safe characters.
+KEY_RANDOM_BYTES = 32
+REDIS_KEY_TTL = 300
+
+
+def key_generate() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(KEY_RANDOM_BYTES)
+
+
+def key_hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def key_looks_valid(secret: str) -> bool:
+    return secret.startswith(KEY_PREFIX) and len(secret) >= len(KEY_PREFIX) + 43 and len(secret) <= 128
+
+
+@dataclass(frozen=True, slots=True)
+class KeyInfo:
+    """What the hot path needs to know about a key, cacheable as JSON."""
+
+    id: int
+    org_id: int
+    org_slug: str
+    name: str
+    usable: bool
+    expires_at: float | None  # unix seconds
+    limit_units: int | None
+    limit_reset: str
+    routing_defaults: dict
+
+    def active(self) -> bool:
+        return self.usable and (self.expires_at is None or self.expires_at > time.time())
+
+
+_local: TTLCache[KeyInfo | bool] = TTLCache(ttl=float(settings.SWITCHYARD_KEY_CACHE_SECONDS))
+
+
+def _redis_name(digest: str) -> str:
+    return f"sy:key:{digest}"
+
+
+def _info_from_row(row: object) -> KeyInfo:
+    expires: datetime | None = row.expires_at  # type: ignore[attr-defined]
+    return KeyInfo(
+        id=row.id,  # type: ignore[attr-defined]
+        org_id=row.organization_id,  # type: ignore[attr-defined]
+        org_slug=row.organization.slug,  # type: ignore[attr-defined]
+        name=row.name,  # type: ignore[attr-defined]
+        usable=not row.disabled and row.deleted_at is None,  # type: ignore[attr-defined]
+        expires_at=expires.timestamp() if expires else None,
+        limit_units=row.limit_units,  # type: ignore[attr-defined]
+        limit_reset=row.limit_reset,  # type: ignore[attr-defined]
+        routing_defaults=row.organization.routing_defaults or {},  # type: ignore[attr-defined]
+    )
+
+
+def key_lookup_sync(secret: str) -> KeyInfo | None:
+    """Uncached lookup for DRF views (not the hot path)."""
+    from accounts.models import ApiKey
+
+    if not key_looks_valid(secret):
+        return None
+    row = ApiKey.objects.select_related("organization").filter(key_hash=key_hash(secret)).first()
+    return _info_from_row(row) if row else None
+
+
+async def key_lookup(secret: str) -> KeyInfo | None:
+    """Hot-path lookup: in-process cache (a couple of seconds), then Redis (full mode), then the database.
+
+    Services that change a key delete its Redis entry, so a revoked key stops working in every
+    process within the in-process TTL.
+    """
+    if not key_looks_valid(secret):
+        return None
+    digest = key_hash(secret)
+    cached = _local.get(digest)
+    if cached is not None:
+        return cached or None
+    info: KeyInfo | None = None
+    found = False
+    if redis_enabled():
+        raw = await async_redis().get(_redis_name(digest))
+        if raw is not None:
+            found = True
+            info = KeyInfo(**json.loads(raw)) if raw != b"-" else None
+    if not found:
+        from accounts.models import ApiKey
+
+        row = await ApiKey.objects.select_related("organization").filter(key_hash=digest).afirst()
+        info = _info_from_row(row) if row else None
+        if redis_enabled():
+            await async_redis().set(_redis_name(digest), json.dumps(asdict(info)) if info else "-", ex=REDIS_KEY_TTL)
+    _local.set(digest, info or False)
+    return info
+
+
+def key_cache_invalidate(digest: str) -> None:
+    _local.pop(digest)
+    if redis_enabled():
+        sync_redis().delete(_redis_name(digest))
+
+
+def now_ts() -> float:
+    return timezone.now().timestamp()

@@ -1,0 +1,55 @@
+"""Exact money: Decimal USD in Python, integer picodollars (1e-12 USD) in storage and Redis.
+
+Per-token prices go down to a millionth of a micro-dollar, and a cost is tokens x price, so
+picodollars hold every cost exactly while integers keep SUM() exact on SQLite and PostgreSQL
+alike. A signed 64-bit column holds up to about 9.2 million USD per balance or entry.
+"""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+
+PICO = Decimal("0.000000000001")
+UNITS_PER_USD = 10**12
+PER_MILLION = Decimal(1_000_000)
+
+
+def to_units(usd: Decimal | int | str) -> int:
+    """USD -> picodollars; refuses values that are not whole picodollars (no silent rounding)."""
+    try:
+        value = Decimal(usd)
+    except InvalidOperation:
+        raise ValueError(f"not a decimal amount: {usd!r}")
+    if not value.is_finite():
+        raise ValueError(f"not a finite amount: {usd!r}")
+    units = value * UNITS_PER_USD
+    if units != units.to_integral_value():
+        raise ValueError(f"{usd} USD is finer than a picodollar")
+    return int(units)
+
+
+def from_units(units: int) -> Decimal:
+    """Picodollars -> Decimal USD with 12 places, normalised for display."""
+    return (Decimal(units) / UNITS_PER_USD).quantize(PICO)
+
+
+def per_million_to_per_token(price: Decimal | str) -> Decimal:
+    return (Decimal(price) / PER_MILLION).quantize(PICO, rounding=ROUND_HALF_EVEN)
+
+
+def json_number(usd: Decimal) -> float | int:
+    """Money in JSON is a number (as OpenRouter sends it), written from the Decimal's shortest form.
+
+    Python's float repr is the shortest string that round-trips, and a Decimal with <= 15
+    significant digits converts without change, so the JSON text equals the Decimal.
+    """
+    normal = usd.normalize()
+    if normal == normal.to_integral_value():
+        return int(normal)
+    return float(normal)
+
+
+def price_str(per_token: Decimal) -> str:
+    """Price per token as OpenRouter writes it: a plain decimal string without exponent."""
+    text = format(per_token.normalize(), "f")
+    return text

@@ -1,0 +1,63 @@
+"""Writes that move money: every one appends to the ledger and is idempotent on its source."""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+
+from django.db import IntegrityError, transaction
+from django.db.models import F
+
+from accounts.models import Organization, User
+from billing.models import EntryKind, LedgerEntry
+from billing.money import to_units
+from switchyard.errors import BadRequest
+
+
+def ledger_append(*, organization_id: int, kind: str, amount_units: int, source: str, reason: str = "",
+                  api_key_id: int | None = None, created_by: User | None = None) -> tuple[LedgerEntry, bool]:
+    """Append one entry and move the cached balance in the same transaction.
+
+    Returns (entry, created). A second call with the same (kind, source) changes nothing and returns
+    the first entry: the unique constraint decides, not a prior read.
+    """
+    try:
+        with transaction.atomic():
+            entry = LedgerEntry.objects.create(
+                organization_id=organization_id, kind=kind, amount_units=amount_units, source=source,
+                reason=reason[:300], api_key_id=api_key_id, created_by=created_by,
+            )
+            Organization.objects.filter(pk=organization_id).update(balance_units=F("balance_units") + amount_units)
+    except IntegrityError:
+        return LedgerEntry.objects.get(kind=kind, source=source), False
+    return entry, True
+
+
+def credits_grant(*, organization: Organization, amount_usd: Decimal, reason: str, created_by: User | None = None,
+                  source: str | None = None, kind: str = EntryKind.GRANT) -> LedgerEntry:
+    if kind not in (EntryKind.GRANT, EntryKind.ADJUSTMENT):
+        raise BadRequest("Only grants and adjustments can be made by hand.")
+    if not reason.strip():
+        raise BadRequest("A grant needs a reason.")
+    try:
+        units = to_units(amount_usd)
+    except ValueError as exc:
+        raise BadRequest(str(exc))
+    if kind == EntryKind.GRANT and units <= 0:
+        raise BadRequest("A grant must be a positive amount.")
+    entry, _ = ledger_append(
+        organization_id=organization.pk, kind=kind, amount_units=units,
+        source=source or f"{kind}:{uuid.uuid4()}", reason=reason.strip(), created_by=created_by,
+    )
+    return entry
+
+
+def usage_charge(*, organization_id: int, generation_id: str, cost_units: int, api_key_id: int | None,
+                 model: str) -> tuple[LedgerEntry, bool]:
+    """Charge one generation; safe to call any number of times for the same generation id."""
+    return ledger_append(
+        organization_id=organization_id, kind=EntryKind.USAGE, amount_units=-cost_units,
+        source=generation_id, reason=model, api_key_id=api_key_id,
+    )
+
+

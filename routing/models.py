@@ -1,0 +1,155 @@
+"""The catalog (providers, models, endpoints) and generation records."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.db import models
+from django.utils import timezone
+
+from billing.money import PER_MILLION
+
+PRICE = {"max_digits": 20, "decimal_places": 12, "default": Decimal(0)}
+
+
+class ApiFormat(models.TextChoices):
+    OPENAI = "openai", "OpenAI"
+    ANTHROPIC = "anthropic", "Anthropic"
+    GEMINI = "gemini", "Gemini"
+    SIMULATED = "simulated", "Simulated"
+
+
+class Provider(models.Model):
+    slug = models.SlugField(max_length=64, unique=True)
+    name = models.CharField(max_length=120)
+    api_format = models.CharField(max_length=16, choices=ApiFormat.choices)
+    base_url = models.CharField(max_length=300)
+    api_key_env = models.CharField(max_length=120, blank=True)
+    enabled = models.BooleanField(default=True)
+    timeout_connect = models.FloatField(default=5)
+    timeout_first_byte = models.FloatField(default=60)
+    timeout_between_chunks = models.FloatField(default=60)
+    timeout_total = models.FloatField(default=600)
+    data_policy = models.JSONField(default=dict, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self) -> str:
+        return self.slug
+
+
+class Model(models.Model):
+    slug = models.CharField(max_length=128, unique=True, help_text='Canonical "author/name".')
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    context_length = models.PositiveIntegerField(default=0)
+    input_modalities = models.JSONField(default=list)
+    output_modalities = models.JSONField(default=list)
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self) -> str:
+        return self.slug
+
+    @property
+    def author(self) -> str:
+        return self.slug.split("/", 1)[0]
+
+
+class Endpoint(models.Model):
+    """A model served by a provider; prices are USD per token (per request / per image where named)."""
+
+    model = models.ForeignKey(Model, on_delete=models.CASCADE, related_name="endpoints")
+    provider = models.ForeignKey(Provider, on_delete=models.CASCADE, related_name="endpoints")
+    provider_model_id = models.CharField(max_length=200)
+    price_prompt = models.DecimalField(**PRICE)
+    price_completion = models.DecimalField(**PRICE)
+    price_cache_read = models.DecimalField(**PRICE)
+    price_cache_write = models.DecimalField(**PRICE)
+    price_reasoning = models.DecimalField(max_digits=20, decimal_places=12, null=True, blank=True,
+                                          help_text="Defaults to the completion price when empty.")
+    price_request = models.DecimalField(**PRICE)
+    price_image = models.DecimalField(**PRICE)
+    context_length = models.PositiveIntegerField(default=0)
+    max_completion_tokens = models.PositiveIntegerField(null=True, blank=True)
+    quantization = models.CharField(max_length=32, blank=True)
+    supported_parameters = models.JSONField(default=list)
+    data_policy = models.JSONField(default=dict, blank=True)
+    enabled = models.BooleanField(default=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["model__slug", "provider__slug"]
+        constraints = [models.UniqueConstraint(fields=["model", "provider"], name="endpoint_model_provider_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.model.slug} @ {self.provider.slug}"
+
+    @property
+    def prompt_per_million(self) -> Decimal:
+        return (self.price_prompt * PER_MILLION).normalize()
+
+    @property
+    def completion_per_million(self) -> Decimal:
+        return (self.price_completion * PER_MILLION).normalize()
+
+    @property
+    def is_free(self) -> bool:
+        return not (self.price_prompt or self.price_completion or self.price_request)
+
+
+class CatalogState(models.Model):
+    """One row whose version bumps on every catalog write, so every process knows to reload."""
+
+    version = models.BigIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+
+class GenerationStatus(models.TextChoices):
+    SUCCESS = "success", "Success"
+    ERROR = "error", "Error"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+class Generation(models.Model):
+    id = models.CharField(primary_key=True, max_length=40)
+    organization = models.ForeignKey("accounts.Organization", on_delete=models.CASCADE, related_name="generations")
+    api_key = models.ForeignKey("accounts.ApiKey", null=True, on_delete=models.SET_NULL, related_name="generations")
+    endpoint = models.ForeignKey(Endpoint, null=True, on_delete=models.SET_NULL, related_name="+")
+    model = models.CharField(max_length=128)
+    provider = models.CharField(max_length=64, blank=True)
+    kind = models.CharField(max_length=16, default="chat")
+    status = models.CharField(max_length=16, choices=GenerationStatus.choices)
+    streamed = models.BooleanField(default=False)
+    cancelled = models.BooleanField(default=False)
+    finish_reason = models.CharField(max_length=32, blank=True)
+    native_finish_reason = models.CharField(max_length=64, blank=True)
+    tokens_prompt = models.PositiveIntegerField(default=0)
+    tokens_completion = models.PositiveIntegerField(default=0)
+    tokens_cached = models.PositiveIntegerField(default=0)
+    tokens_cache_write = models.PositiveIntegerField(default=0)
+    tokens_reasoning = models.PositiveIntegerField(default=0)
+    usage_estimated = models.BooleanField(default=False)
+    cost_units = models.BigIntegerField(default=0)
+    latency_ms = models.PositiveIntegerField(null=True)
+    ttft_ms = models.PositiveIntegerField(null=True)
+    generation_time_ms = models.PositiveIntegerField(null=True)
+    error = models.TextField(blank=True)
+    attempts = models.JSONField(default=list)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["organization", "-created_at"]),
+            models.Index(fields=["api_key", "-created_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return self.id

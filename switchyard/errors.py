@@ -1,0 +1,171 @@
+"""Domain errors and their one mapping to the API error shape (DRF views and plain Django responses)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from rest_framework import exceptions as drf_exceptions
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_default_handler
+
+logger = logging.getLogger("switchyard.errors")
+
+
+class SwitchyardError(Exception):
+    """A domain error with an HTTP status and a stable machine code."""
+
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, *, status: int | None = None, code: str | None = None,
+                 metadata: dict[str, Any] | None = None, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if status is not None:
+            self.status = status
+        if code is not None:
+            self.code = code
+        self.metadata = metadata or {}
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        return error_body(self.status, self.message, self.metadata)
+
+
+class BadRequest(SwitchyardError):
+    status, code = 400, "bad_request"
+
+
+class Unauthorized(SwitchyardError):
+    status, code = 401, "unauthorized"
+
+
+class InsufficientCredits(SwitchyardError):
+    status, code = 402, "insufficient_credits"
+
+
+class Forbidden(SwitchyardError):
+    status, code = 403, "forbidden"
+
+
+class NotFound(SwitchyardError):
+    status, code = 404, "not_found"
+
+
+class RequestTimeout(SwitchyardError):
+    status, code = 408, "timeout"
+
+
+class PayloadTooLarge(SwitchyardError):
+    status, code = 413, "payload_too_large"
+
+
+class RateLimited(SwitchyardError):
+    status, code = 429, "rate_limited"
+
+
+class UpstreamError(SwitchyardError):
+    status, code = 502, "provider_error"
+
+
+class NoProviderAvailable(SwitchyardError):
+    status, code = 503, "no_provider_available"
+
+
+def error_body(status: int, message: str, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"code": status, "message": message}
+    if metadata:
+        body["metadata"] = metadata
+    return {"error": body}
+
+
+def _flatten_detail(detail: Any, prefix: str = "") -> tuple[str, dict[str, Any]]:
+    """Turn DRF's nested validation detail into one readable message naming the field."""
+    if isinstance(detail, dict):
+        parts = []
+        for key, value in detail.items():
+            name = f"{prefix}.{key}" if prefix else str(key)
+            msg, _ = _flatten_detail(value, name)
+            parts.append(msg)
+        return "; ".join(parts), {"fields": detail}
+    if isinstance(detail, list):
+        msgs = [_flatten_detail(item, prefix)[0] for item in detail]
+        return "; ".join(msgs), {}
+    text = str(detail)
+    return (f"{prefix}: {text}" if prefix and prefix != "non_field_errors" else text), {}
+
+
+def drf_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if isinstance(exc, SwitchyardError):
+        return Response(exc.body(), status=exc.status, headers=exc.headers)
+    response = drf_default_handler(exc, context)
+    if response is None:
+        logger.exception("unhandled error in API view", exc_info=exc)
+        return Response(error_body(500, "Internal server error."), status=500)
+    if isinstance(exc, drf_exceptions.ValidationError):
+        message, meta = _flatten_detail(exc.detail)
+        response.data = error_body(400, message or "Invalid request.", meta)
+        response.status_code = 400
+    elif isinstance(exc, drf_exceptions.NotAuthenticated | drf_exceptions.AuthenticationFailed):
+        response.data = error_body(401, str(exc.detail))
+        response.status_code = 401
+    else:
+        detail = exc.detail if isinstance(exc, drf_exceptions.APIException) else str(exc)
+        response.data = error_body(response.status_code, str(detail))
+    return response
+
+
+_STATUS_MESSAGES = {
+    400: "Bad request.",
+    403: "Forbidden.",
+    404: "Not found.",
+    405: "Method not allowed.",
+    413: "Request body too large.",
+    500: "Internal server error.",
+}
+
+
+def json_error(status: int, message: str | None = None, metadata: dict[str, Any] | None = None) -> JsonResponse:
+    return JsonResponse(error_body(status, message or _STATUS_MESSAGES.get(status, "Error."), metadata), status=status)
+
+
+class ApiErrorMiddleware:
+    """Under /api/, never answer with an HTML error page: unknown paths, wrong methods and crashes become JSON."""
+
+    def __init__(self, get_response: Any) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if not request.path.startswith("/api/") or response.status_code < 400:
+            return response
+        if response.get("Content-Type", "").startswith("application/json"):
+            return response
+        message = None
+        if response.status_code == 405:
+            allowed = response.get("Allow", "")
+            message = f"Method {request.method} not allowed." + (f" Allowed: {allowed}." if allowed else "")
+        elif response.status_code == 404:
+            message = f"No API route matches {request.path}."
+        converted = json_error(response.status_code, message)
+        if response.has_header("Allow"):
+            converted["Allow"] = response["Allow"]
+        return converted
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        if not request.path.startswith("/api/"):
+            return None
+        if isinstance(exception, SwitchyardError):
+            return JsonResponse(exception.body(), status=exception.status)
+        logger.exception("unhandled error on %s", request.path, exc_info=exception)
+        return json_error(500)
+
+
+def parse_json_body(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"Request body is not valid JSON: {exc}")

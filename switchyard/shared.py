@@ -1,0 +1,75 @@
+"""Process-wide handles to shared state: the async Redis client (full mode) and small TTL caches."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Generic, TypeVar
+
+from django.conf import settings
+
+V = TypeVar("V")
+
+_async_redis: Any = None
+_sync_redis: Any = None
+
+
+def redis_enabled() -> bool:
+    return bool(settings.REDIS_URL)
+
+
+def async_redis() -> Any:
+    """One asyncio Redis client per process (pooled connections), created on first use."""
+    global _async_redis
+    if _async_redis is None:
+        import redis.asyncio as aioredis
+
+        _async_redis = aioredis.from_url(
+            settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=2, health_check_interval=30,
+            max_connections=512,
+        )
+    return _async_redis
+
+
+def sync_redis() -> Any:
+    global _sync_redis
+    if _sync_redis is None:
+        import redis
+
+        _sync_redis = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=5)
+    return _sync_redis
+
+
+def reset_clients() -> None:
+    """Forget clients (after fork, or between event loops in tests)."""
+    global _async_redis, _sync_redis
+    _async_redis = None
+    _sync_redis = None
+
+
+class TTLCache(Generic[V]):
+    """A tiny in-process cache with a per-entry time-to-live; no locking needed under asyncio."""
+
+    def __init__(self, ttl: float, max_items: int = 100_000) -> None:
+        self.ttl = ttl
+        self.max_items = max_items
+        self._data: dict[str, tuple[float, V]] = {}
+
+    def get(self, key: str) -> V | None:
+        item = self._data.get(key)
+        if item is None:
+            return None
+        if item[0] < time.monotonic():
+            self._data.pop(key, None)
+            return None
+        return item[1]
+
+    def set(self, key: str, value: V) -> None:
+        if len(self._data) >= self.max_items:
+            self._data.clear()
+        self._data[key] = (time.monotonic() + self.ttl, value)
+
+    def pop(self, key: str) -> None:
+        self._data.pop(key, None)
+
+    def clear(self) -> None:
+        self._data.clear()
