@@ -47,13 +47,33 @@ class OrganizationAdmin(admin.ModelAdmin):
 
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):
-    list_display = ["name", "prefix", "organization", "disabled", "limit", "limit_reset", "expires_at",
-                    "last_used_at", "created_at"]
+    list_display = [
+        "name",
+        "prefix",
+        "organization",
+        "disabled",
+        "limit",
+        "limit_reset",
+        "expires_at",
+        "last_used_at",
+        "created_at",
+    ]
     list_filter = ["disabled", "limit_reset"]
     search_fields = ["name", "prefix", "organization__slug"]
     readonly_fields = ["prefix", "key_hash", "last_used_at", "created_at", "deleted_at", "created_by"]
-    fields = ["organization", "name", "prefix", "limit_units", "limit_reset", "expires_at", "disabled",
-              "created_by", "created_at", "last_used_at", "deleted_at"]
+    fields = [
+        "organization",
+        "name",
+        "prefix",
+        "limit_units",
+        "limit_reset",
+        "expires_at",
+        "disabled",
+        "created_by",
+        "created_at",
+        "last_used_at",
+        "deleted_at",
+    ]
     actions = ["disable_keys", "enable_keys"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:

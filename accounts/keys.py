@@ -107,7 +107,9 @@ async def key_lookup(secret: str) -> KeyInfo | None:
         row = await ApiKey.objects.select_related("organization").filter(key_hash=digest).afirst()
         info = _info_from_row(row) if row else None
         if redis_enabled():
-            await async_redis().set(_redis_name(digest), json.dumps(asdict(info)) if info else "-", ex=REDIS_KEY_TTL)
+            await async_redis().set(
+                _redis_name(digest), json.dumps(asdict(info)) if info else "-", ex=REDIS_KEY_TTL
+            )
     _local.set(digest, info or False)
     return info
 

@@ -52,6 +52,8 @@ class Organization(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     # Cached balance in picodollars; the ledger is the truth and the auditor checks this column.
     balance_units = models.BigIntegerField(default=0, editable=False)
+    # Bumped with every ledger entry, so a cached copy (Redis) only ever moves forward.
+    ledger_version = models.BigIntegerField(default=0, editable=False)
     # Org-wide routing defaults merged into every request's `provider` preferences.
     routing_defaults = models.JSONField(default=dict, blank=True)
     flagged = models.BooleanField(default=False, help_text="Set on a payment dispute; blocks purchases.")

@@ -15,7 +15,9 @@ from billing.money import to_units
 from switchyard.errors import BadRequest
 
 
-def user_get_or_create(*, email: str, password: str | None = None, is_staff: bool = False) -> tuple[User, bool]:
+def user_get_or_create(
+    *, email: str, password: str | None = None, is_staff: bool = False
+) -> tuple[User, bool]:
     email = email.strip().lower()
     user = User.objects.filter(email=email).first()
     if user:
@@ -39,14 +41,21 @@ def organization_create(*, slug: str, name: str | None = None, owner: User | Non
 
 
 def membership_set(*, organization: Organization, user: User, role: str) -> Membership:
-    membership, _ = Membership.objects.update_or_create(user=user, organization=organization,
-                                                       defaults={"role": role})
+    membership, _ = Membership.objects.update_or_create(
+        user=user, organization=organization, defaults={"role": role}
+    )
     return membership
 
 
-def api_key_create(*, organization: Organization, name: str, created_by: User | None = None,
-                   limit_usd: Decimal | None = None, limit_reset: str = LimitReset.NONE,
-                   expires_at: datetime | None = None) -> tuple[ApiKey, str]:
+def api_key_create(
+    *,
+    organization: Organization,
+    name: str,
+    created_by: User | None = None,
+    limit_usd: Decimal | None = None,
+    limit_reset: str = LimitReset.NONE,
+    expires_at: datetime | None = None,
+) -> tuple[ApiKey, str]:
     """Create a key and return it with its secret; the secret is never stored or shown again."""
     if limit_usd is not None and limit_usd < 0:
         raise BadRequest("limit must not be negative.")
@@ -84,9 +93,15 @@ def api_key_delete(*, key: ApiKey) -> ApiKey:
     return _key_changed(key, ["deleted_at", "disabled"])
 
 
-def api_key_update(*, key: ApiKey, name: str | None = None, limit_usd: Decimal | None = None,
-                   clear_limit: bool = False, limit_reset: str | None = None,
-                   expires_at: datetime | None = None) -> ApiKey:
+def api_key_update(
+    *,
+    key: ApiKey,
+    name: str | None = None,
+    limit_usd: Decimal | None = None,
+    clear_limit: bool = False,
+    limit_reset: str | None = None,
+    expires_at: datetime | None = None,
+) -> ApiKey:
     fields = []
     if name is not None:
         key.name, fields = name, [*fields, "name"]

@@ -50,8 +50,10 @@ class LedgerEntryAdmin(admin.ModelAdmin):
         return f"{from_units(obj.amount_units).normalize():f}"
 
     def get_urls(self):  # type: ignore[no-untyped-def]
-        return [path("grant/", self.admin_site.admin_view(self.grant_view), name="billing_ledgerentry_grant"),
-                *super().get_urls()]
+        return [
+            path("grant/", self.admin_site.admin_view(self.grant_view), name="billing_ledgerentry_grant"),
+            *super().get_urls(),
+        ]
 
     def grant_view(self, request: HttpRequest) -> HttpResponse:
         if not request.user.has_perm("billing.view_ledgerentry") or not request.user.is_superuser:
@@ -61,18 +63,27 @@ class LedgerEntryAdmin(admin.ModelAdmin):
         if request.method == "POST" and form.is_valid():
             try:
                 entry = services.credits_grant(
-                    organization=form.cleaned_data["organization"], amount_usd=form.cleaned_data["amount"],
-                    reason=form.cleaned_data["reason"], kind=form.cleaned_data["kind"],
+                    organization=form.cleaned_data["organization"],
+                    amount_usd=form.cleaned_data["amount"],
+                    reason=form.cleaned_data["reason"],
+                    kind=form.cleaned_data["kind"],
                     created_by=request.user,  # type: ignore[arg-type]
                 )
             except (SwitchyardError, InvalidOperation) as exc:
                 form.add_error(None, str(exc))
             else:
-                messages.success(request, f"Recorded {entry.kind} of {from_units(entry.amount_units).normalize():f} "
-                                          f"USD for {entry.organization.slug}.")
+                messages.success(
+                    request,
+                    f"Recorded {entry.kind} of {from_units(entry.amount_units).normalize():f} "
+                    f"USD for {entry.organization.slug}.",
+                )
                 return HttpResponseRedirect(reverse("admin:billing_ledgerentry_changelist"))
-        context = {**self.admin_site.each_context(request), "form": form, "title": "Grant credits",
-                   "opts": self.model._meta}
+        context = {
+            **self.admin_site.each_context(request),
+            "form": form,
+            "title": "Grant credits",
+            "opts": self.model._meta,
+        }
         return render(request, "admin/billing/grant.html", context)
 
 
@@ -91,5 +102,3 @@ class HoldAdmin(admin.ModelAdmin):
     @admin.display(description="Amount (USD)")
     def amount(self, obj: Hold) -> str:
         return f"{from_units(obj.amount_units).normalize():f}"
-
-

@@ -24,12 +24,17 @@ class LedgerEntry(models.Model):
 
     organization = models.ForeignKey("accounts.Organization", on_delete=models.PROTECT, related_name="ledger")
     kind = models.CharField(max_length=16, choices=EntryKind.choices)
-    amount_units = models.BigIntegerField(help_text="Signed picodollars: positive adds credit, negative spends it.")
+    amount_units = models.BigIntegerField(
+        help_text="Signed picodollars: positive adds credit, negative spends it."
+    )
     source = models.CharField(max_length=120)
     reason = models.CharField(max_length=300, blank=True)
-    api_key = models.ForeignKey("accounts.ApiKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
-                                   related_name="+")
+    api_key = models.ForeignKey(
+        "accounts.ApiKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -47,7 +52,8 @@ class LedgerEntry(models.Model):
 
 class HoldStatus(models.TextChoices):
     OPEN = "open", "Open"
-    SETTLED = "settled", "Settled"
+    SETTLED = "settled", "Settled (cost known, ledger entry pending)"
+    CHARGED = "charged", "Charged"
     RELEASED = "released", "Released"
     EXPIRED = "expired", "Expired"
 
@@ -59,9 +65,16 @@ class Hold(models.Model):
     organization = models.ForeignKey("accounts.Organization", on_delete=models.CASCADE, related_name="holds")
     api_key = models.ForeignKey("accounts.ApiKey", null=True, on_delete=models.SET_NULL, related_name="+")
     amount_units = models.BigIntegerField()
+    settled_units = models.BigIntegerField(null=True, blank=True)
     status = models.CharField(max_length=16, choices=HoldStatus.choices, default=HoldStatus.OPEN)
     created_at = models.DateTimeField(default=timezone.now)
     expires_at = models.DateTimeField()
 
     class Meta:
-        indexes = [models.Index(fields=["organization", "status"]), models.Index(fields=["status", "expires_at"])]
+        indexes = [
+            models.Index(fields=["organization", "status"]),
+            models.Index(fields=["status", "expires_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.id} ({self.status})"

@@ -37,16 +37,22 @@ def per_million_to_per_token(price: Decimal | str) -> Decimal:
     return (Decimal(price) / PER_MILLION).quantize(PICO, rounding=ROUND_HALF_EVEN)
 
 
-def json_number(usd: Decimal) -> float | int:
-    """Money in JSON is a number (as OpenRouter sends it), written from the Decimal's shortest form.
+def json_number(usd: Decimal) -> Decimal:
+    """Money in JSON is a number (as OpenRouter sends it) written digit for digit from the Decimal.
 
-    Python's float repr is the shortest string that round-trips, and a Decimal with <= 15
-    significant digits converts without change, so the JSON text equals the Decimal.
+    Returns the normalised Decimal; `json_default` (used by our orjson renderers) writes it as a plain
+    JSON number such as 0.0000176, never through a float and never in exponent form.
     """
-    normal = usd.normalize()
-    if normal == normal.to_integral_value():
-        return int(normal)
-    return float(normal)
+    return usd.normalize()
+
+
+def json_default(value: object) -> object:
+    """orjson `default=`: Decimals become exact JSON numbers."""
+    import orjson
+
+    if isinstance(value, Decimal):
+        return orjson.Fragment(format(value.normalize(), "f").encode())
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def price_str(per_token: Decimal) -> str:

@@ -20,7 +20,9 @@ def balance_get(*, organization: Organization) -> Decimal:
 
 def ledger_balance_units(*, organization_id: int) -> int:
     """The balance as the ledger says it (the truth the cached column must equal)."""
-    return LedgerEntry.objects.filter(organization_id=organization_id).aggregate(s=Sum("amount_units"))["s"] or 0
+    return (
+        LedgerEntry.objects.filter(organization_id=organization_id).aggregate(s=Sum("amount_units"))["s"] or 0
+    )
 
 
 def credits_totals(*, organization_id: int) -> tuple[Decimal, Decimal]:

@@ -12,10 +12,19 @@ from accounts.models import Organization, User
 from billing.models import EntryKind, LedgerEntry
 from billing.money import to_units
 from switchyard.errors import BadRequest
+from switchyard.shared import redis_enabled
 
 
-def ledger_append(*, organization_id: int, kind: str, amount_units: int, source: str, reason: str = "",
-                  api_key_id: int | None = None, created_by: User | None = None) -> tuple[LedgerEntry, bool]:
+def ledger_append(
+    *,
+    organization_id: int,
+    kind: str,
+    amount_units: int,
+    source: str,
+    reason: str = "",
+    api_key_id: int | None = None,
+    created_by: User | None = None,
+) -> tuple[LedgerEntry, bool]:
     """Append one entry and move the cached balance in the same transaction.
 
     Returns (entry, created). A second call with the same (kind, source) changes nothing and returns
@@ -24,17 +33,43 @@ def ledger_append(*, organization_id: int, kind: str, amount_units: int, source:
     try:
         with transaction.atomic():
             entry = LedgerEntry.objects.create(
-                organization_id=organization_id, kind=kind, amount_units=amount_units, source=source,
-                reason=reason[:300], api_key_id=api_key_id, created_by=created_by,
+                organization_id=organization_id,
+                kind=kind,
+                amount_units=amount_units,
+                source=source,
+                reason=reason[:300],
+                api_key_id=api_key_id,
+                created_by=created_by,
             )
-            Organization.objects.filter(pk=organization_id).update(balance_units=F("balance_units") + amount_units)
+            Organization.objects.filter(pk=organization_id).update(
+                balance_units=F("balance_units") + amount_units, ledger_version=F("ledger_version") + 1
+            )
+            balance, version = Organization.objects.values_list("balance_units", "ledger_version").get(
+                pk=organization_id
+            )
+            transaction.on_commit(lambda: mirror_balance(organization_id, balance, version))
     except IntegrityError:
         return LedgerEntry.objects.get(kind=kind, source=source), False
     return entry, True
 
 
-def credits_grant(*, organization: Organization, amount_usd: Decimal, reason: str, created_by: User | None = None,
-                  source: str | None = None, kind: str = EntryKind.GRANT) -> LedgerEntry:
+def mirror_balance(organization_id: int, balance_units: int, version: int) -> None:
+    """Tell the hot path's Redis copy about a committed balance (only ever moves it forward)."""
+    if redis_enabled():
+        from billing.holds import redis_balance_sync
+
+        redis_balance_sync(organization_id, balance_units, version)
+
+
+def credits_grant(
+    *,
+    organization: Organization,
+    amount_usd: Decimal,
+    reason: str,
+    created_by: User | None = None,
+    source: str | None = None,
+    kind: str = EntryKind.GRANT,
+) -> LedgerEntry:
     if kind not in (EntryKind.GRANT, EntryKind.ADJUSTMENT):
         raise BadRequest("Only grants and adjustments can be made by hand.")
     if not reason.strip():
@@ -46,18 +81,25 @@ def credits_grant(*, organization: Organization, amount_usd: Decimal, reason: st
     if kind == EntryKind.GRANT and units <= 0:
         raise BadRequest("A grant must be a positive amount.")
     entry, _ = ledger_append(
-        organization_id=organization.pk, kind=kind, amount_units=units,
-        source=source or f"{kind}:{uuid.uuid4()}", reason=reason.strip(), created_by=created_by,
+        organization_id=organization.pk,
+        kind=kind,
+        amount_units=units,
+        source=source or f"{kind}:{uuid.uuid4()}",
+        reason=reason.strip(),
+        created_by=created_by,
     )
     return entry
 
 
-def usage_charge(*, organization_id: int, generation_id: str, cost_units: int, api_key_id: int | None,
-                 model: str) -> tuple[LedgerEntry, bool]:
+def usage_charge(
+    *, organization_id: int, generation_id: str, cost_units: int, api_key_id: int | None, model: str
+) -> tuple[LedgerEntry, bool]:
     """Charge one generation; safe to call any number of times for the same generation id."""
     return ledger_append(
-        organization_id=organization_id, kind=EntryKind.USAGE, amount_units=-cost_units,
-        source=generation_id, reason=model, api_key_id=api_key_id,
+        organization_id=organization_id,
+        kind=EntryKind.USAGE,
+        amount_units=-cost_units,
+        source=generation_id,
+        reason=model,
+        api_key_id=api_key_id,
     )
-
-

@@ -20,8 +20,18 @@ def _per_million(price: Decimal | None) -> str:
 class EndpointInline(admin.TabularInline):
     model = Endpoint
     extra = 0
-    fields = ["provider", "provider_model_id", "enabled", "price_prompt", "price_completion",
-              "prompt_per_m", "completion_per_m", "context_length", "max_completion_tokens", "quantization"]
+    fields = [
+        "provider",
+        "provider_model_id",
+        "enabled",
+        "price_prompt",
+        "price_completion",
+        "prompt_per_m",
+        "completion_per_m",
+        "context_length",
+        "max_completion_tokens",
+        "quantization",
+    ]
     readonly_fields = ["prompt_per_m", "completion_per_m"]
     show_change_link = True
 
@@ -52,8 +62,11 @@ class EnableActions:
             else:
                 obj.enabled = enabled
                 obj.save(update_fields=["enabled", "updated_at"])
-        self.message_user(request, f"{'Enabled' if enabled else 'Disabled'} {queryset.count()}.",  # type: ignore[attr-defined]
-                          messages.SUCCESS)
+        self.message_user(
+            request,
+            f"{'Enabled' if enabled else 'Disabled'} {queryset.count()}.",  # type: ignore[attr-defined]
+            messages.SUCCESS,
+        )
 
 
 @admin.register(Provider)
@@ -83,8 +96,16 @@ class ModelAdmin(EnableActions, admin.ModelAdmin):
 
 @admin.register(Endpoint)
 class EndpointAdmin(EnableActions, admin.ModelAdmin):
-    list_display = ["model", "provider", "provider_model_id", "enabled", "prompt_per_m", "completion_per_m",
-                    "context_length", "quantization"]
+    list_display = [
+        "model",
+        "provider",
+        "provider_model_id",
+        "enabled",
+        "prompt_per_m",
+        "completion_per_m",
+        "context_length",
+        "quantization",
+    ]
     list_filter = ["enabled", "provider", "quantization"]
     search_fields = ["model__slug", "provider__slug", "provider_model_id"]
     list_select_related = ["model", "provider"]
@@ -106,8 +127,19 @@ class EndpointAdmin(EnableActions, admin.ModelAdmin):
 
 @admin.register(Generation)
 class GenerationAdmin(admin.ModelAdmin):
-    list_display = ["id", "organization", "model", "provider", "status", "streamed", "tokens_prompt",
-                    "tokens_completion", "cost", "latency_ms", "created_at"]
+    list_display = [
+        "id",
+        "organization",
+        "model",
+        "provider",
+        "status",
+        "streamed",
+        "tokens_prompt",
+        "tokens_completion",
+        "cost",
+        "latency_ms",
+        "created_at",
+    ]
     list_filter = ["status", "streamed", "cancelled", "provider"]
     search_fields = ["id", "model", "organization__slug"]
     date_hierarchy = "created_at"

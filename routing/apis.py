@@ -14,7 +14,6 @@ from routing.catalog.snapshot import catalog
 from switchyard.errors import BadRequest, NotFound
 
 
-
 class ModelsListApi(APIView):
     permission_classes = [AllowAny]
 
@@ -42,8 +41,9 @@ class ModelEndpointsApi(APIView):
         snapshot = catalog.get_sync()
         model = snapshot.models.get(f"{author}/{slug}")
         endpoint_ids = [ep.id for ep in model.endpoints] if model else []
-        data = selectors.model_endpoints(snapshot=snapshot, slug=f"{author}/{slug}",
-                                         health=health.stats_sync(endpoint_ids))
+        data = selectors.model_endpoints(
+            snapshot=snapshot, slug=f"{author}/{slug}", health=health.stats_sync(endpoint_ids)
+        )
         if data is None:
             raise NotFound(f"Model {author}/{slug} does not exist.")
         return Response({"data": data})
@@ -66,5 +66,3 @@ class GenerationGetApi(APIView):
         if gen is None:
             raise NotFound(f"Generation {gen_id} not found (it may still be on its way: retry in a second).")
         return Response({"data": selectors.generation_data(gen)})
-
-

@@ -72,8 +72,13 @@ class Endpoint(models.Model):
     price_completion = models.DecimalField(**PRICE)
     price_cache_read = models.DecimalField(**PRICE)
     price_cache_write = models.DecimalField(**PRICE)
-    price_reasoning = models.DecimalField(max_digits=20, decimal_places=12, null=True, blank=True,
-                                          help_text="Defaults to the completion price when empty.")
+    price_reasoning = models.DecimalField(
+        max_digits=20,
+        decimal_places=12,
+        null=True,
+        blank=True,
+        help_text="Defaults to the completion price when empty.",
+    )
     price_request = models.DecimalField(**PRICE)
     price_image = models.DecimalField(**PRICE)
     context_length = models.PositiveIntegerField(default=0)
@@ -86,7 +91,9 @@ class Endpoint(models.Model):
 
     class Meta:
         ordering = ["model__slug", "provider__slug"]
-        constraints = [models.UniqueConstraint(fields=["model", "provider"], name="endpoint_model_provider_unique")]
+        constraints = [
+            models.UniqueConstraint(fields=["model", "provider"], name="endpoint_model_provider_unique")
+        ]
 
     def __str__(self) -> str:
         return f"{self.model.slug} @ {self.provider.slug}"
@@ -110,6 +117,9 @@ class CatalogState(models.Model):
     version = models.BigIntegerField(default=0)
     updated_at = models.DateTimeField(auto_now=True)
 
+    def __str__(self) -> str:
+        return f"catalog v{self.version}"
+
 
 class GenerationStatus(models.TextChoices):
     SUCCESS = "success", "Success"
@@ -119,8 +129,12 @@ class GenerationStatus(models.TextChoices):
 
 class Generation(models.Model):
     id = models.CharField(primary_key=True, max_length=40)
-    organization = models.ForeignKey("accounts.Organization", on_delete=models.CASCADE, related_name="generations")
-    api_key = models.ForeignKey("accounts.ApiKey", null=True, on_delete=models.SET_NULL, related_name="generations")
+    organization = models.ForeignKey(
+        "accounts.Organization", on_delete=models.CASCADE, related_name="generations"
+    )
+    api_key = models.ForeignKey(
+        "accounts.ApiKey", null=True, on_delete=models.SET_NULL, related_name="generations"
+    )
     endpoint = models.ForeignKey(Endpoint, null=True, on_delete=models.SET_NULL, related_name="+")
     model = models.CharField(max_length=128)
     provider = models.CharField(max_length=64, blank=True)

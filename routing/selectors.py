@@ -59,28 +59,31 @@ def model_list(*, snapshot: Snapshot, search: str | None = None) -> list[dict[st
         params: set[str] = set()
         for ep in m.endpoints:
             params |= ep.supported_parameters
-        out.append({
-            "id": m.slug,
-            "canonical_slug": m.slug,
-            "name": m.name,
-            "created": m.created,
-            "description": m.description,
-            "context_length": m.context_length,
-            "architecture": _architecture(m),
-            "pricing": _pricing(top),
-            "top_provider": {
-                "context_length": top.context_length if top else m.context_length,
-                "max_completion_tokens": top.max_completion_tokens if top else None,
-                "is_moderated": False,
-            },
-            "per_request_limits": None,
-            "supported_parameters": sorted(params),
-        })
+        out.append(
+            {
+                "id": m.slug,
+                "canonical_slug": m.slug,
+                "name": m.name,
+                "created": m.created,
+                "description": m.description,
+                "context_length": m.context_length,
+                "architecture": _architecture(m),
+                "pricing": _pricing(top),
+                "top_provider": {
+                    "context_length": top.context_length if top else m.context_length,
+                    "max_completion_tokens": top.max_completion_tokens if top else None,
+                    "is_moderated": False,
+                },
+                "per_request_limits": None,
+                "supported_parameters": sorted(params),
+            }
+        )
     return out
 
 
-def model_endpoints(*, snapshot: Snapshot, slug: str, health: dict[int, dict[str, Any]] | None = None
-                    ) -> dict[str, Any] | None:
+def model_endpoints(
+    *, snapshot: Snapshot, slug: str, health: dict[int, dict[str, Any]] | None = None
+) -> dict[str, Any] | None:
     m = snapshot.models.get(slug)
     if m is None:
         return None
@@ -88,23 +91,25 @@ def model_endpoints(*, snapshot: Snapshot, slug: str, health: dict[int, dict[str
     endpoints = []
     for ep in sorted(m.endpoints, key=lambda e: (e.prompt_units + e.completion_units, e.provider_slug)):
         stats = health.get(ep.id, {})
-        endpoints.append({
-            "name": f"{ep.provider_name} | {m.slug}",
-            "model_name": m.name,
-            "provider_name": ep.provider_name,
-            "tag": ep.provider_slug,
-            "context_length": ep.context_length,
-            "max_completion_tokens": ep.max_completion_tokens,
-            "max_prompt_tokens": None,
-            "quantization": ep.quantization or None,
-            "pricing": _pricing(ep),
-            "supported_parameters": sorted(ep.supported_parameters),
-            "data_policy": ep.data_policy,
-            "status": 0,
-            "uptime_last_30m": stats.get("uptime"),
-            "latency_last_30m": stats.get("latency_ms"),
-            "throughput_last_30m": stats.get("throughput"),
-        })
+        endpoints.append(
+            {
+                "name": f"{ep.provider_name} | {m.slug}",
+                "model_name": m.name,
+                "provider_name": ep.provider_name,
+                "tag": ep.provider_slug,
+                "context_length": ep.context_length,
+                "max_completion_tokens": ep.max_completion_tokens,
+                "max_prompt_tokens": None,
+                "quantization": ep.quantization or None,
+                "pricing": _pricing(ep),
+                "supported_parameters": sorted(ep.supported_parameters),
+                "data_policy": ep.data_policy,
+                "status": 0,
+                "uptime_last_30m": stats.get("uptime"),
+                "latency_last_30m": stats.get("latency_ms"),
+                "throughput_last_30m": stats.get("throughput"),
+            }
+        )
     return {
         "id": m.slug,
         "name": m.name,

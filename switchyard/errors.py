@@ -20,8 +20,15 @@ class SwitchyardError(Exception):
     status = 400
     code = "bad_request"
 
-    def __init__(self, message: str, *, status: int | None = None, code: str | None = None,
-                 metadata: dict[str, Any] | None = None, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         if status is not None:
@@ -128,8 +135,12 @@ _STATUS_MESSAGES = {
 }
 
 
-def json_error(status: int, message: str | None = None, metadata: dict[str, Any] | None = None) -> JsonResponse:
-    return JsonResponse(error_body(status, message or _STATUS_MESSAGES.get(status, "Error."), metadata), status=status)
+def json_error(
+    status: int, message: str | None = None, metadata: dict[str, Any] | None = None
+) -> JsonResponse:
+    return JsonResponse(
+        error_body(status, message or _STATUS_MESSAGES.get(status, "Error."), metadata), status=status
+    )
 
 
 class ApiErrorMiddleware:

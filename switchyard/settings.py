@@ -30,7 +30,9 @@ if DEBUG:
 else:
     SECRET_KEY = env_str("SECRET_KEY", "")
     if not SECRET_KEY:
-        raise ImproperlyConfigured("SECRET_KEY is required when DEBUG is off (set SECRET_KEY in the environment).")
+        raise ImproperlyConfigured(
+            "SECRET_KEY is required when DEBUG is off (set SECRET_KEY in the environment)."
+        )
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
@@ -93,6 +95,8 @@ else:
                 "transaction_mode": "IMMEDIATE",
                 "timeout": 20,
             },
+            # A file, not :memory:, so the test suite's server threads and subprocesses share it.
+            "TEST": {"NAME": str(VAR_DIR / "test.sqlite3")},
         }
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -118,6 +122,8 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT.mkdir(exist_ok=True)
+WHITENOISE_USE_FINDERS = DEBUG or TESTING
 STATICFILES_DIRS = [BASE_DIR / "static"] if (BASE_DIR / "static").exists() else []
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
@@ -131,7 +137,7 @@ STORAGES = {
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["accounts.authentication.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_RENDERER_CLASSES": ["switchyard.renderers.ORJSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "EXCEPTION_HANDLER": "switchyard.errors.drf_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
@@ -149,7 +155,7 @@ SPECTACULAR_SETTINGS = {
 }
 
 # Celery: eager in embedded mode (no broker), Redis in full mode.
-CELERY_BROKER_URL = REDIS_URL or "memory://"
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "") or REDIS_URL or "memory://"
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_ALWAYS_EAGER = EMBEDDED
 CELERY_TASK_EAGER_PROPAGATES = True
@@ -159,6 +165,7 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BEAT_SCHEDULE = {
     "usage-drain": {"task": "billing.tasks.usage_drain", "schedule": 1.0},
+    "holds-reap": {"task": "billing.tasks.holds_reap", "schedule": 30.0},
 }
 
 # Encryption for stored provider keys (BYOK): first key encrypts, all decrypt.

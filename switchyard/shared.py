@@ -24,7 +24,10 @@ def async_redis() -> Any:
         import redis.asyncio as aioredis
 
         _async_redis = aioredis.from_url(
-            settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=2, health_check_interval=30,
+            settings.REDIS_URL,
+            socket_connect_timeout=2,
+            socket_timeout=2,
+            health_check_interval=30,
             max_connections=512,
         )
     return _async_redis

@@ -11,23 +11,67 @@ from typing import Any
 import yaml
 from django.db import transaction
 
-from billing.money import per_million_to_per_token
+from billing.money import PER_MILLION, PICO, per_million_to_per_token
 from routing.models import ApiFormat, Endpoint, Model, Provider
 
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 MODEL_SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*/[a-z0-9][a-z0-9._:-]*$")
 MODALITIES = {"text", "image", "audio", "file", "video", "embeddings"}
 KNOWN_PARAMETERS = {
-    "temperature", "top_p", "top_k", "frequency_penalty", "presence_penalty", "repetition_penalty", "min_p",
-    "top_a", "max_tokens", "stop", "seed", "tools", "tool_choice", "parallel_tool_calls", "response_format",
-    "structured_outputs", "logprobs", "top_logprobs", "logit_bias", "reasoning", "include_reasoning",
+    "temperature",
+    "top_p",
+    "top_k",
+    "frequency_penalty",
+    "presence_penalty",
+    "repetition_penalty",
+    "min_p",
+    "top_a",
+    "max_tokens",
+    "stop",
+    "seed",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "response_format",
+    "structured_outputs",
+    "logprobs",
+    "top_logprobs",
+    "logit_bias",
+    "reasoning",
+    "include_reasoning",
 }
-PROVIDER_KEYS = {"slug", "name", "api_format", "base_url", "api_key_env", "timeouts", "data_policy", "enabled"}
+PROVIDER_KEYS = {
+    "slug",
+    "name",
+    "api_format",
+    "base_url",
+    "api_key_env",
+    "timeouts",
+    "data_policy",
+    "enabled",
+}
 TIMEOUT_KEYS = {"connect", "first_byte", "between_chunks", "total"}
-MODEL_KEYS = {"slug", "name", "description", "context_length", "input_modalities", "output_modalities",
-              "endpoints", "enabled"}
-ENDPOINT_KEYS = {"provider", "provider_model_id", "pricing", "context_length", "max_completion_tokens",
-                 "quantization", "supported_parameters", "data_policy", "enabled"}
+MODEL_KEYS = {
+    "slug",
+    "name",
+    "description",
+    "context_length",
+    "input_modalities",
+    "output_modalities",
+    "endpoints",
+    "enabled",
+}
+ENDPOINT_KEYS = {
+    "provider",
+    "provider_model_id",
+    "pricing",
+    "context_length",
+    "max_completion_tokens",
+    "quantization",
+    "supported_parameters",
+    "data_policy",
+    "enabled",
+}
 PRICING_KEYS = {"prompt", "completion", "cache_read", "cache_write", "reasoning", "request", "image"}
 DATA_POLICY_KEYS = {"training", "retains_prompts", "zdr"}
 
@@ -47,9 +91,11 @@ class Summary:
     files: list[str] = field(default_factory=list)
 
     def line(self) -> str:
-        return (f"Loaded {len(self.files)} file(s): {self.providers} providers, {self.models} models, "
-                f"{self.endpoints} endpoints ({self.created} created, {self.updated} updated, "
-                f"{self.disabled} disabled by --prune).")
+        return (
+            f"Loaded {len(self.files)} file(s): {self.providers} providers, {self.models} models, "
+            f"{self.endpoints} endpoints ({self.created} created, {self.updated} updated, "
+            f"{self.disabled} disabled by --prune)."
+        )
 
 
 class _Ctx:
@@ -82,13 +128,20 @@ def _positive_int(ctx: _Ctx, where: str, name: str, value: Any, *, allow_none: b
 
 def _price(ctx: _Ctx, where: str, name: str, value: Any) -> Decimal:
     if isinstance(value, float):
-        raise ctx.fail(where, f"pricing.{name} must be a quoted decimal string (floats lose precision), got {value!r}")
+        raise ctx.fail(
+            where, f"pricing.{name} must be a quoted decimal string (floats lose precision), got {value!r}"
+        )
     try:
         price = Decimal(str(value))
     except InvalidOperation:
         raise ctx.fail(where, f"pricing.{name} is not a decimal number: {value!r}")
     if not price.is_finite() or price < 0:
         raise ctx.fail(where, f"pricing.{name} must be a non-negative number, got {value!r}")
+    # Stored as USD per token (per request / per image) with 12 places: refuse, never round, anything finer.
+    unit = name if name in ("request", "image") else "token"
+    per_unit = price if unit != "token" else price / PER_MILLION
+    if per_unit != per_unit.quantize(PICO):
+        raise ctx.fail(where, f"pricing.{name} {value!r} is finer than a picodollar per {unit}")
     return price
 
 
@@ -102,15 +155,23 @@ def _data_policy(ctx: _Ctx, where: str, value: Any) -> dict[str, bool]:
     return dict(policy)
 
 
+def _entry(kind: str, idx: int, raw: Any) -> str:
+    """Name an entry by its slug when it has one (a 40-model file is not searched by index)."""
+    slug = raw.get("slug") if isinstance(raw, dict) else None
+    return f"{kind}s[{idx}] ({slug!r})" if slug else f"{kind}s[{idx}]"
+
+
 def _parse_provider(ctx: _Ctx, idx: int, raw: Any) -> dict[str, Any]:
-    where = f"providers[{idx}]"
+    where = _entry("provider", idx, raw)
     data = _check_keys(ctx, where, raw, PROVIDER_KEYS, {"slug", "name", "api_format"})
     slug = str(data["slug"])
     where = f"provider {slug!r}"
     if not SLUG_RE.match(slug):
         raise ctx.fail(where, f"slug must match {SLUG_RE.pattern}")
     if data["api_format"] not in ApiFormat.values:
-        raise ctx.fail(where, f"api_format must be one of {', '.join(ApiFormat.values)}, got {data['api_format']!r}")
+        raise ctx.fail(
+            where, f"api_format must be one of {', '.join(ApiFormat.values)}, got {data['api_format']!r}"
+        )
     base_url = str(data.get("base_url") or "")
     if data["api_format"] != ApiFormat.SIMULATED and not re.match(r"^https?://", base_url):
         raise ctx.fail(where, "base_url must be an http(s) URL")
@@ -125,9 +186,14 @@ def _parse_provider(ctx: _Ctx, idx: int, raw: Any) -> dict[str, Any]:
     if env and not re.match(r"^[A-Z_][A-Z0-9_]*$", env):
         raise ctx.fail(where, "api_key_env must be an environment variable name")
     return {
-        "slug": slug, "name": str(data["name"]), "api_format": data["api_format"], "base_url": base_url.rstrip("/"),
-        "api_key_env": env, "enabled": bool(data.get("enabled", True)),
-        "data_policy": _data_policy(ctx, where, data.get("data_policy")), **parsed_timeouts,
+        "slug": slug,
+        "name": str(data["name"]),
+        "api_format": data["api_format"],
+        "base_url": base_url.rstrip("/"),
+        "api_key_env": env,
+        "enabled": bool(data.get("enabled", True)),
+        "data_policy": _data_policy(ctx, where, data.get("data_policy")),
+        **parsed_timeouts,
     }
 
 
@@ -156,9 +222,14 @@ def _parse_endpoint(ctx: _Ctx, model_slug: str, idx: int, raw: Any, providers: s
         # Per-request and per-image prices are plain USD, not per million.
         "price_request": prices.get("request", Decimal(0)),
         "price_image": prices.get("image", Decimal(0)),
-        "context_length": _positive_int(ctx, where, "context_length", data.get("context_length"), allow_none=True),
-        "max_completion_tokens": _positive_int(ctx, where, "max_completion_tokens",
-                                               data.get("max_completion_tokens"), allow_none=True),
+        # 0 = inherit the model's context length (the column is NOT NULL).
+        "context_length": _positive_int(
+            ctx, where, "context_length", data.get("context_length"), allow_none=True
+        )
+        or 0,
+        "max_completion_tokens": _positive_int(
+            ctx, where, "max_completion_tokens", data.get("max_completion_tokens"), allow_none=True
+        ),
         "quantization": str(quant) if quant else "",
         "supported_parameters": list(params),
         "data_policy": _data_policy(ctx, where, data.get("data_policy")),
@@ -167,7 +238,7 @@ def _parse_endpoint(ctx: _Ctx, model_slug: str, idx: int, raw: Any, providers: s
 
 
 def _parse_model(ctx: _Ctx, idx: int, raw: Any, providers: set[str]) -> dict[str, Any]:
-    data = _check_keys(ctx, f"models[{idx}]", raw, MODEL_KEYS, {"slug", "name"})
+    data = _check_keys(ctx, _entry("model", idx, raw), raw, MODEL_KEYS, {"slug", "name"})
     slug = str(data["slug"])
     where = f"model {slug!r}"
     if not MODEL_SLUG_RE.match(slug):
@@ -186,11 +257,14 @@ def _parse_model(ctx: _Ctx, idx: int, raw: Any, providers: set[str]) -> dict[str
             raise ctx.fail(where, f"provider {ep['provider']!r} appears twice in endpoints")
         seen.add(ep["provider"])
     return {
-        "slug": slug, "name": str(data["name"]), "description": str(data.get("description") or ""),
+        "slug": slug,
+        "name": str(data["name"]),
+        "description": str(data.get("description") or ""),
         "context_length": _positive_int(ctx, where, "context_length", data.get("context_length", 0) or 1),
         "input_modalities": data.get("input_modalities", ["text"]),
         "output_modalities": data.get("output_modalities", ["text"]),
-        "enabled": bool(data.get("enabled", True)), "endpoints": parsed,
+        "enabled": bool(data.get("enabled", True)),
+        "endpoints": parsed,
     }
 
 

@@ -77,31 +77,55 @@ def build_snapshot() -> Snapshot:
     state = CatalogState.objects.filter(pk=1).first()
     version = state.version if state else 0
     endpoints: dict[int, list[EndpointInfo]] = {}
-    rows = (Endpoint.objects.filter(enabled=True, provider__enabled=True, model__enabled=True)
-            .select_related("provider", "model").order_by("model_id", "provider__slug"))
+    rows = (
+        Endpoint.objects.filter(enabled=True, provider__enabled=True, model__enabled=True)
+        .select_related("provider", "model")
+        .order_by("model_id", "provider__slug")
+    )
     for ep in rows:
         prov = ep.provider
         policy = {**(prov.data_policy or {}), **(ep.data_policy or {})}
-        endpoints.setdefault(ep.model_id, []).append(EndpointInfo(
-            id=ep.pk, model_slug=ep.model.slug, provider_slug=prov.slug, provider_name=prov.name,
-            api_format=prov.api_format, base_url=prov.base_url, api_key_env=prov.api_key_env,
-            provider_model_id=ep.provider_model_id,
-            timeout_connect=prov.timeout_connect, timeout_first_byte=prov.timeout_first_byte,
-            timeout_between_chunks=prov.timeout_between_chunks, timeout_total=prov.timeout_total,
-            prompt_units=_units(ep.price_prompt), completion_units=_units(ep.price_completion),
-            cache_read_units=_units(ep.price_cache_read), cache_write_units=_units(ep.price_cache_write),
-            reasoning_units=_units(ep.price_reasoning if ep.price_reasoning is not None else ep.price_completion),
-            request_units=_units(ep.price_request), image_units=_units(ep.price_image),
-            context_length=ep.context_length or ep.model.context_length,
-            max_completion_tokens=ep.max_completion_tokens, quantization=ep.quantization,
-            supported_parameters=frozenset(ep.supported_parameters or []), data_policy=policy,
-        ))
+        endpoints.setdefault(ep.model_id, []).append(
+            EndpointInfo(
+                id=ep.pk,
+                model_slug=ep.model.slug,
+                provider_slug=prov.slug,
+                provider_name=prov.name,
+                api_format=prov.api_format,
+                base_url=prov.base_url,
+                api_key_env=prov.api_key_env,
+                provider_model_id=ep.provider_model_id,
+                timeout_connect=prov.timeout_connect,
+                timeout_first_byte=prov.timeout_first_byte,
+                timeout_between_chunks=prov.timeout_between_chunks,
+                timeout_total=prov.timeout_total,
+                prompt_units=_units(ep.price_prompt),
+                completion_units=_units(ep.price_completion),
+                cache_read_units=_units(ep.price_cache_read),
+                cache_write_units=_units(ep.price_cache_write),
+                reasoning_units=_units(
+                    ep.price_reasoning if ep.price_reasoning is not None else ep.price_completion
+                ),
+                request_units=_units(ep.price_request),
+                image_units=_units(ep.price_image),
+                context_length=ep.context_length or ep.model.context_length,
+                max_completion_tokens=ep.max_completion_tokens,
+                quantization=ep.quantization,
+                supported_parameters=frozenset(ep.supported_parameters or []),
+                data_policy=policy,
+            )
+        )
     models = {}
     for m in Model.objects.filter(enabled=True).order_by("slug"):
         models[m.slug] = ModelInfo(
-            slug=m.slug, name=m.name, description=m.description, context_length=m.context_length,
-            input_modalities=tuple(m.input_modalities), output_modalities=tuple(m.output_modalities),
-            created=int(m.created_at.timestamp()), endpoints=tuple(endpoints.get(m.pk, ())),
+            slug=m.slug,
+            name=m.name,
+            description=m.description,
+            context_length=m.context_length,
+            input_modalities=tuple(m.input_modalities),
+            output_modalities=tuple(m.output_modalities),
+            created=int(m.created_at.timestamp()),
+            endpoints=tuple(endpoints.get(m.pk, ())),
         )
     return Snapshot(version=version, models=models)
 
@@ -144,16 +168,23 @@ class CatalogCache:
         while True:
             await asyncio.sleep(settings.SWITCHYARD_CATALOG_CHECK_SECONDS)
             try:
+                epoch = self._epoch
                 version = await self._current_version()
                 if self._snapshot is None or version != self._seen_version:
-                    self._snapshot = await sync_to_async(build_snapshot, thread_sensitive=False)()
-                    self._seen_version = version
+                    snapshot = await sync_to_async(build_snapshot, thread_sensitive=False)()
+                    if epoch == self._epoch:  # not cleared meanwhile
+                        self._snapshot = snapshot
+                        self._seen_version = version
             except Exception:
                 logger.exception("catalog refresh failed; keeping the previous snapshot")
 
     _seen_version = -1
+    _epoch = 0
 
     def clear(self) -> None:
+        """Forget the snapshot (tests; an admin 'reload now')."""
+        self._epoch += 1
+        self._seen_version = -1
         self._snapshot = None
 
 

@@ -1,13 +1,638 @@
-"""The ASGI application: completion hot path in front of Django (filled in next)."""
+"""The ASGI application: a lean async handler for the completion hot path, Django for everything else.
+
+Why not a Django view: on this box stock Django ASGI spends ~60% of a request in per-request thread
+hops (sync middleware, DB signal receivers, response.close) and DRF buffers streams whole (see the
+README's performance section). This handler never touches the ORM or sync code on a normal request:
+the key, the catalog and the balance are answered from memory and Redis, with two Redis round trips
+(place the hold; settle it and queue the usage event in one Lua call).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import secrets
+import time
 from typing import Any
+
+import orjson
+from django.conf import settings
+
+from accounts.keys import KeyInfo, key_lookup
+from billing.holds import HoldRef, hold_place, hold_settle
+from billing.money import from_units, json_default, json_number
+from routing.adapters.base import CallContext, Completion, UpstreamFailure, Usage, platform_key, scrub
+from routing.adapters.registry import adapter_for
+from routing.catalog.snapshot import catalog
+from routing.gateway import tokens
+from routing.gateway.cost import cost_units, worst_case_units
+from routing.gateway.upstream import close_upstream_sessions
+from routing.gateway.validate import validate_completion
+from routing.router import Candidate, plan
+from switchyard.errors import (
+    BadRequest,
+    NoProviderAvailable,
+    PayloadTooLarge,
+    RequestTimeout,
+    SwitchyardError,
+    Unauthorized,
+    UpstreamError,
+    error_body,
+)
+from switchyard.shared import redis_enabled
+
+logger = logging.getLogger("switchyard.gateway")
+
+ROUTES = {"/api/v1/chat/completions": "chat", "/api/v1/completions": "completion"}
+JSON_HEADERS = [(b"content-type", b"application/json")]
+SSE_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+PROCESSING = b": SWITCHYARD PROCESSING\n\n"
+DONE = b"data: [DONE]\n\n"
+
+_background: set[asyncio.Task[Any]] = set()
+
+
+def new_generation_id() -> str:
+    """Sortable by creation time (milliseconds first), unguessable after that."""
+    return f"gen-{int(time.time() * 1000):013d}-{secrets.token_urlsafe(15)}"
+
+
+def _spawn(coro: Any) -> asyncio.Task[Any]:
+    """Run work that must finish even if the request's task is cancelled (settlement)."""
+    task = asyncio.get_running_loop().create_task(coro)
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+    return task
+
+
+async def drain_background(timeout: float = 30.0) -> None:
+    if _background:
+        await asyncio.wait(list(_background), timeout=timeout)
+
+
+def _header(scope: dict[str, Any], name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+def dumps(value: Any) -> bytes:
+    return orjson.dumps(value, default=json_default)
+
+
+async def _send_json(
+    send: Any, status: int, body: Any, extra: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    payload = dumps(body)
+    headers = [*JSON_HEADERS, (b"content-length", str(len(payload)).encode()), *(extra or [])]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})
+
+
+async def send_error(send: Any, exc: SwitchyardError, extra: list[tuple[bytes, bytes]] | None = None) -> None:
+    headers = list(extra or [])
+    headers += [(k.lower().encode(), v.encode()) for k, v in exc.headers.items()]
+    await _send_json(send, exc.status, exc.body(), headers)
+
+
+async def read_body(receive: Any, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise asyncio.CancelledError("client went away while sending the body")
+        body = message.get("body", b"")
+        size += len(body)
+        if size > limit:
+            raise PayloadTooLarge(f"Request body is larger than {limit} bytes.", metadata={"limit": limit})
+        chunks.append(body)
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+async def authenticate(scope: dict[str, Any]) -> KeyInfo:
+    header = _header(scope, b"authorization")
+    if not header:
+        raise Unauthorized("Missing API key: send `Authorization: Bearer sk-sy-v1-...`.")
+    scheme, _, secret = header.partition(" ")
+    if scheme.lower() != "bearer" or not secret.strip():
+        raise Unauthorized("Malformed Authorization header: expected `Bearer <api key>`.")
+    info = await key_lookup(secret.strip())
+    if info is None:
+        raise Unauthorized("Invalid API key.")
+    if not info.active():
+        raise Unauthorized("This API key is disabled, deleted or expired.")
+    return info
+
+
+def _usage_json(usage: Usage, cost: int) -> dict[str, Any]:
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.prompt_tokens + usage.completion_tokens,
+        "cost": json_number(from_units(cost)),
+        "is_byok": False,
+        "prompt_tokens_details": {
+            "cached_tokens": usage.cached_tokens,
+            "cache_write_tokens": usage.cache_write_tokens,
+        },
+        "completion_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
+    }
+
+
+class Run:
+    """One request's state from routing to settlement."""
+
+    def __init__(
+        self,
+        *,
+        gen_id: str,
+        kind: str,
+        key: KeyInfo,
+        req: dict[str, Any],
+        candidates: list[Candidate],
+        hold: HoldRef,
+        started: float,
+    ) -> None:
+        self.gen_id = gen_id
+        self.kind = kind
+        self.key = key
+        self.req = req
+        self.candidates = candidates
+        self.hold = hold
+        self.started = started
+        self.created = int(time.time())
+        self.attempts: list[dict[str, Any]] = []
+        self.winner: Candidate | None = None
+        self.usage: Usage | None = None
+        self.finish_reason: str | None = None
+        self.status = "error"
+        self.error = ""
+        self.cancelled = False
+        self.first_token_at: float | None = None
+        self.text_parts: list[str] = []
+        self.tool_args: list[str] = []
+        self.settled = False
+
+    @property
+    def object_name(self) -> str:
+        return "chat.completion" if self.kind == "chat" else "text_completion"
+
+    def context(self, cand: Candidate) -> CallContext:
+        ep = cand.endpoint
+        now = time.monotonic()
+        return CallContext(
+            endpoint=ep, api_key=platform_key(ep), started=now, deadline=now + ep.timeout_total
+        )
+
+    def record(
+        self, cand: Candidate, began: float, *, ok: bool, failure: UpstreamFailure | None = None
+    ) -> None:
+        entry: dict[str, Any] = {
+            "provider": cand.endpoint.provider_slug,
+            "model": cand.model.slug,
+            "endpoint_id": cand.endpoint.id,
+            "status": 200 if ok else failure.status if failure else 0,
+            "latency_ms": int((time.monotonic() - began) * 1000),
+        }
+        if failure is not None:
+            entry["error"] = failure.message
+            entry["reason"] = failure.kind
+        self.attempts.append(entry)
+
+    def final_usage(self) -> Usage:
+        if self.usage is not None:
+            return self.usage
+        # The provider reported nothing: count with a real tokenizer and say the numbers are estimated.
+        if self.kind == "completion":
+            prompt = tokens.count_text(self.req["prompt"])
+        else:
+            prompt = tokens.count_messages(self.req["messages"])
+        completion = tokens.count_text("".join(self.text_parts)) + tokens.count_text("".join(self.tool_args))
+        return Usage(
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            estimated=True,
+            images=tokens.count_images(self.req),
+        )
+
+    def settle(self) -> asyncio.Task[Any]:
+        """Charge exactly once, whatever happened to the client (detached from the request task)."""
+        if self.settled:
+            raise RuntimeError("settled twice")
+        self.settled = True
+        return _spawn(self._settle())
+
+    async def _settle(self) -> None:
+        ended = time.monotonic()
+        usage = cost = None
+        if self.winner is not None and (
+            self.status == "success" or self.first_token_at is not None or self.usage is not None
+        ):
+            usage = self.final_usage()
+            cost = cost_units(self.winner.endpoint, usage)
+        ep = self.winner.endpoint if self.winner else None
+        event = {
+            "gen": self.gen_id,
+            "org": self.key.org_id,
+            "key": self.key.id,
+            "hold": self.hold.id,
+            "embedded": not redis_enabled(),
+            "model": self.winner.model.slug if self.winner else self.req["_models"][0],
+            "provider": ep.provider_slug if ep else "",
+            "endpoint": ep.id if ep else None,
+            "kind": self.kind,
+            "status": "cancelled" if self.cancelled else self.status,
+            "streamed": self.req["stream"],
+            "cancelled": self.cancelled,
+            "finish_reason": self.finish_reason,
+            "native_finish_reason": self.finish_reason,
+            "tokens": {
+                "prompt": usage.prompt_tokens,
+                "completion": usage.completion_tokens,
+                "cached": usage.cached_tokens,
+                "cache_write": usage.cache_write_tokens,
+                "reasoning": usage.reasoning_tokens,
+            }
+            if usage
+            else {},
+            "estimated": bool(usage and usage.estimated),
+            "cost": cost or 0,
+            "latency_ms": int((ended - self.started) * 1000),
+            "ttft_ms": int((self.first_token_at - self.started) * 1000) if self.first_token_at else None,
+            "generation_time_ms": int((ended - self.first_token_at) * 1000) if self.first_token_at else None,
+            "error": self.error,
+            "attempts": self.attempts,
+            "created": self.created,
+        }
+        for attempt in range(3):
+            try:
+                await hold_settle(self.hold, cost_units=cost or 0, event=orjson.dumps(event))
+                return
+            except Exception:
+                logger.exception("settlement of %s failed (attempt %d)", self.gen_id, attempt + 1)
+                await asyncio.sleep(0.2 * (attempt + 1))
+        logger.error("could not settle %s; its hold will expire and the auditor will see it", self.gen_id)
+
+
+async def _watch_disconnect(receive: Any) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def _race_disconnect(work: asyncio.Task[Any], receive: Any) -> bool:
+    """Run `work` until it ends or the client disconnects (then cancel it). True if the client left."""
+    watcher = asyncio.ensure_future(_watch_disconnect(receive))
+    try:
+        done, _ = await asyncio.wait({work, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not watcher.done():
+            watcher.cancel()
+    if work in done:
+        work.result()  # re-raise the work's own errors
+        return False
+    work.cancel()
+    try:
+        await work
+    except asyncio.CancelledError:
+        pass
+    except Exception:
+        logger.debug("work failed after the client left", exc_info=True)
+    return True
+
+
+async def _complete(run: Run) -> Completion:
+    last: UpstreamFailure | None = None
+    for cand in run.candidates:
+        adapter = adapter_for(cand.endpoint.api_format)
+        if adapter is None:
+            continue
+        began = time.monotonic()
+        try:
+            completion = await adapter.complete(run.context(cand), run.req)
+        except UpstreamFailure as failure:
+            run.record(cand, began, ok=False, failure=failure)
+            last = failure
+            if not failure.retriable:
+                break
+            continue
+        run.record(cand, began, ok=True)
+        run.winner = cand
+        run.first_token_at = time.monotonic()
+        return completion
+    raise _all_failed(run, last)
+
+
+def _all_failed(run: Run, last: UpstreamFailure | None) -> SwitchyardError:
+    tried = [f"{a['provider']}: {a.get('error', '')}" for a in run.attempts]
+    metadata: dict[str, Any] = {"generation_id": run.gen_id, "attempts": run.attempts}
+    if last is None:
+        run.error = "No provider with a supported wire format was available."
+        return NoProviderAvailable(run.error, metadata=metadata)
+    run.error = "; ".join(tried)
+    if not last.retriable:
+        metadata["provider_name"] = run.attempts[-1]["provider"]
+        return SwitchyardError(last.message, status=last.status, code=last.kind, metadata=metadata)
+    metadata["provider_name"] = run.attempts[-1]["provider"]
+    if all(a.get("reason") == "timeout" for a in run.attempts):
+        return RequestTimeout(
+            f"Every provider timed out. Tried {len(run.attempts)}: " + "; ".join(tried), metadata=metadata
+        )
+    headers = {"Retry-After": last.retry_after} if last.retry_after else None
+    return UpstreamError(
+        f"Every provider failed. Tried {len(run.attempts)}: " + "; ".join(tried),
+        metadata=metadata,
+        headers=headers,
+    )
+
+
+async def _respond_whole(run: Run, send: Any, receive: Any) -> None:
+    work = asyncio.ensure_future(_complete(run))
+    gen_header = [(b"x-generation-id", run.gen_id.encode())]
+    try:
+        left = await _race_disconnect(work, receive)
+    except SwitchyardError as exc:
+        await send_error(send, exc, gen_header)
+        return
+    if left:
+        run.cancelled = True
+        return
+    completion = work.result()
+    run.status = "success"
+    run.usage = completion.usage
+    run.finish_reason = completion.native_finish_reason
+    for choice in completion.choices:
+        message = choice.get("message") or {}
+        run.text_parts.append(message.get("content") or choice.get("text") or "")
+        for call in message.get("tool_calls") or []:
+            run.tool_args.append((call.get("function") or {}).get("arguments") or "")
+    usage = run.final_usage()
+    run.usage = usage
+    assert run.winner is not None
+    body = {
+        "id": run.gen_id,
+        "object": run.object_name,
+        "created": run.created,
+        "model": run.winner.model.slug,
+        "provider": run.winner.endpoint.provider_name,
+        "system_fingerprint": None,
+        "choices": completion.choices,
+        "usage": _usage_json(usage, cost_units(run.winner.endpoint, usage)),
+    }
+    await _send_json(send, 200, body, gen_header)
+
+
+class _StreamWriter:
+    """Sends SSE for one request: headers once, OpenAI chunks, keep-alive comments, the closing lines."""
+
+    def __init__(self, run: Run, send: Any) -> None:
+        self.run = run
+        self.send = send
+        self.started = False
+        self.prefix = b""
+
+    async def start(self) -> None:
+        if not self.started:
+            self.started = True
+            await self.send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [*SSE_HEADERS, (b"x-generation-id", self.run.gen_id.encode())],
+                }
+            )
+
+    async def raw(self, data: bytes) -> None:
+        await self.start()
+        await self.send({"type": "http.response.body", "body": data, "more_body": True})
+
+    def chunk_bytes(self, cand: Candidate, payload: dict[str, Any]) -> bytes:
+        run = self.run
+        chunk = {
+            "id": run.gen_id,
+            "object": run.object_name + ("" if run.kind == "completion" else ".chunk"),
+            "created": run.created,
+            "model": cand.model.slug,
+            "provider": cand.endpoint.provider_name,
+            **payload,
+        }
+        return b"data: " + dumps(chunk) + b"\n\n"
+
+    async def end(self) -> None:
+        await self.send({"type": "http.response.body", "body": DONE, "more_body": False})
+
+
+async def _first_item(agen: Any, writer: _StreamWriter, interval: float) -> Any:
+    """Wait for a stream's first item, sending processing comments while the provider thinks."""
+    pending = asyncio.ensure_future(agen.__anext__())
+    try:
+        while True:
+            done, _ = await asyncio.wait({pending}, timeout=interval)
+            if done:
+                return pending.result()
+            await writer.raw(PROCESSING)
+    finally:
+        if not pending.done():
+            pending.cancel()
+
+
+async def _stream(run: Run, writer: _StreamWriter) -> None:
+    interval = float(settings.SWITCHYARD_PROCESSING_COMMENT_SECONDS)
+    last: UpstreamFailure | None = None
+    for cand in run.candidates:
+        adapter = adapter_for(cand.endpoint.api_format)
+        if adapter is None:
+            continue
+        began = time.monotonic()
+        agen = adapter.stream(run.context(cand), run.req)
+        forwarded = False
+        try:
+            try:
+                item = await _first_item(agen, writer, interval)
+            except StopAsyncIteration:
+                raise UpstreamFailure(
+                    502, f"{cand.endpoint.provider_name} sent an empty stream.", retriable=True, kind="empty"
+                )
+            run.winner = cand
+            while True:
+                if isinstance(item, Usage):
+                    run.usage = item
+                else:
+                    await _forward(run, writer, cand, item)
+                    forwarded = True
+                try:
+                    item = await agen.__anext__()
+                except StopAsyncIteration:
+                    break
+        except UpstreamFailure as failure:
+            run.record(cand, began, ok=False, failure=failure)
+            last = failure
+            if forwarded or run.first_token_at is not None:
+                # After the first byte there is no failover: say so in the stream, charge what was produced.
+                run.error = failure.message
+                run.finish_reason = "error"
+                err = error_body(
+                    failure.status, failure.message, {"provider_name": cand.endpoint.provider_name}
+                )
+                payload = {
+                    **err,
+                    "choices": [{"index": 0, "delta": {"content": ""}, "finish_reason": "error"}],
+                }
+                await writer.raw(writer.chunk_bytes(cand, payload))
+                await _stream_tail(run, writer, cand)
+                return
+            run.winner = None
+            if not failure.retriable:
+                break
+            continue
+        finally:
+            await agen.aclose()
+        run.record(cand, began, ok=True)
+        run.status = "success"
+        await _stream_tail(run, writer, cand)
+        return
+    exc = _all_failed(run, last)
+    if not writer.started:
+        raise exc
+    # Headers already went out with processing comments: report the failure in-stream.
+    await writer.raw(b"data: " + dumps({**exc.body(), "id": run.gen_id}) + b"\n\n")
+    await writer.end()
+
+
+async def _forward(run: Run, writer: _StreamWriter, cand: Candidate, item: dict[str, Any]) -> None:
+    for choice in item.get("choices") or ():
+        delta = choice.get("delta") or {}
+        text = delta.get("content") if run.kind == "chat" else choice.get("text")
+        if text:
+            run.text_parts.append(text)
+        for call in delta.get("tool_calls") or ():
+            run.tool_args.append((call.get("function") or {}).get("arguments") or "")
+        if choice.get("finish_reason"):
+            run.finish_reason = choice["finish_reason"]
+    if run.first_token_at is None:
+        run.first_token_at = time.monotonic()
+    await writer.raw(writer.chunk_bytes(cand, item))
+
+
+async def _stream_tail(run: Run, writer: _StreamWriter, cand: Candidate) -> None:
+    req = run.req
+    wants_usage = bool(
+        (req.get("stream_options") or {}).get("include_usage") or (req.get("usage") or {}).get("include")
+    )
+    if wants_usage:
+        usage = run.final_usage()
+        run.usage = usage
+        await writer.raw(
+            writer.chunk_bytes(
+                cand, {"choices": [], "usage": _usage_json(usage, cost_units(cand.endpoint, usage))}
+            )
+        )
+    await writer.end()
+
+
+async def _respond_stream(run: Run, send: Any, receive: Any) -> None:
+    writer = _StreamWriter(run, send)
+    work = asyncio.ensure_future(_stream(run, writer))
+    try:
+        left = await _race_disconnect(work, receive)
+    except SwitchyardError as exc:
+        if writer.started:  # pragma: no cover - _stream reports in-stream once started
+            raise
+        await send_error(send, exc, [(b"x-generation-id", run.gen_id.encode())])
+        return
+    if left:
+        run.cancelled = True
+
+
+async def handle_completion(scope: dict[str, Any], receive: Any, send: Any, kind: str) -> None:
+    started = time.monotonic()
+    gen_id = new_generation_id()
+    try:
+        key = await authenticate(scope)
+        raw = await read_body(receive, settings.SWITCHYARD_MAX_BODY_BYTES)
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise BadRequest(f"Request body is not valid JSON: {exc}")
+        req = validate_completion(body, kind=kind)
+        snapshot = await catalog.get()
+        size = tokens.prompt_bytes(req)
+        images = tokens.count_images(req)
+        candidates = plan(snapshot, req, org_defaults=key.routing_defaults, prompt_estimate=size // 4)
+        worst = max(worst_case_units(c.endpoint, req, size, images) for c in candidates)
+        hold = await hold_place(org_id=key.org_id, key_id=key.id, amount_units=worst)
+    except SwitchyardError as exc:
+        await send_error(send, exc)
+        return
+    run = Run(gen_id=gen_id, kind=kind, key=key, req=req, candidates=candidates, hold=hold, started=started)
+    try:
+        if req["stream"]:
+            await _respond_stream(run, send, receive)
+        else:
+            await _respond_whole(run, send, receive)
+    except asyncio.CancelledError:
+        run.cancelled = True
+        raise
+    except Exception as exc:
+        logger.exception("unexpected error in %s", gen_id)
+        run.error = scrub(f"internal error: {type(exc).__name__}")
+        raise
+    finally:
+        run.settle()
 
 
 class GatewayApp:
+    """Routes the hot-path paths to handle_completion and everything else to Django."""
+
     def __init__(self, django_app: Any) -> None:
         self.django_app = django_app
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        kind = ROUTES.get(scope.get("path", "")) if scope["type"] == "http" else None
+        if kind is not None:
+            if scope["method"] != "POST":
+                await _send_json(
+                    send,
+                    405,
+                    error_body(405, f"Method {scope['method']} not allowed. Use POST."),
+                    [(b"allow", b"POST")],
+                )
+                return
+            try:
+                await handle_completion(scope, receive, send, kind)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("unhandled error on %s", scope["path"])
+                try:
+                    await _send_json(send, 500, error_body(500, "Internal server error."))
+                except Exception:
+                    pass  # the response had already started; the client sees a truncated stream
+            return
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
         await self.django_app(scope, receive, send)
+
+    async def _lifespan(self, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await catalog.get()
+                except Exception:
+                    logger.exception("catalog could not be loaded at start-up; will retry on first request")
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await drain_background()
+                await close_upstream_sessions()
+                await send({"type": "lifespan.shutdown.complete"})
+                return

@@ -30,8 +30,9 @@ class Command(BaseCommand):
         except InvalidOperation:
             raise CommandError(f"--limit must be a decimal amount, got {options['limit']!r}")
         try:
-            _, secret = services.api_key_create(organization=org, name=options["name"], limit_usd=limit,
-                                                limit_reset=options["limit_reset"])
+            _, secret = services.api_key_create(
+                organization=org, name=options["name"], limit_usd=limit, limit_reset=options["limit_reset"]
+            )
         except (SwitchyardError, ValueError) as exc:
             raise CommandError(str(exc))
         self.stdout.write(secret)

@@ -25,13 +25,19 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         with transaction.atomic():
-            admin, created = services.user_get_or_create(email=ADMIN_EMAIL, password=ADMIN_PASSWORD, is_staff=True)
+            admin, created = services.user_get_or_create(
+                email=ADMIN_EMAIL, password=ADMIN_PASSWORD, is_staff=True
+            )
             org = Organization.objects.filter(slug=DEMO_SLUG).first()
             if org is None:
                 org = services.organization_create(slug=DEMO_SLUG, name="Demo", owner=admin)
                 # The natural key makes the demo grant happen once, however often seed_demo runs.
-                credits_grant(organization=org, amount_usd=settings.SWITCHYARD_DEMO_CREDITS,
-                              reason="Demo credits", source="seed_demo:initial")
+                credits_grant(
+                    organization=org,
+                    amount_usd=settings.SWITCHYARD_DEMO_CREDITS,
+                    reason="Demo credits",
+                    source="seed_demo:initial",
+                )
             Membership.objects.get_or_create(user=admin, organization=org, defaults={"role": Role.OWNER})
             _, secret = services.api_key_create(organization=org, name="Demo key", created_by=admin)
         if not options["quiet"]:

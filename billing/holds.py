@@ -1,0 +1,294 @@
+"""Credit holds: reserve a request's worst-case cost up front so concurrent requests never overspend.
+
+Embedded mode keeps holds in the database (one short transaction to place; settlement rides with the
+usage write). Full mode keeps a mirror of each organisation's money in one Redis hash and moves it
+only with HINCRBY inside Lua scripts: Redis's integers are exact int64, while Lua numbers are
+doubles, so the scripts never do arithmetic on amounts themselves and decide on the sign of an
+HINCRBY result (exact) instead.
+
+Redis hash `sy:o:{org}` fields (picodollars): bal (ledger balance as last mirrored), held (open
+holds), pending (settled costs not yet written to the ledger), avail = bal - held - pending.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q, Sum
+from django.utils import timezone
+
+from switchyard.errors import InsufficientCredits
+from switchyard.shared import async_redis, redis_enabled, sync_redis
+
+USAGE_STREAM = "sy:usage"
+HOLDS_ZSET = "sy:holds"
+
+
+def org_hash(org_id: int) -> str:
+    return f"sy:o:{org_id}"
+
+
+def hold_hash(hold_id: str) -> str:
+    return f"sy:h:{hold_id}"
+
+
+# Returns {1, avail_after} placed; {0, avail} not enough; {-1, 0} organisation not mirrored yet.
+NEG = "local function neg(s) if s == '0' then return '0' end if string.sub(s, 1, 1) == '-' then return string.sub(s, 2) end return '-' .. s end\n"
+
+PLACE_LUA = (
+    NEG
+    + """
+if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, 0} end
+local after = redis.call('HINCRBY', KEYS[1], 'avail', neg(ARGV[1]))
+if after < 0 then
+  redis.call('HINCRBY', KEYS[1], 'avail', ARGV[1])
+  return {0, redis.call('HGET', KEYS[1], 'avail')}
+end
+redis.call('HINCRBY', KEYS[1], 'held', ARGV[1])
+redis.call('HSET', KEYS[2], 'org', ARGV[3], 'amount', ARGV[1], 'exp', ARGV[2])
+redis.call('ZADD', KEYS[3], ARGV[2], ARGV[4])
+return {1, tostring(after)}
+"""
+)
+
+# Settle (or release, with cost 0): the hold's reservation becomes the exact cost, pending until the
+# ledger has it, and the usage event is queued in the same step. ARGV: cost, amount-cost, event, hold id.
+# A hold the reaper already expired still charges its cost: money is never lost.
+SETTLE_LUA = (
+    NEG
+    + """
+local amount = redis.call('HGET', KEYS[2], 'amount')
+if amount then
+  redis.call('HINCRBY', KEYS[1], 'held', neg(amount))
+  redis.call('HINCRBY', KEYS[1], 'avail', ARGV[2])
+  redis.call('DEL', KEYS[2])
+  redis.call('ZREM', KEYS[3], ARGV[4])
+else
+  redis.call('HINCRBY', KEYS[1], 'avail', neg(ARGV[1]))
+end
+redis.call('HINCRBY', KEYS[1], 'pending', ARGV[1])
+return redis.call('XADD', KEYS[4], '*', 'e', ARGV[3])
+"""
+)
+
+# After the ledger rows for some usage events commit: each stream entry deleted here (exactly once)
+# moves its cost from pending into the mirrored balance. ARGV: pairs of (stream id, cost).
+APPLY_LUA = (
+    NEG
+    + """
+local done = 0
+for i = 1, #ARGV, 2 do
+  if redis.call('XDEL', KEYS[2], ARGV[i]) == 1 then
+    local cost = ARGV[i + 1]
+    redis.call('HINCRBY', KEYS[1], 'pending', neg(cost))
+    redis.call('HINCRBY', KEYS[1], 'bal', neg(cost))
+    done = done + 1
+  end
+end
+return done
+"""
+)
+
+# Mirror an organisation from the database once (no-op when already mirrored). ARGV: balance, version.
+INIT_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'bal', ARGV[1], 'avail', ARGV[1], 'held', '0', 'pending', '0', 'initver', ARGV[2])
+return 1
+"""
+
+# A committed non-usage ledger entry (grant, purchase, refund): add its amount unless the mirror was
+# initialised from a balance that already included it. ARGV: amount, ledger version after the entry.
+CREDIT_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if tonumber(redis.call('HGET', KEYS[1], 'initver')) >= tonumber(ARGV[2]) then return 0 end
+redis.call('HINCRBY', KEYS[1], 'bal', ARGV[1])
+redis.call('HINCRBY', KEYS[1], 'avail', ARGV[1])
+return 1
+"""
+
+# Release one expired hold (the worker that placed it died). ARGV: hold id.
+REAP_LUA = (
+    NEG
+    + """
+local org = redis.call('HGET', KEYS[1], 'org')
+local amount = redis.call('HGET', KEYS[1], 'amount')
+redis.call('ZREM', KEYS[2], ARGV[1])
+if not amount then return 0 end
+local okey = 'sy:o:' .. org
+redis.call('HINCRBY', okey, 'held', neg(amount))
+redis.call('HINCRBY', okey, 'avail', amount)
+redis.call('DEL', KEYS[1])
+return 1
+"""
+)
+
+
+@dataclass(slots=True)
+class HoldRef:
+    id: str
+    org_id: int
+    key_id: int | None
+    amount_units: int
+
+
+def new_hold_id() -> str:
+    return "hold-" + secrets.token_hex(12)
+
+
+class _Scripts:
+    def __init__(self) -> None:
+        self._sync: dict[str, Any] = {}
+
+    def async_(self, name: str) -> Any:
+        client = async_redis()
+        cache = getattr(client, "_sy_scripts", None)
+        if cache is None:
+            cache = {}
+            client._sy_scripts = cache
+        if name not in cache:
+            cache[name] = client.register_script(globals()[name])
+        return cache[name]
+
+    def sync(self, name: str) -> Any:
+        if name not in self._sync:
+            self._sync[name] = sync_redis().register_script(globals()[name])
+        return self._sync[name]
+
+    def reset(self) -> None:
+        self._sync.clear()
+
+
+scripts = _Scripts()
+
+
+def _org_snapshot(org_id: int) -> tuple[int, int]:
+    from accounts.models import Organization
+
+    return Organization.objects.values_list("balance_units", "ledger_version").get(pk=org_id)
+
+
+async def _redis_init(org_id: int) -> None:
+    balance, version = await sync_to_async(_org_snapshot, thread_sensitive=False)(org_id)
+    await scripts.async_("INIT_LUA")(keys=[org_hash(org_id)], args=[str(balance), str(version)])
+
+
+# ---- embedded mode (database) --------------------------------------------------------------------
+
+
+def _db_place(org_id: int, key_id: int | None, amount: int) -> HoldRef:
+    from accounts.models import Organization
+    from billing.models import Hold, HoldStatus
+
+    now = timezone.now()
+    with transaction.atomic():
+        org = Organization.objects.select_for_update().only("balance_units").get(pk=org_id)
+        reserved = Hold.objects.filter(
+            Q(status=HoldStatus.OPEN, expires_at__gt=now) | Q(status=HoldStatus.SETTLED),
+            organization_id=org_id,
+        ).aggregate(
+            open=Sum("amount_units", filter=Q(status=HoldStatus.OPEN)),
+            settled=Sum("settled_units", filter=Q(status=HoldStatus.SETTLED)),
+        )
+        available = org.balance_units - (reserved["open"] or 0) - (reserved["settled"] or 0)
+        if amount > available:
+            raise _insufficient(available, amount)
+        hold = Hold.objects.create(
+            id=new_hold_id(),
+            organization_id=org_id,
+            api_key_id=key_id,
+            amount_units=amount,
+            expires_at=now + timedelta(seconds=settings.SWITCHYARD_HOLD_TTL_SECONDS),
+        )
+    return HoldRef(hold.id, org_id, key_id, amount)
+
+
+def _insufficient(available: int, amount: int) -> InsufficientCredits:
+    from billing.money import from_units
+
+    return InsufficientCredits(
+        "Insufficient credits: this request may cost up to "
+        f"${from_units(amount).normalize():f} and ${from_units(max(available, 0)).normalize():f} is available. "
+        "Add credits or lower max_tokens.",
+        metadata={
+            "required": str(from_units(amount).normalize()),
+            "available": str(from_units(max(available, 0)).normalize()),
+        },
+    )
+
+
+# ---- the interface the hot path uses -------------------------------------------------------------
+
+
+async def hold_place(*, org_id: int, key_id: int | None, amount_units: int) -> HoldRef:
+    """Reserve `amount_units` or raise InsufficientCredits (402)."""
+    if not redis_enabled():
+        return await sync_to_async(_db_place, thread_sensitive=False)(org_id, key_id, amount_units)
+    hold_id = new_hold_id()
+    expires = int(time.time()) + settings.SWITCHYARD_HOLD_TTL_SECONDS
+    place = scripts.async_("PLACE_LUA")
+    keys = [org_hash(org_id), hold_hash(hold_id), HOLDS_ZSET]
+    args = [str(amount_units), str(expires), str(org_id), hold_id]
+    result = await place(keys=keys, args=args)
+    if int(result[0]) == -1:
+        await _redis_init(org_id)
+        result = await place(keys=keys, args=args)
+    if int(result[0]) != 1:
+        raise _insufficient(int(result[1]), amount_units)
+    return HoldRef(hold_id, org_id, key_id, amount_units)
+
+
+async def hold_settle(hold: HoldRef, *, cost_units: int, event: bytes) -> None:
+    """Turn the hold into the exact cost and hand the usage event on, in one step.
+
+    Full mode: one Lua call (the second and last Redis round trip of a request). Embedded mode: the
+    in-process usage writer settles the hold in the same transaction as the ledger entry.
+    """
+    if not redis_enabled():
+        from billing.usage import embedded_writer
+
+        embedded_writer().put(event)
+        return
+    settle = scripts.async_("SETTLE_LUA")
+    await settle(
+        keys=[org_hash(hold.org_id), hold_hash(hold.id), HOLDS_ZSET, USAGE_STREAM],
+        args=[str(cost_units), str(hold.amount_units - cost_units), event, hold.id],
+    )
+
+
+def redis_balance_sync(org_id: int, amount_units: int, version: int) -> None:
+    """Called after a non-usage ledger entry commits (see billing.services.mirror_balance)."""
+    scripts.sync("CREDIT_LUA")(keys=[org_hash(org_id)], args=[str(amount_units), str(version)])
+
+
+def redis_usage_applied(org_id: int, pairs: list[tuple[str, int]]) -> int:
+    if not pairs:
+        return 0
+    args: list[str] = []
+    for stream_id, cost in pairs:
+        args += [stream_id, str(cost)]
+    return int(scripts.sync("APPLY_LUA")(keys=[org_hash(org_id), USAGE_STREAM], args=args))
+
+
+def holds_reap_expired(now: float | None = None) -> int:
+    """Release holds whose request died with its worker (full mode; embedded holds just expire in SQL)."""
+    if not redis_enabled():
+        from billing.models import Hold, HoldStatus
+
+        return Hold.objects.filter(status=HoldStatus.OPEN, expires_at__lte=timezone.now()).update(
+            status=HoldStatus.EXPIRED
+        )
+    client = sync_redis()
+    due = client.zrangebyscore(HOLDS_ZSET, "-inf", now or time.time(), start=0, num=1000)
+    reap = scripts.sync("REAP_LUA")
+    released = 0
+    for raw in due:
+        hold_id = raw.decode() if isinstance(raw, bytes) else raw
+        released += int(reap(keys=[hold_hash(hold_id), HOLDS_ZSET], args=[hold_id]))
+    return released

@@ -1,0 +1,82 @@
+"""Celery tasks: drain the usage stream into the ledger, reap expired holds."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+
+import orjson
+from celery import shared_task
+
+from billing.holds import USAGE_STREAM, holds_reap_expired, redis_usage_applied
+from billing.usage import usage_events_apply
+from switchyard.shared import redis_enabled, sync_redis
+
+logger = logging.getLogger("switchyard.usage")
+GROUP = "ledger"
+BATCH = 500
+CLAIM_IDLE_MS = 30_000
+
+
+def _consumer() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _ensure_group(client) -> None:  # type: ignore[no-untyped-def]
+    try:
+        client.xgroup_create(USAGE_STREAM, GROUP, id="0", mkstream=True)
+    except Exception as exc:  # BUSYGROUP: it exists
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
+def drain_once(max_batches: int = 20) -> int:
+    """Read batches from the stream, write them, then ack them (ack = XDEL inside APPLY_LUA).
+
+    Entries another consumer read but never acked (it died mid-batch) are claimed after 30 s and
+    redone; the database write is idempotent and APPLY_LUA only counts an entry it deletes.
+    """
+    client = sync_redis()
+    _ensure_group(client)
+    total = 0
+    consumer = _consumer()
+    claimed = client.xautoclaim(USAGE_STREAM, GROUP, consumer, CLAIM_IDLE_MS, "0-0", count=BATCH)
+    batches = [claimed[1]] if claimed and claimed[1] else []
+    for _ in range(max_batches):
+        if not batches:
+            read = client.xreadgroup(GROUP, consumer, {USAGE_STREAM: ">"}, count=BATCH)
+            if not read:
+                break
+            batches.append(read[0][1])
+        entries = batches.pop()
+        events, by_org = [], {}
+        for stream_id, fields in entries:
+            if not fields:
+                continue  # deleted under us by another consumer's APPLY: already done
+            sid = stream_id.decode() if isinstance(stream_id, bytes) else stream_id
+            ev = orjson.loads(fields[b"e"] if b"e" in fields else fields["e"])
+            events.append(ev)
+            by_org.setdefault(ev["org"], []).append((sid, int(ev.get("cost", 0))))
+        usage_events_apply(events)
+        for org_id, pairs in by_org.items():
+            redis_usage_applied(org_id, pairs)
+        ids = [e[0] for e in entries]
+        if ids:
+            client.xack(USAGE_STREAM, GROUP, *ids)
+        total += len(events)
+    return total
+
+
+@shared_task(
+    acks_late=True, ignore_result=True, autoretry_for=(Exception,), retry_backoff=True, max_retries=5
+)
+def usage_drain() -> int:
+    if not redis_enabled():
+        return 0
+    return drain_once()
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def holds_reap() -> int:
+    return holds_reap_expired()

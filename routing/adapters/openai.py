@@ -1,0 +1,129 @@
+"""OpenAI wire format: OpenAI itself and every OpenAI-compatible host (Groq, Together, Fireworks, ...)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from routing.adapters.base import Adapter, CallContext, Completion, StreamTranslator, UpstreamFailure, Usage
+
+# Fields the gateway may forward, keyed by the `supported_parameters` name that allows them.
+PARAM_FIELDS: dict[str, tuple[str, ...]] = {
+    "temperature": ("temperature",),
+    "top_p": ("top_p",),
+    "top_k": ("top_k",),
+    "min_p": ("min_p",),
+    "frequency_penalty": ("frequency_penalty",),
+    "presence_penalty": ("presence_penalty",),
+    "repetition_penalty": ("repetition_penalty",),
+    "stop": ("stop",),
+    "seed": ("seed",),
+    "tools": ("tools",),
+    "tool_choice": ("tool_choice",),
+    "parallel_tool_calls": ("parallel_tool_calls",),
+    "response_format": ("response_format",),
+    "logprobs": ("logprobs",),
+    "top_logprobs": ("top_logprobs",),
+    "logit_bias": ("logit_bias",),
+}
+# Per-provider quirks live here and only here.
+MAX_TOKENS_FIELD = {"openai": "max_completion_tokens", "azure": "max_completion_tokens"}
+NO_STREAM_OPTIONS: set[str] = set()
+
+
+def usage_from_openai(u: dict[str, Any] | None) -> Usage | None:
+    if not u:
+        return None
+    prompt_details = u.get("prompt_tokens_details") or {}
+    completion_details = u.get("completion_tokens_details") or {}
+    return Usage(
+        prompt_tokens=int(u.get("prompt_tokens") or 0),
+        completion_tokens=int(u.get("completion_tokens") or 0),
+        cached_tokens=int(prompt_details.get("cached_tokens") or 0),
+        cache_write_tokens=int(prompt_details.get("cache_write_tokens") or 0),
+        reasoning_tokens=int(completion_details.get("reasoning_tokens") or 0),
+    )
+
+
+def forwardable(req: dict[str, Any], supported: frozenset[str]) -> dict[str, Any]:
+    """The request's sampling/tool fields this endpoint accepts (all known ones when it lists none)."""
+    out: dict[str, Any] = {}
+    for param, fields in PARAM_FIELDS.items():
+        if supported and param not in supported:
+            continue
+        for name in fields:
+            if name in req:
+                out[name] = req[name]
+    return out
+
+
+class OpenAIAdapter(Adapter):
+    def build_request(
+        self, ctx: CallContext, req: dict[str, Any], *, stream: bool
+    ) -> tuple[str, dict[str, str], bytes]:
+        ep = ctx.endpoint
+        body: dict[str, Any] = {"model": ep.provider_model_id}
+        if req["_kind"] == "completion":
+            path = "/completions"
+            body["prompt"] = req["prompt"]
+        else:
+            path = "/chat/completions"
+            body["messages"] = req["messages"]
+        body.update(forwardable(req, ep.supported_parameters))
+        if req.get("max_tokens") is not None:
+            body[MAX_TOKENS_FIELD.get(ep.provider_slug, "max_tokens")] = req["max_tokens"]
+        if req.get("user"):
+            body["user"] = req["user"]
+        if stream:
+            body["stream"] = True
+            if ep.provider_slug not in NO_STREAM_OPTIONS:
+                body["stream_options"] = {"include_usage": True}
+        headers = {
+            "Content-Type": "application/json",
+            "Accept": "text/event-stream" if stream else "application/json",
+        }
+        if ctx.api_key:
+            headers["Authorization"] = f"Bearer {ctx.api_key}"
+        return ep.base_url + path, headers, orjson.dumps(body)
+
+    def parse_response(self, data: dict[str, Any]) -> Completion:
+        if "error" in data and "choices" not in data:
+            raise UpstreamFailure(
+                502, str((data["error"] or {}).get("message", "provider error")), retriable=True
+            )
+        choices = data["choices"]
+        if not isinstance(choices, list):
+            raise TypeError("choices is not a list")
+        native = choices[0].get("finish_reason") if choices else None
+        return Completion(
+            choices=choices, usage=usage_from_openai(data.get("usage")), native_finish_reason=native
+        )
+
+    def stream_events(self) -> StreamTranslator:
+        return OpenAIStream()
+
+
+class OpenAIStream(StreamTranslator):
+    def on_event(self, event: str | None, data: bytes) -> list[dict[str, Any] | Usage]:
+        if data == b"[DONE]":
+            self.done = True
+            return []
+        chunk = self.load(data)
+        if not isinstance(chunk, dict):
+            raise UpstreamFailure(
+                502, "The provider sent a malformed stream event.", retriable=True, kind="malformed"
+            )
+        if chunk.get("error"):
+            err = chunk["error"]
+            message = err.get("message") if isinstance(err, dict) else str(err)
+            raise UpstreamFailure(
+                502, f"Provider error mid-stream: {message}", retriable=True, kind="stream_error"
+            )
+        out: list[dict[str, Any] | Usage] = []
+        if chunk.get("choices"):
+            out.append({"choices": chunk["choices"]})
+        usage = usage_from_openai(chunk.get("usage"))
+        if usage is not None:
+            out.append(usage)
+        return out

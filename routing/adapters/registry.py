@@ -1,0 +1,16 @@
+"""Adapter lookup by the provider's wire format."""
+
+from __future__ import annotations
+
+from routing.adapters.base import Adapter
+from routing.adapters.openai import OpenAIAdapter
+from routing.adapters.simulated import SimulatedAdapter
+
+ADAPTERS: dict[str, Adapter] = {
+    "openai": OpenAIAdapter(),
+    "simulated": SimulatedAdapter(),
+}
+
+
+def adapter_for(api_format: str) -> Adapter | None:
+    return ADAPTERS.get(api_format)

@@ -1,0 +1,225 @@
+"""Validation of OpenAI/OpenRouter completion requests: a clear 400 naming the field, or a clean dict."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from switchyard.errors import BadRequest
+
+ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
+PART_TYPES = {"text", "image_url", "input_audio", "file"}
+MAX_MESSAGES = 5000
+MAX_TOKENS_CAP = 1_000_000
+MAX_STOP = 4
+MAX_TOOLS = 256
+MAX_MODELS = 10
+
+
+def _fail(field: str, message: str) -> BadRequest:
+    return BadRequest(f"{field}: {message}", metadata={"field": field})
+
+
+def _number(body: dict[str, Any], field: str, lo: float, hi: float, *, lo_open: bool = False) -> None:
+    value = body.get(field)
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _fail(field, f"must be a number, got {type(value).__name__}")
+    if value > hi or value < lo or (lo_open and value == lo):
+        raise _fail(field, f"must be {'>' if lo_open else '>='} {lo:g} and <= {hi:g}, got {value}")
+
+
+def _integer(body: dict[str, Any], field: str, lo: int, hi: int) -> int | None:
+    value = body.get(field)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _fail(field, f"must be an integer, got {value!r}")
+    if value < lo or value > hi:
+        raise _fail(field, f"must be between {lo} and {hi}, got {value}")
+    return value
+
+
+def _bool(body: dict[str, Any], field: str) -> None:
+    if field in body and body[field] is not None and not isinstance(body[field], bool):
+        raise _fail(field, "must be true or false")
+
+
+def _content(field: str, content: Any, *, role: str, has_tool_calls: bool) -> None:
+    if content is None:
+        if role == "assistant" and has_tool_calls:
+            return
+        if role == "assistant":
+            return
+        raise _fail(field, "is required")
+    if isinstance(content, str):
+        return
+    if not isinstance(content, list):
+        raise _fail(field, "must be a string or a list of content parts")
+    for j, part in enumerate(content):
+        where = f"{field}[{j}]"
+        if not isinstance(part, dict) or part.get("type") not in PART_TYPES:
+            raise _fail(f"{where}.type", f"must be one of {', '.join(sorted(PART_TYPES))}")
+        if part["type"] == "text" and not isinstance(part.get("text"), str):
+            raise _fail(f"{where}.text", "must be a string")
+        if part["type"] == "image_url":
+            image = part.get("image_url")
+            url = image.get("url") if isinstance(image, dict) else image
+            if not isinstance(url, str) or not url:
+                raise _fail(f"{where}.image_url.url", "must be a URL or a data: URI")
+
+
+def _messages(messages: Any) -> None:
+    if not isinstance(messages, list) or not messages:
+        raise _fail("messages", "must be a non-empty list")
+    if len(messages) > MAX_MESSAGES:
+        raise _fail("messages", f"at most {MAX_MESSAGES} messages")
+    for i, m in enumerate(messages):
+        where = f"messages[{i}]"
+        if not isinstance(m, dict):
+            raise _fail(where, "must be an object")
+        role = m.get("role")
+        if role not in ROLES:
+            raise _fail(f"{where}.role", f"must be one of {', '.join(sorted(ROLES))}, got {role!r}")
+        tool_calls = m.get("tool_calls")
+        if tool_calls is not None:
+            if role != "assistant" or not isinstance(tool_calls, list):
+                raise _fail(f"{where}.tool_calls", "only assistant messages carry a list of tool_calls")
+            for j, call in enumerate(tool_calls):
+                fn = call.get("function") if isinstance(call, dict) else None
+                if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+                    raise _fail(f"{where}.tool_calls[{j}].function.name", "is required")
+        if role == "tool" and not isinstance(m.get("tool_call_id"), str):
+            raise _fail(f"{where}.tool_call_id", "is required for tool messages")
+        _content(f"{where}.content", m.get("content"), role=role, has_tool_calls=bool(tool_calls))
+
+
+def _tools(body: dict[str, Any]) -> None:
+    tools = body.get("tools")
+    if tools is None:
+        return
+    if not isinstance(tools, list) or len(tools) > MAX_TOOLS:
+        raise _fail("tools", f"must be a list of at most {MAX_TOOLS} tools")
+    names = set()
+    for i, tool in enumerate(tools):
+        fn = tool.get("function") if isinstance(tool, dict) else None
+        if not isinstance(tool, dict) or tool.get("type") != "function" or not isinstance(fn, dict):
+            raise _fail(f"tools[{i}]", 'must be {"type": "function", "function": {...}}')
+        if not isinstance(fn.get("name"), str) or not fn["name"]:
+            raise _fail(f"tools[{i}].function.name", "is required")
+        if "parameters" in fn and not isinstance(fn["parameters"], dict):
+            raise _fail(f"tools[{i}].function.parameters", "must be a JSON schema object")
+        names.add(fn["name"])
+    choice = body.get("tool_choice")
+    if choice is None:
+        return
+    if isinstance(choice, str):
+        if choice not in ("none", "auto", "required"):
+            raise _fail("tool_choice", 'must be "none", "auto", "required" or a function choice')
+    elif isinstance(choice, dict):
+        name = (
+            (choice.get("function") or {}).get("name") if isinstance(choice.get("function"), dict) else None
+        )
+        if choice.get("type") != "function" or name not in names:
+            raise _fail("tool_choice.function.name", "must name one of the tools")
+    else:
+        raise _fail("tool_choice", "must be a string or an object")
+
+
+def _response_format(body: dict[str, Any]) -> None:
+    fmt = body.get("response_format")
+    if fmt is None:
+        return
+    if not isinstance(fmt, dict) or fmt.get("type") not in ("text", "json_object", "json_schema"):
+        raise _fail("response_format.type", 'must be "text", "json_object" or "json_schema"')
+    if fmt["type"] == "json_schema":
+        schema = fmt.get("json_schema")
+        if not isinstance(schema, dict) or not isinstance(schema.get("name"), str):
+            raise _fail("response_format.json_schema", "must be an object with a name and a schema")
+
+
+def _stop(body: dict[str, Any]) -> None:
+    stop = body.get("stop")
+    if stop is None or isinstance(stop, str):
+        return
+    if not isinstance(stop, list) or len(stop) > MAX_STOP or not all(isinstance(s, str) for s in stop):
+        raise _fail("stop", f"must be a string or a list of at most {MAX_STOP} strings")
+
+
+def _models(body: dict[str, Any]) -> list[str]:
+    model = body.get("model")
+    fallbacks = body.get("models")
+    out: list[str] = []
+    if model is not None:
+        if not isinstance(model, str) or not model.strip():
+            raise _fail("model", "must be a model id such as openai/gpt-4o-mini")
+        out.append(model.strip())
+    if fallbacks is not None:
+        if not isinstance(fallbacks, list) or not all(isinstance(m, str) and m for m in fallbacks):
+            raise _fail("models", "must be a list of model ids")
+        if len(fallbacks) > MAX_MODELS:
+            raise _fail("models", f"at most {MAX_MODELS} models")
+        out.extend(m for m in fallbacks if m not in out)
+    if not out:
+        raise _fail("model", "is required")
+    return out
+
+
+def validate_completion(body: Any, *, kind: str) -> dict[str, Any]:
+    """Check a chat (`kind="chat"`) or legacy text completion request; return a normalised copy."""
+    if not isinstance(body, dict):
+        raise BadRequest("The request body must be a JSON object.")
+    req = dict(body)
+    req["_kind"] = kind
+    req["_models"] = _models(body)
+    if kind == "chat":
+        _messages(body.get("messages"))
+    else:
+        prompt = body.get("prompt")
+        if isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt):
+            if len(prompt) > 1:
+                raise _fail("prompt", "only one prompt per request is supported")
+            req["prompt"] = prompt[0]
+        elif not isinstance(prompt, str) or not prompt:
+            raise _fail("prompt", "must be a non-empty string")
+    _number(body, "temperature", 0, 2)
+    _number(body, "top_p", 0, 1, lo_open=True)
+    _integer(body, "top_k", 0, 100_000)
+    _number(body, "min_p", 0, 1)
+    _number(body, "frequency_penalty", -2, 2)
+    _number(body, "presence_penalty", -2, 2)
+    _number(body, "repetition_penalty", 0, 2, lo_open=True)
+    max_tokens = _integer(body, "max_completion_tokens", 1, MAX_TOKENS_CAP)
+    if max_tokens is None:
+        max_tokens = _integer(body, "max_tokens", 1, MAX_TOKENS_CAP)
+    req.pop("max_completion_tokens", None)
+    req["max_tokens"] = max_tokens
+    _integer(body, "seed", -(2**63), 2**63 - 1)
+    n = _integer(body, "n", 1, 128)
+    if n is not None and n != 1:
+        raise _fail("n", "only n=1 is supported: send several requests for several answers")
+    req.pop("n", None)
+    _stop(body)
+    for flag in ("stream", "parallel_tool_calls", "logprobs"):
+        _bool(body, flag)
+    _integer(body, "top_logprobs", 0, 20)
+    options = body.get("stream_options")
+    if options is not None and (
+        not isinstance(options, dict) or not isinstance(options.get("include_usage", False), bool)
+    ):
+        raise _fail("stream_options.include_usage", "must be true or false")
+    usage = body.get("usage")
+    if usage is not None and (
+        not isinstance(usage, dict) or not isinstance(usage.get("include", False), bool)
+    ):
+        raise _fail("usage.include", "must be true or false")
+    if "user" in body and body["user"] is not None and not isinstance(body["user"], str):
+        raise _fail("user", "must be a string")
+    if kind == "chat":
+        _tools(body)
+        _response_format(body)
+    provider = body.get("provider")
+    if provider is not None and not isinstance(provider, dict):
+        raise _fail("provider", "must be an object of routing preferences")
+    req["stream"] = bool(body.get("stream"))
+    return req
