@@ -12,6 +12,7 @@ from django.utils.text import slugify
 from accounts.keys import key_cache_invalidate, key_generate, key_hash
 from accounts.models import ApiKey, LimitReset, Membership, Organization, Role, User
 from billing.money import to_units
+from billing.services import MAX_ENTRY_UNITS
 from switchyard.errors import BadRequest
 
 
@@ -47,6 +48,16 @@ def membership_set(*, organization: Organization, user: User, role: str) -> Memb
     return membership
 
 
+def _limit_units(limit_usd: Decimal) -> int:
+    try:
+        units = to_units(limit_usd)
+    except ValueError as exc:
+        raise BadRequest(f"limit: {exc}")
+    if not 0 <= units <= MAX_ENTRY_UNITS:
+        raise BadRequest("limit must be between 0 and about 9.2 million USD.")
+    return units
+
+
 def api_key_create(
     *,
     organization: Organization,
@@ -59,6 +70,7 @@ def api_key_create(
     """Create a key and return it with its secret; the secret is never stored or shown again."""
     if limit_usd is not None and limit_usd < 0:
         raise BadRequest("limit must not be negative.")
+    limit_units = _limit_units(limit_usd) if limit_usd is not None else None
     if limit_reset not in LimitReset.values:
         raise BadRequest(f"limit_reset must be one of {', '.join(LimitReset.values)}.")
     secret = key_generate()
@@ -68,7 +80,7 @@ def api_key_create(
         name=name.strip() or "Unnamed key",
         key_hash=key_hash(secret),
         prefix=secret[: len("sk-sy-v1-") + 6],
-        limit_units=to_units(limit_usd) if limit_usd is not None else None,
+        limit_units=limit_units,
         limit_reset=limit_reset,
         expires_at=expires_at,
     )
@@ -108,7 +120,7 @@ def api_key_update(
     if clear_limit:
         key.limit_units, fields = None, [*fields, "limit_units"]
     elif limit_usd is not None:
-        key.limit_units, fields = to_units(limit_usd), [*fields, "limit_units"]
+        key.limit_units, fields = _limit_units(limit_usd), [*fields, "limit_units"]
     if limit_reset is not None:
         key.limit_reset, fields = limit_reset, [*fields, "limit_reset"]
     if expires_at is not None:

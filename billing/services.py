@@ -14,6 +14,9 @@ from billing.money import to_units
 from switchyard.errors import BadRequest
 from switchyard.shared import redis_enabled
 
+# The ledger's amount and balance columns are signed 64-bit: refuse, don't crash on, anything bigger.
+MAX_ENTRY_UNITS = 2**63 - 1
+
 
 def ledger_append(
     *,
@@ -78,6 +81,8 @@ def credits_grant(
         units = to_units(amount_usd)
     except ValueError as exc:
         raise BadRequest(str(exc))
+    if abs(units) > MAX_ENTRY_UNITS:
+        raise BadRequest(f"{amount_usd} USD is more than one ledger entry can hold.")
     if kind == EntryKind.GRANT and units <= 0:
         raise BadRequest("A grant must be a positive amount.")
     entry, _ = ledger_append(

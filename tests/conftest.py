@@ -63,10 +63,11 @@ def anon():
 def live_server_session(django_db_setup, django_db_blocker):
     from tests.live import LiveServer
 
-    server = LiveServer().start()
-    yield server
-    server.stop()
+    # The server's own threads (catalog poll, usage writer) use the database between tests too.
     with django_db_blocker.unblock():
+        server = LiveServer().start()
+        yield server
+        server.stop()
         _close_other_db_sessions()
 
 

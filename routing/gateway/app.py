@@ -43,7 +43,6 @@ from switchyard.shared import redis_enabled
 
 logger = logging.getLogger("switchyard.gateway")
 
-ROUTES = {"/api/v1/chat/completions": "chat", "/api/v1/completions": "completion"}
 JSON_HEADERS = [(b"content-type", b"application/json")]
 SSE_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -589,15 +588,30 @@ async def handle_completion(scope: dict[str, Any], receive: Any, send: Any, kind
         run.settle()
 
 
+async def handle_chat(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    await handle_completion(scope, receive, send, "chat")
+
+
+async def handle_text(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    await handle_completion(scope, receive, send, "completion")
+
+
+# Hot-path routes (POST only). Other front doors (messages, embeddings) register here too.
+ROUTES: dict[str, Any] = {
+    "/api/v1/chat/completions": handle_chat,
+    "/api/v1/completions": handle_text,
+}
+
+
 class GatewayApp:
-    """Routes the hot-path paths to handle_completion and everything else to Django."""
+    """Routes the hot-path paths to their async handlers and everything else to Django."""
 
     def __init__(self, django_app: Any) -> None:
         self.django_app = django_app
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        kind = ROUTES.get(scope.get("path", "")) if scope["type"] == "http" else None
-        if kind is not None:
+        handler = ROUTES.get(scope.get("path", "")) if scope["type"] == "http" else None
+        if handler is not None:
             if scope["method"] != "POST":
                 await _send_json(
                     send,
@@ -607,7 +621,7 @@ class GatewayApp:
                 )
                 return
             try:
-                await handle_completion(scope, receive, send, kind)
+                await handler(scope, receive, send)
             except asyncio.CancelledError:
                 raise
             except Exception:
