@@ -24,6 +24,7 @@ from django.db import transaction
 from django.db.models import Q, Sum
 from django.utils import timezone
 
+from routing.health import HEALTH_LUA, Outcome, book
 from switchyard.errors import InsufficientCredits
 from switchyard.shared import async_redis, redis_enabled, sync_redis
 
@@ -63,6 +64,7 @@ return {1, tostring(after)}
 # A hold the reaper already expired still charges its cost: money is never lost.
 SETTLE_LUA = (
     NEG
+    + HEALTH_LUA
     + """
 local amount = redis.call('HGET', KEYS[2], 'amount')
 if amount then
@@ -74,7 +76,9 @@ else
   redis.call('HINCRBY', KEYS[1], 'avail', neg(ARGV[1]))
 end
 redis.call('HINCRBY', KEYS[1], 'pending', ARGV[1])
-return redis.call('XADD', KEYS[4], '*', 'e', ARGV[3])
+local id = redis.call('XADD', KEYS[4], '*', 'e', ARGV[3])
+record_health(5)
+return id
 """
 )
 
@@ -244,7 +248,9 @@ async def hold_place(*, org_id: int, key_id: int | None, amount_units: int) -> H
     return HoldRef(hold_id, org_id, key_id, amount_units)
 
 
-async def hold_settle(hold: HoldRef, *, cost_units: int, event: bytes) -> None:
+async def hold_settle(
+    hold: HoldRef, *, cost_units: int, event: bytes, outcomes: list[Outcome] | None = None
+) -> None:
     """Turn the hold into the exact cost and hand the usage event on, in one step.
 
     Full mode: one Lua call (the second and last Redis round trip of a request). Embedded mode: the
@@ -253,12 +259,19 @@ async def hold_settle(hold: HoldRef, *, cost_units: int, event: bytes) -> None:
     if not redis_enabled():
         from billing.usage import embedded_writer
 
+        book.record_local(outcomes or [])
         embedded_writer().put(event)
         return
     settle = scripts.async_("SETTLE_LUA")
     await settle(
         keys=[org_hash(hold.org_id), hold_hash(hold.id), HOLDS_ZSET, USAGE_STREAM],
-        args=[str(cost_units), str(hold.amount_units - cost_units), event, hold.id],
+        args=[
+            str(cost_units),
+            str(hold.amount_units - cost_units),
+            event,
+            hold.id,
+            *book.settle_args(outcomes or []),
+        ],
     )
 
 

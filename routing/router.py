@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -209,6 +210,23 @@ def _order(
     return ordered
 
 
+def _apply_breakers(endpoints: list[EndpointInfo]) -> list[EndpointInfo]:
+    """Half-open probes first, healthy endpoints in their order, open circuits only as a last resort."""
+    from routing.health import book
+
+    now = time.time()
+    probes, healthy, tripped = [], [], []
+    for ep in endpoints:
+        state = book.state(ep.id, now)
+        if state == "closed":
+            healthy.append(ep)
+        elif state == "half_open" and book.allows(ep.id, now):
+            probes.append(ep)
+        else:
+            tripped.append(ep)
+    return probes + healthy + tripped
+
+
 def plan(
     snapshot: Snapshot,
     req: dict[str, Any],
@@ -232,7 +250,8 @@ def plan(
         if req["_kind"] == "chat" and "text" not in model.output_modalities:
             continue
         fitting = [ep for ep in model.endpoints if _filter(ep, req, prefs, variant, prompt_estimate, reasons)]
-        candidates.extend(Candidate(model, ep) for ep in _order(fitting, prefs, variant, rng))
+        ordered = _apply_breakers(_order(fitting, prefs, variant, rng))
+        candidates.extend(Candidate(model, ep) for ep in ordered)
     if not known_any:
         names = ", ".join(req["_models"])
         raise NotFound(

@@ -216,8 +216,8 @@ def _parse_endpoint(ctx: _Ctx, model_slug: str, idx: int, raw: Any, providers: s
         "provider_model_id": str(data["provider_model_id"]),
         "price_prompt": per_million_to_per_token(prices["prompt"]),
         "price_completion": per_million_to_per_token(prices["completion"]),
-        "price_cache_read": per_million_to_per_token(prices.get("cache_read", 0)),
-        "price_cache_write": per_million_to_per_token(prices.get("cache_write", 0)),
+        "price_cache_read": per_million_to_per_token(prices.get("cache_read", Decimal(0))),
+        "price_cache_write": per_million_to_per_token(prices.get("cache_write", Decimal(0))),
         "price_reasoning": per_million_to_per_token(prices["reasoning"]) if "reasoning" in prices else None,
         # Per-request and per-image prices are plain USD, not per million.
         "price_request": prices.get("request", Decimal(0)),
@@ -330,8 +330,10 @@ def _catalog_write(paths: list[str | Path], *, prune: bool) -> Summary:
         for ep in endpoints:
             provider = by_slug.get(ep["provider"]) or Provider.objects.get(slug=ep["provider"])
             fields = {k: v for k, v in ep.items() if k != "provider"}
-            obj, created = Endpoint.objects.update_or_create(model=model, provider=provider, defaults=fields)
-            kept.add(obj.pk)
+            endpoint, created = Endpoint.objects.update_or_create(
+                model=model, provider=provider, defaults=fields
+            )
+            kept.add(endpoint.pk)
             summary.endpoints += 1
             summary.created += created
             summary.updated += not created

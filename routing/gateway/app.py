@@ -28,6 +28,7 @@ from routing.gateway import tokens
 from routing.gateway.cost import cost_units, worst_case_units
 from routing.gateway.upstream import close_upstream_sessions
 from routing.gateway.validate import validate_completion
+from routing.health import Outcome
 from routing.router import Candidate, plan
 from switchyard.errors import (
     BadRequest,
@@ -53,6 +54,8 @@ PROCESSING = b": SWITCHYARD PROCESSING\n\n"
 DONE = b"data: [DONE]\n\n"
 
 _background: set[asyncio.Task[Any]] = set()
+# Failures that say the request was bad, not the provider: they never count against its health.
+CALLER_FAULTS = {"bad_request", "too_large"}
 
 
 def new_generation_id() -> str:
@@ -199,11 +202,31 @@ class Run:
             "endpoint_id": cand.endpoint.id,
             "status": 200 if ok else failure.status if failure else 0,
             "latency_ms": int((time.monotonic() - began) * 1000),
+            "began": began,
         }
         if failure is not None:
             entry["error"] = failure.message
             entry["reason"] = failure.kind
         self.attempts.append(entry)
+
+    def public_attempts(self) -> list[dict[str, Any]]:
+        return [{k: v for k, v in a.items() if k != "began"} for a in self.attempts]
+
+    def outcomes(self, usage: Usage | None) -> list[Outcome]:
+        """Health records for the attempts; a provider is not blamed for a request's own fault."""
+        out = []
+        for a in self.attempts:
+            if a.get("reason") in CALLER_FAULTS:
+                continue
+            ok = a["status"] == 200
+            outcome = Outcome(endpoint_id=a["endpoint_id"], ok=ok, latency_ms=a["latency_ms"])
+            if ok and self.first_token_at is not None:
+                ttft = int((self.first_token_at - a["began"]) * 1000)
+                outcome.ttft_ms = outcome.latency_ms = max(ttft, 0)
+                outcome.tokens = usage.completion_tokens if usage else 0
+                outcome.generation_ms = max(a["latency_ms"] - ttft, 1)
+            out.append(outcome)
+        return out
 
     def final_usage(self) -> Usage:
         if self.usage is not None:
@@ -267,12 +290,14 @@ class Run:
             "ttft_ms": int((self.first_token_at - self.started) * 1000) if self.first_token_at else None,
             "generation_time_ms": int((ended - self.first_token_at) * 1000) if self.first_token_at else None,
             "error": self.error,
-            "attempts": self.attempts,
+            "attempts": self.public_attempts(),
             "created": self.created,
         }
         for attempt in range(3):
             try:
-                await hold_settle(self.hold, cost_units=cost or 0, event=orjson.dumps(event))
+                await hold_settle(
+                    self.hold, cost_units=cost or 0, event=orjson.dumps(event), outcomes=self.outcomes(usage)
+                )
                 return
             except Exception:
                 logger.exception("settlement of %s failed (attempt %d)", self.gen_id, attempt + 1)
@@ -332,7 +357,7 @@ async def _complete(run: Run) -> Completion:
 
 def _all_failed(run: Run, last: UpstreamFailure | None) -> SwitchyardError:
     tried = [f"{a['provider']}: {a.get('error', '')}" for a in run.attempts]
-    metadata: dict[str, Any] = {"generation_id": run.gen_id, "attempts": run.attempts}
+    metadata: dict[str, Any] = {"generation_id": run.gen_id, "attempts": run.public_attempts()}
     if last is None:
         run.error = "No provider with a supported wire format was available."
         return NoProviderAvailable(run.error, metadata=metadata)
