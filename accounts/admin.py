@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
+from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
@@ -99,4 +100,6 @@ class ApiKeyAdmin(admin.ModelAdmin):
         super().save_model(request, obj, form, change)
         from accounts.keys import key_cache_invalidate
 
-        key_cache_invalidate(obj.key_hash)
+        # After commit, as the services do: dropping it earlier lets a concurrent lookup re-cache the old row.
+        digest = obj.key_hash
+        transaction.on_commit(lambda: key_cache_invalidate(digest))

@@ -114,7 +114,7 @@ def api_key_update(
     limit_reset: str | None = None,
     expires_at: datetime | None = None,
 ) -> ApiKey:
-    fields = []
+    fields: list[str] = []
     if name is not None:
         key.name, fields = name, [*fields, "name"]
     if clear_limit:

@@ -14,8 +14,13 @@ UNITS_PER_USD = 10**12
 PER_MILLION = Decimal(1_000_000)
 
 
+MAX_UNITS = 2**63 - 1
+
+
 def to_units(usd: Decimal | int | str) -> int:
-    """USD -> picodollars; refuses values that are not whole picodollars (no silent rounding)."""
+    """USD -> picodollars; refuses floats, values finer than a picodollar and values a bigint cannot hold."""
+    if isinstance(usd, float):
+        raise ValueError("money must not be a float; pass a Decimal or a string")
     try:
         value = Decimal(usd)
     except InvalidOperation:
@@ -25,6 +30,8 @@ def to_units(usd: Decimal | int | str) -> int:
     units = value * UNITS_PER_USD
     if units != units.to_integral_value():
         raise ValueError(f"{usd} USD is finer than a picodollar")
+    if abs(units) > MAX_UNITS:
+        raise ValueError(f"{usd} USD is out of range")
     return int(units)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from decimal import Decimal
 
@@ -11,8 +12,10 @@ from django.db.models import F
 from accounts.models import Organization, User
 from billing.models import EntryKind, LedgerEntry
 from billing.money import to_units
-from switchyard.errors import BadRequest
+from switchyard.errors import BadRequest, SwitchyardError
 from switchyard.shared import redis_enabled
+
+logger = logging.getLogger("switchyard.billing")
 
 # The ledger's amount and balance columns are signed 64-bit: refuse, don't crash on, anything bigger.
 MAX_ENTRY_UNITS = 2**63 - 1
@@ -52,8 +55,15 @@ def ledger_append(
             )
             transaction.on_commit(lambda: mirror_balance(organization_id, balance, version))
     except IntegrityError:
-        return LedgerEntry.objects.get(kind=kind, source=source), False
+        existing = LedgerEntry.objects.get(kind=kind, source=source)
+        if existing.organization_id != organization_id or existing.amount_units != amount_units:
+            raise LedgerConflict(f"{kind} {source} was already recorded for another organisation or amount.")
+        return existing, False
     return entry, True
+
+
+class LedgerConflict(SwitchyardError):
+    status, code = 409, "ledger_conflict"
 
 
 def mirror_balance(organization_id: int, balance_units: int, version: int) -> None:
@@ -99,12 +109,20 @@ def credits_grant(
 def usage_charge(
     *, organization_id: int, generation_id: str, cost_units: int, api_key_id: int | None, model: str
 ) -> tuple[LedgerEntry, bool]:
-    """Charge one generation; safe to call any number of times for the same generation id."""
-    return ledger_append(
-        organization_id=organization_id,
-        kind=EntryKind.USAGE,
-        amount_units=-cost_units,
-        source=generation_id,
-        reason=model,
-        api_key_id=api_key_id,
-    )
+    """Charge one generation; safe to call any number of times for the same generation id.
+
+    A replay that disagrees with the first charge changes nothing (the first write wins) and is
+    logged for the auditor, rather than failing a whole usage batch forever.
+    """
+    try:
+        return ledger_append(
+            organization_id=organization_id,
+            kind=EntryKind.USAGE,
+            amount_units=-cost_units,
+            source=generation_id,
+            reason=model,
+            api_key_id=api_key_id,
+        )
+    except LedgerConflict:
+        logger.error("usage replay for %s disagrees with the recorded charge; kept the first", generation_id)
+        return LedgerEntry.objects.get(kind=EntryKind.USAGE, source=generation_id), False

@@ -15,6 +15,8 @@ from switchyard.errors import BadRequest, NotFound
 
 
 class ModelsListApi(APIView):
+    # Public, like OpenRouter's: a key (even a bad one) is neither needed nor checked.
+    authentication_classes: list[type] = []
     permission_classes = [AllowAny]
 
     class OutputSerializer(serializers.Serializer):
@@ -31,6 +33,7 @@ class ModelsListApi(APIView):
 
 
 class ModelEndpointsApi(APIView):
+    authentication_classes: list[type] = []
     permission_classes = [AllowAny]
 
     class OutputSerializer(serializers.Serializer):

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 from django.db import models
 from django.utils import timezone
 
 from billing.money import PER_MILLION
 
-PRICE = {"max_digits": 20, "decimal_places": 12, "default": Decimal(0)}
+PRICE: dict[str, Any] = {"max_digits": 20, "decimal_places": 12, "default": Decimal(0)}
 
 
 class ApiFormat(models.TextChoices):
@@ -87,6 +88,7 @@ class Endpoint(models.Model):
     supported_parameters = models.JSONField(default=list)
     data_policy = models.JSONField(default=dict, blank=True)
     enabled = models.BooleanField(default=True)
+    pruned = models.BooleanField(default=False, editable=False, help_text="Disabled by load_catalog --prune.")
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

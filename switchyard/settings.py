@@ -96,7 +96,8 @@ else:
                 "timeout": 20,
             },
             # A file, not :memory:, so the test suite's server threads and subprocesses share it.
-            "TEST": {"NAME": str(VAR_DIR / "test.sqlite3")},
+            # Per test run, so two runs on one machine never share (and delete) each other's database.
+            "TEST": {"NAME": env_str("SWITCHYARD_TEST_DB", str(VAR_DIR / f"test-{os.getpid()}.sqlite3"))},
         }
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

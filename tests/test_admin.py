@@ -22,10 +22,23 @@ from tests.factories import MembershipFactory, UserFactory, make_key, make_org
 REGISTERED = [User, Organization, ApiKey, Provider, Model, Endpoint, Generation, LedgerEntry, Hold]
 
 CATALOG = {
-    "providers": [{"slug": "alpha", "name": "Alpha", "api_format": "openai", "base_url": "https://a.example/v1"}],
-    "models": [{"slug": "acme/small", "name": "Acme Small", "context_length": 8192, "endpoints": [
-        {"provider": "alpha", "provider_model_id": "small-upstream-id",
-         "pricing": {"prompt": "0.15", "completion": "0.60"}}]}],
+    "providers": [
+        {"slug": "alpha", "name": "Alpha", "api_format": "openai", "base_url": "https://a.example/v1"}
+    ],
+    "models": [
+        {
+            "slug": "acme/small",
+            "name": "Acme Small",
+            "context_length": 8192,
+            "endpoints": [
+                {
+                    "provider": "alpha",
+                    "provider_model_id": "small-upstream-id",
+                    "pricing": {"prompt": "0.15", "completion": "0.60"},
+                }
+            ],
+        }
+    ],
 }
 
 
@@ -50,11 +63,23 @@ def populated(db, tmp_path, superuser):
     org = make_org(slug="acme", credits="10")
     MembershipFactory(user=superuser, organization=org)
     key, _ = make_key(org, name="admin test key")
-    Generation.objects.create(id="gen-admin-1", organization=org, api_key=key, model="acme/small",
-                              provider="alpha", status="success", cost_units=to_units("0.001"),
-                              created_at=timezone.now())
-    Hold.objects.create(id="hold-admin-1", organization=org, api_key=key, amount_units=to_units("0.5"),
-                        expires_at=timezone.now() + timedelta(minutes=5))
+    Generation.objects.create(
+        id="gen-admin-1",
+        organization=org,
+        api_key=key,
+        model="acme/small",
+        provider="alpha",
+        status="success",
+        cost_units=to_units("0.001"),
+        created_at=timezone.now(),
+    )
+    Hold.objects.create(
+        id="hold-admin-1",
+        organization=org,
+        api_key=key,
+        amount_units=to_units("0.5"),
+        expires_at=timezone.now() + timedelta(minutes=5),
+    )
     return {"org": org, "key": key}
 
 
@@ -77,8 +102,16 @@ def test_every_registered_changelist_renders_for_a_superuser(admin_client, popul
 
 def test_change_pages_render(admin_client, populated):
     org, key = populated["org"], populated["key"]
-    objects = [org, key, Provider.objects.get(), Endpoint.objects.get(), Generation.objects.get(),
-               Hold.objects.get(), LedgerEntry.objects.first(), User.objects.get(email="root@example.com")]
+    objects = [
+        org,
+        key,
+        Provider.objects.get(),
+        Endpoint.objects.get(),
+        Generation.objects.get(),
+        Hold.objects.get(),
+        LedgerEntry.objects.first(),
+        User.objects.get(email="root@example.com"),
+    ]
     for obj in objects:
         response = admin_client.get(_url(type(obj), "change", obj.pk))
         assert response.status_code == 200, (type(obj), response.status_code)
@@ -101,13 +134,56 @@ def test_api_key_admin_never_shows_a_secret_and_cannot_add(admin_client, populat
     assert admin_client.get(_url(ApiKey, "add")).status_code == 403
 
 
+def test_disabling_a_key_in_the_admin_form_drops_its_cache_entry_at_commit(
+    admin_client, populated, django_capture_on_commit_callbacks
+):
+    from accounts.keys import KeyInfo, _local
+
+    key = populated["key"]
+    stale = KeyInfo(
+        id=key.pk,
+        org_id=key.organization_id,
+        org_slug="acme",
+        name=key.name,
+        usable=True,
+        expires_at=None,
+        limit_units=None,
+        limit_reset="none",
+        routing_defaults={},
+    )
+    _local.set(key.key_hash, stale)
+    form = {
+        "organization": key.organization_id,
+        "name": key.name,
+        "limit_units": "",
+        "limit_reset": "none",
+        "expires_at_0": "",
+        "expires_at_1": "",
+        "disabled": "on",
+    }
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = admin_client.post(_url(ApiKey, "change", key.pk), form)
+        assert response.status_code == 302, response.content
+        # Not before the row is committed: a lookup in between would re-cache the old row.
+        assert _local.get(key.key_hash) == stale
+    for callback in callbacks:
+        callback()
+    assert _local.get(key.key_hash) is None
+    key.refresh_from_db()
+    assert key.disabled
+
+
 @pytest.mark.parametrize("user_kwargs", [{}, {"is_staff": False, "is_superuser": False}])
 def test_non_staff_user_is_redirected_to_login(db, user_kwargs):
     client = Client()
     if user_kwargs:
         client.force_login(UserFactory(**user_kwargs))
-    for url in (reverse("admin:index"), _url(Organization, "changelist"), _url(LedgerEntry, "changelist"),
-                reverse("admin:billing_ledgerentry_grant")):
+    for url in (
+        reverse("admin:index"),
+        _url(Organization, "changelist"),
+        _url(LedgerEntry, "changelist"),
+        reverse("admin:billing_ledgerentry_grant"),
+    ):
         response = client.get(url)
         assert response.status_code == 302, url
         assert response["Location"].startswith(reverse("admin:login")), url
@@ -123,17 +199,25 @@ def test_ledger_is_read_only(admin_client, populated):
     assert "delete_selected" not in changelist.content.decode()
 
     assert admin_client.get(_url(LedgerEntry, "add")).status_code == 403
-    assert admin_client.post(_url(LedgerEntry, "add"), {"kind": "grant", "amount_units": 1}).status_code == 403
+    assert (
+        admin_client.post(_url(LedgerEntry, "add"), {"kind": "grant", "amount_units": 1}).status_code == 403
+    )
 
     view = admin_client.get(_url(LedgerEntry, "change", entry.pk))
     assert view.status_code == 200  # viewable...
     assert 'name="_save"' not in view.content.decode()  # ...but no save button
-    assert admin_client.post(_url(LedgerEntry, "change", entry.pk),
-                             {"amount_units": 999, "kind": "grant"}).status_code == 403
+    assert (
+        admin_client.post(
+            _url(LedgerEntry, "change", entry.pk), {"amount_units": 999, "kind": "grant"}
+        ).status_code
+        == 403
+    )
     assert admin_client.get(_url(LedgerEntry, "delete", entry.pk)).status_code == 403
     assert admin_client.post(_url(LedgerEntry, "delete", entry.pk), {"post": "yes"}).status_code == 403
-    response = admin_client.post(_url(LedgerEntry, "changelist"),
-                                 {"action": "delete_selected", "_selected_action": [entry.pk], "post": "yes"})
+    response = admin_client.post(
+        _url(LedgerEntry, "changelist"),
+        {"action": "delete_selected", "_selected_action": [entry.pk], "post": "yes"},
+    )
     assert response.status_code in (200, 302)
 
     entry.refresh_from_db()
@@ -146,8 +230,9 @@ def test_grant_view_records_the_admin_and_moves_the_balance(admin_client, superu
     assert admin_client.get(url).status_code == 200
     start = Organization.objects.get(pk=org.pk).balance_units
 
-    response = admin_client.post(url, {"organization": org.pk, "amount": "2.50", "kind": "grant",
-                                       "reason": "support goodwill"})
+    response = admin_client.post(
+        url, {"organization": org.pk, "amount": "2.50", "kind": "grant", "reason": "support goodwill"}
+    )
     assert response.status_code == 302
     entry = LedgerEntry.objects.get(reason="support goodwill")
     assert entry.created_by == superuser
@@ -168,8 +253,10 @@ def test_grant_view_records_the_admin_and_moves_the_balance(admin_client, superu
 def test_grant_view_rejects_a_non_positive_grant(admin_client, populated):
     org = populated["org"]
     count = LedgerEntry.objects.count()
-    response = admin_client.post(reverse("admin:billing_ledgerentry_grant"),
-                                 {"organization": org.pk, "amount": "-1", "kind": "grant", "reason": "oops"})
+    response = admin_client.post(
+        reverse("admin:billing_ledgerentry_grant"),
+        {"organization": org.pk, "amount": "-1", "kind": "grant", "reason": "oops"},
+    )
     assert response.status_code == 200  # form redisplayed with the error
     assert "positive" in response.content.decode()
     assert LedgerEntry.objects.count() == count
@@ -180,7 +267,9 @@ def test_grant_view_is_for_superusers_only(db, populated):
     client = Client()
     client.force_login(staff)
     count = LedgerEntry.objects.count()
-    response = client.post(reverse("admin:billing_ledgerentry_grant"),
-                           {"organization": populated["org"].pk, "amount": "100", "kind": "grant", "reason": "me"})
+    response = client.post(
+        reverse("admin:billing_ledgerentry_grant"),
+        {"organization": populated["org"].pk, "amount": "100", "kind": "grant", "reason": "me"},
+    )
     assert response.status_code in (302, 403)
     assert LedgerEntry.objects.count() == count

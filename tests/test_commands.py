@@ -82,22 +82,33 @@ def test_create_org_prints_the_key_alone(db):
 
 
 def test_create_org_with_a_duplicate_slug_fails_and_changes_nothing(acme):
-    counts = (Organization.objects.count(), User.objects.count(), ApiKey.objects.count(),
-              LedgerEntry.objects.count())
+    counts = (
+        Organization.objects.count(),
+        User.objects.count(),
+        ApiKey.objects.count(),
+        LedgerEntry.objects.count(),
+    )
     with pytest.raises(CommandError) as excinfo:
         _run("create_org", "acme", "--owner", "other@x.com", "--credits", "100")
     assert "acme" in str(excinfo.value)
-    assert (Organization.objects.count(), User.objects.count(), ApiKey.objects.count(),
-            LedgerEntry.objects.count()) == counts
+    assert (
+        Organization.objects.count(),
+        User.objects.count(),
+        ApiKey.objects.count(),
+        LedgerEntry.objects.count(),
+    ) == counts
     assert _balance("acme") == 5
 
 
-@pytest.mark.parametrize("args", [
-    ["Not A Slug", "--owner", "a@x.com"],
-    ["fine", "--owner", "a@x.com", "--credits", "lots"],
-    ["fine", "--owner", "a@x.com", "--credits", "-5"],
-    ["fine", "--owner", "a@x.com", "--credits", "0.0000000000001"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["Not A Slug", "--owner", "a@x.com"],
+        ["fine", "--owner", "a@x.com", "--credits", "lots"],
+        ["fine", "--owner", "a@x.com", "--credits", "-5"],
+        ["fine", "--owner", "a@x.com", "--credits", "0.0000000000001"],
+    ],
+)
 def test_create_org_rejects_bad_input_without_writing(db, args):
     with pytest.raises(CommandError):
         _run("create_org", *args)
@@ -127,13 +138,16 @@ def test_create_api_key_without_limit(acme):
     assert _data(_client(_last_line(out)), "/api/v1/key")["limit"] is None
 
 
-@pytest.mark.parametrize("args", [
-    ["--org", "nobody"],
-    ["--org", "acme", "--limit", "abc"],
-    ["--org", "acme", "--limit", "-1"],
-    ["--org", "acme", "--limit", "0.0000000000001"],
-    ["--org", "acme", "--limit", "1e400"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--org", "nobody"],
+        ["--org", "acme", "--limit", "abc"],
+        ["--org", "acme", "--limit", "-1"],
+        ["--org", "acme", "--limit", "0.0000000000001"],
+        ["--org", "acme", "--limit", "1e400"],
+    ],
+)
 def test_create_api_key_rejects_bad_input(acme, args):
     count = ApiKey.objects.count()
     with pytest.raises(CommandError):
@@ -206,11 +220,28 @@ def test_seed_demo_quiet_prints_only_the_key(db):
 
 def test_load_catalog_prints_a_summary(db, tmp_path):
     path = tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump({
-        "providers": [{"slug": "p", "name": "P", "api_format": "simulated"}],
-        "models": [{"slug": "a/m", "name": "M", "context_length": 1000, "endpoints": [
-            {"provider": "p", "provider_model_id": "m", "pricing": {"prompt": "1", "completion": "2"}}]}],
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "providers": [{"slug": "p", "name": "P", "api_format": "simulated"}],
+                "models": [
+                    {
+                        "slug": "a/m",
+                        "name": "M",
+                        "context_length": 1000,
+                        "endpoints": [
+                            {
+                                "provider": "p",
+                                "provider_model_id": "m",
+                                "pricing": {"prompt": "1", "completion": "2"},
+                            }
+                        ],
+                    }
+                ],
+            }
+        )
+    )
     out, _ = _run("load_catalog", str(path))
-    assert _last_line(out) == ("Loaded 1 file(s): 1 providers, 1 models, 1 endpoints "
-                               "(3 created, 0 updated, 0 disabled by --prune).")
+    assert _last_line(out) == (
+        "Loaded 1 file(s): 1 providers, 1 models, 1 endpoints (3 created, 0 updated, 0 disabled by --prune)."
+    )

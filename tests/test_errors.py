@@ -23,7 +23,9 @@ def _assert_error(response, status: int) -> dict:
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("method", ["get", "post", "delete"])
-@pytest.mark.parametrize("path", ["/api/v1/nope", "/api/v1/models/a/b/c/d", "/api/nothing-here", "/api/v2/models"])
+@pytest.mark.parametrize(
+    "path", ["/api/v1/nope", "/api/v1/models/a/b/c/d", "/api/nothing-here", "/api/v2/models"]
+)
 def test_unknown_api_path_is_404_json(method, path):
     body = _assert_error(getattr(Client(), method)(path), 404)
     assert path in body["error"]["message"]
@@ -37,12 +39,15 @@ def test_unknown_path_outside_api_is_not_forced_to_json():
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("method,path", [
-    ("delete", "/api/v1/models"),
-    ("post", "/api/v1/models"),
-    ("put", "/api/v1/models/acme/x/endpoints"),
-    ("post", "/api/v1/openapi.json"),
-])
+@pytest.mark.parametrize(
+    "method,path",
+    [
+        ("delete", "/api/v1/models"),
+        ("post", "/api/v1/models"),
+        ("put", "/api/v1/models/acme/x/endpoints"),
+        ("post", "/api/v1/openapi.json"),
+    ],
+)
 def test_wrong_method_is_405_json(method, path):
     body = _assert_error(getattr(APIClient(), method)(path), 405)
     assert method.upper() in body["error"]["message"]
@@ -65,8 +70,13 @@ def test_openapi_document_lists_the_paths():
     assert doc["openapi"].startswith("3.")
     assert doc["info"]["title"]
     paths = set(doc["paths"])
-    for expected in ("/api/v1/models", "/api/v1/models/{author}/{slug}/endpoints", "/api/v1/generation",
-                     "/api/v1/key", "/api/v1/credits"):
+    for expected in (
+        "/api/v1/models",
+        "/api/v1/models/{author}/{slug}/endpoints",
+        "/api/v1/generation",
+        "/api/v1/key",
+        "/api/v1/credits",
+    ):
         assert expected in paths, sorted(paths)
     assert "get" in doc["paths"]["/api/v1/models"]
 

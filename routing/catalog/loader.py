@@ -191,7 +191,8 @@ def _parse_provider(ctx: _Ctx, idx: int, raw: Any) -> dict[str, Any]:
         "api_format": data["api_format"],
         "base_url": base_url.rstrip("/"),
         "api_key_env": env,
-        "enabled": bool(data.get("enabled", True)),
+        # Only an explicit `enabled` in the file overrides an admin's enable/disable.
+        **({"enabled": bool(data["enabled"])} if "enabled" in data else {}),
         "data_policy": _data_policy(ctx, where, data.get("data_policy")),
         **parsed_timeouts,
     }
@@ -233,7 +234,8 @@ def _parse_endpoint(ctx: _Ctx, model_slug: str, idx: int, raw: Any, providers: s
         "quantization": str(quant) if quant else "",
         "supported_parameters": list(params),
         "data_policy": _data_policy(ctx, where, data.get("data_policy")),
-        "enabled": bool(data.get("enabled", True)),
+        # Only an explicit `enabled` in the file overrides an admin's enable/disable.
+        **({"enabled": bool(data["enabled"])} if "enabled" in data else {}),
     }
 
 
@@ -263,7 +265,8 @@ def _parse_model(ctx: _Ctx, idx: int, raw: Any, providers: set[str]) -> dict[str
         "context_length": _positive_int(ctx, where, "context_length", data.get("context_length", 0) or 1),
         "input_modalities": data.get("input_modalities", ["text"]),
         "output_modalities": data.get("output_modalities", ["text"]),
-        "enabled": bool(data.get("enabled", True)),
+        # Only an explicit `enabled` in the file overrides an admin's enable/disable.
+        **({"enabled": bool(data["enabled"])} if "enabled" in data else {}),
         "endpoints": parsed,
     }
 
@@ -333,10 +336,16 @@ def _catalog_write(paths: list[str | Path], *, prune: bool) -> Summary:
             endpoint, created = Endpoint.objects.update_or_create(
                 model=model, provider=provider, defaults=fields
             )
+            if endpoint.pruned and "enabled" not in fields:
+                # Back in the files after a --prune: it returns (an admin's own disable would stay).
+                endpoint.enabled, endpoint.pruned = True, False
+                endpoint.save(update_fields=["enabled", "pruned"])
             kept.add(endpoint.pk)
             summary.endpoints += 1
             summary.created += created
             summary.updated += not created
     if prune:
-        summary.disabled = Endpoint.objects.filter(enabled=True).exclude(pk__in=kept).update(enabled=False)
+        summary.disabled = (
+            Endpoint.objects.filter(enabled=True).exclude(pk__in=kept).update(enabled=False, pruned=True)
+        )
     return summary

@@ -23,22 +23,26 @@ def _balance_units(org: Organization) -> int:
 # --- to_units / from_units ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("usd,units", [
-    ("1", 10**12),
-    ("0.000000000001", 1),
-    ("1.5", 1_500_000_000_000),
-    (Decimal("-0.25"), -250_000_000_000),
-    (3, 3 * 10**12),
-    ("0.0000176", 17_600_000),
-])
+@pytest.mark.parametrize(
+    "usd,units",
+    [
+        ("1", 10**12),
+        ("0.000000000001", 1),
+        ("1.5", 1_500_000_000_000),
+        (Decimal("-0.25"), -250_000_000_000),
+        (3, 3 * 10**12),
+        ("0.0000176", 17_600_000),
+    ],
+)
 def test_to_units_is_exact(usd, units):
     result = to_units(usd)
     assert result == units
     assert type(result) is int
 
 
-@pytest.mark.parametrize("usd", ["0.0000000000001", "1.0000000000005", Decimal("1E-13"), "abc", "NaN",
-                                 "Infinity", "-Infinity"])
+@pytest.mark.parametrize(
+    "usd", ["0.0000000000001", "1.0000000000005", Decimal("1E-13"), "abc", "NaN", "Infinity", "-Infinity"]
+)
 def test_to_units_refuses_what_is_not_a_whole_picodollar(usd):
     with pytest.raises(ValueError):
         to_units(usd)
@@ -92,8 +96,9 @@ def test_ledger_append_reports_whether_it_created():
     version = Organization.objects.get(pk=org.pk).ledger_version
     entry, created = ledger_append(organization_id=org.pk, kind=EntryKind.GRANT, amount_units=7, source="s-1")
     assert created is True
-    again, created_again = ledger_append(organization_id=org.pk, kind=EntryKind.GRANT, amount_units=7,
-                                         source="s-1")
+    again, created_again = ledger_append(
+        organization_id=org.pk, kind=EntryKind.GRANT, amount_units=7, source="s-1"
+    )
     assert created_again is False and again.pk == entry.pk
     assert _balance_units(org) == 7
     assert Organization.objects.get(pk=org.pk).ledger_version == version + 1
@@ -110,15 +115,18 @@ def test_the_database_enforces_one_entry_per_kind_and_source():
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("amount,kind,reason", [
-    (Decimal("0"), EntryKind.GRANT, "zero"),
-    (Decimal("-1"), EntryKind.GRANT, "negative grant"),
-    (Decimal("0.0000000000001"), EntryKind.GRANT, "sub-picodollar"),
-    (Decimal("1e400"), EntryKind.GRANT, "too big"),
-    (Decimal("1"), EntryKind.GRANT, "   "),
-    (Decimal("1"), EntryKind.USAGE, "usage is not granted by hand"),
-    (Decimal("1"), EntryKind.PURCHASE, "purchases come from Stripe"),
-])
+@pytest.mark.parametrize(
+    "amount,kind,reason",
+    [
+        (Decimal("0"), EntryKind.GRANT, "zero"),
+        (Decimal("-1"), EntryKind.GRANT, "negative grant"),
+        (Decimal("0.0000000000001"), EntryKind.GRANT, "sub-picodollar"),
+        (Decimal("1e400"), EntryKind.GRANT, "too big"),
+        (Decimal("1"), EntryKind.GRANT, "   "),
+        (Decimal("1"), EntryKind.USAGE, "usage is not granted by hand"),
+        (Decimal("1"), EntryKind.PURCHASE, "purchases come from Stripe"),
+    ],
+)
 def test_bad_grants_are_refused_and_change_nothing(amount, kind, reason):
     org = make_org(credits="1")
     with pytest.raises(BadRequest):
@@ -130,7 +138,9 @@ def test_bad_grants_are_refused_and_change_nothing(amount, kind, reason):
 @pytest.mark.django_db
 def test_negative_adjustment_is_allowed():
     org = make_org(credits="3")
-    credits_grant(organization=org, amount_usd=Decimal("-1.25"), reason="correction", kind=EntryKind.ADJUSTMENT)
+    credits_grant(
+        organization=org, amount_usd=Decimal("-1.25"), reason="correction", kind=EntryKind.ADJUSTMENT
+    )
     assert _balance_units(org) == to_units("1.75")
 
 
@@ -142,27 +152,47 @@ def test_usage_charge_is_idempotent_by_generation_id():
     org = make_org(credits="1")
     key, _ = make_key(org)
     cost = to_units("0.0000176")
-    entry, created = usage_charge(organization_id=org.pk, generation_id="gen-abc", cost_units=cost,
-                                  api_key_id=key.pk, model="acme/small")
+    entry, created = usage_charge(
+        organization_id=org.pk,
+        generation_id="gen-abc",
+        cost_units=cost,
+        api_key_id=key.pk,
+        model="acme/small",
+    )
     assert created is True
     assert entry.kind == EntryKind.USAGE and entry.amount_units == -cost and entry.api_key_id == key.pk
     for _ in range(3):
-        again, created = usage_charge(organization_id=org.pk, generation_id="gen-abc", cost_units=cost,
-                                      api_key_id=key.pk, model="acme/small")
+        again, created = usage_charge(
+            organization_id=org.pk,
+            generation_id="gen-abc",
+            cost_units=cost,
+            api_key_id=key.pk,
+            model="acme/small",
+        )
         assert created is False and again.pk == entry.pk
     assert LedgerEntry.objects.filter(kind=EntryKind.USAGE).count() == 1
     assert _balance_units(org) == to_units("1") - cost
 
-    usage_charge(organization_id=org.pk, generation_id="gen-def", cost_units=cost, api_key_id=key.pk,
-                 model="acme/small")
+    usage_charge(
+        organization_id=org.pk,
+        generation_id="gen-def",
+        cost_units=cost,
+        api_key_id=key.pk,
+        model="acme/small",
+    )
     assert _balance_units(org) == to_units("1") - 2 * cost
 
 
 @pytest.mark.django_db
 def test_usage_may_take_the_balance_below_zero_exactly():
     org = make_org(credits="0.00001")
-    usage_charge(organization_id=org.pk, generation_id="gen-over", cost_units=to_units("0.000010000001"),
-                 api_key_id=None, model="m")
+    usage_charge(
+        organization_id=org.pk,
+        generation_id="gen-over",
+        cost_units=to_units("0.000010000001"),
+        api_key_id=None,
+        model="m",
+    )
     assert _balance_units(org) == -1
     assert balance_get(organization=org) == Decimal("-0.000000000001")
 
@@ -178,10 +208,16 @@ def test_cached_balance_equals_the_sum_of_entries():
     credits_grant(organization=org, amount_usd=Decimal("0.333333333333"), reason="odd")
     credits_grant(organization=org, amount_usd=Decimal("-0.5"), reason="fix", kind=EntryKind.ADJUSTMENT)
     for i in range(25):
-        usage_charge(organization_id=org.pk, generation_id=f"gen-{i}", cost_units=to_units("0.000123456789"),
-                     api_key_id=key.pk, model="m")
-    usage_charge(organization_id=org.pk, generation_id="gen-3", cost_units=to_units("5"), api_key_id=key.pk,
-                 model="m")  # a replay with a different cost changes nothing
+        usage_charge(
+            organization_id=org.pk,
+            generation_id=f"gen-{i}",
+            cost_units=to_units("0.000123456789"),
+            api_key_id=key.pk,
+            model="m",
+        )
+    usage_charge(
+        organization_id=org.pk, generation_id="gen-3", cost_units=to_units("5"), api_key_id=key.pk, model="m"
+    )  # a replay with a different cost changes nothing
 
     expected = to_units("10") + to_units("0.333333333333") - to_units("0.5") - 25 * to_units("0.000123456789")
     assert ledger_balance_units(organization_id=org.pk) == expected

@@ -286,8 +286,10 @@ BAD_CASES = {
         _set(["models", 1, "endpoints", 0, "pricing", "prompt"], "0.0000001"),
         ["acme/large", "prompt"],
     ),
-    "sub-picodollar request price": (_set(["models", 1, "endpoints", 0, "pricing", "request"], "0.0000000000001"),
-                                     ["acme/large", "request"]),
+    "sub-picodollar request price": (
+        _set(["models", 1, "endpoints", 0, "pricing", "request"], "0.0000000000001"),
+        ["acme/large", "request"],
+    ),
     "unknown provider": (_set(["models", 1, "endpoints", 0, "provider"], "gamma"), ["acme/large", "gamma"]),
     "bad api_format": (_set(["providers", 0, "api_format"], "soap"), ["alpha", "api_format"]),
     "duplicate model slug": (_append(["models"], BASE["models"][1]), ["acme/large", "twice"]),

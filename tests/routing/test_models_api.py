@@ -15,29 +15,57 @@ from tests.factories import make_key, make_org
 
 CATALOG = {
     "providers": [
-        {"slug": "alpha", "name": "Alpha Cloud", "api_format": "openai", "base_url": "https://alpha.example/v1"},
+        {
+            "slug": "alpha",
+            "name": "Alpha Cloud",
+            "api_format": "openai",
+            "base_url": "https://alpha.example/v1",
+        },
         {"slug": "beta", "name": "Beta AI", "api_format": "openai", "base_url": "https://beta.example/v1"},
     ],
     "models": [
         {
-            "slug": "acme/small", "name": "Acme: Small", "description": "A small model.", "context_length": 128000,
-            "input_modalities": ["text", "image"], "output_modalities": ["text"],
+            "slug": "acme/small",
+            "name": "Acme: Small",
+            "description": "A small model.",
+            "context_length": 128000,
+            "input_modalities": ["text", "image"],
+            "output_modalities": ["text"],
             "endpoints": [
-                {"provider": "alpha", "provider_model_id": "small-v1",
-                 "pricing": {"prompt": "0.15", "completion": "0.60", "cache_read": "0.075",
-                             "request": "0.001", "image": "0.0002"},
-                 "context_length": 64000, "max_completion_tokens": 16384,
-                 "supported_parameters": ["temperature", "max_tokens", "tools"]},
-                {"provider": "beta", "provider_model_id": "acme-small",
-                 "pricing": {"prompt": "0.20", "completion": "0.80"}, "quantization": "fp8",
-                 "supported_parameters": ["temperature", "seed"]},
+                {
+                    "provider": "alpha",
+                    "provider_model_id": "small-v1",
+                    "pricing": {
+                        "prompt": "0.15",
+                        "completion": "0.60",
+                        "cache_read": "0.075",
+                        "request": "0.001",
+                        "image": "0.0002",
+                    },
+                    "context_length": 64000,
+                    "max_completion_tokens": 16384,
+                    "supported_parameters": ["temperature", "max_tokens", "tools"],
+                },
+                {
+                    "provider": "beta",
+                    "provider_model_id": "acme-small",
+                    "pricing": {"prompt": "0.20", "completion": "0.80"},
+                    "quantization": "fp8",
+                    "supported_parameters": ["temperature", "seed"],
+                },
             ],
         },
         {
-            "slug": "other/large", "name": "Other: Large", "context_length": 200000,
+            "slug": "other/large",
+            "name": "Other: Large",
+            "context_length": 200000,
             "endpoints": [
-                {"provider": "beta", "provider_model_id": "large",
-                 "pricing": {"prompt": "3", "completion": "15"}, "max_completion_tokens": 8192},
+                {
+                    "provider": "beta",
+                    "provider_model_id": "large",
+                    "pricing": {"prompt": "3", "completion": "15"},
+                    "max_completion_tokens": 8192,
+                },
             ],
         },
     ],
@@ -92,8 +120,11 @@ def test_models_list_needs_no_auth_and_has_openrouter_shape(loaded):
             assert "e" not in value.lower()  # never exponent notation
             Decimal(value)
 
-    assert small["top_provider"] == {"context_length": 64000, "max_completion_tokens": 16384,
-                                     "is_moderated": False}
+    assert small["top_provider"] == {
+        "context_length": 64000,
+        "max_completion_tokens": 16384,
+        "is_moderated": False,
+    }
     assert small["supported_parameters"] == ["max_tokens", "seed", "temperature", "tools"]
 
 
