@@ -8,13 +8,14 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.authentication import principal
 from accounts.selectors import key_summary
 
 
 class KeyGetApi(APIView):
     class OutputSerializer(serializers.Serializer):
-        data = serializers.DictField()
+        data = serializers.DictField()  # type: ignore[assignment]
 
     @extend_schema(operation_id="key_get", responses=OutputSerializer)
     def get(self, request: Request) -> Response:
-        return Response({"data": key_summary(key_id=request.user.key.id)})
+        return Response({"data": key_summary(key_id=principal(request).key.id)})

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
@@ -33,6 +33,11 @@ def authenticate_bearer(header: str | None) -> KeyInfo:
     if not info.active():
         raise exceptions.AuthenticationFailed("This API key is disabled, deleted or expired.")
     return info
+
+
+def principal(request: Request) -> KeyPrincipal:
+    """The key behind an authenticated API request (views require IsAuthenticated)."""
+    return cast(KeyPrincipal, request.user)
 
 
 class ApiKeyAuthentication(authentication.BaseAuthentication):

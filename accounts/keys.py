@@ -93,7 +93,7 @@ async def key_lookup(secret: str) -> KeyInfo | None:
     digest = key_hash(secret)
     cached = _local.get(digest)
     if cached is not None:
-        return cached or None
+        return cached if isinstance(cached, KeyInfo) else None
     info: KeyInfo | None = None
     found = False
     if redis_enabled():

@@ -50,7 +50,8 @@ def drain_once(max_batches: int = 20) -> int:
                 break
             batches.append(read[0][1])
         entries = batches.pop()
-        events, by_org = [], {}
+        events: list[dict] = []
+        by_org: dict[int, list[tuple[str, int]]] = {}
         for stream_id, fields in entries:
             if not fields:
                 continue  # deleted under us by another consumer's APPLY: already done

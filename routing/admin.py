@@ -62,7 +62,7 @@ class EnableActions:
             else:
                 obj.enabled = enabled
                 obj.save(update_fields=["enabled", "updated_at"])
-        self.message_user(
+        self.message_user(  # type: ignore[attr-defined]
             request,
             f"{'Enabled' if enabled else 'Disabled'} {queryset.count()}.",  # type: ignore[attr-defined]
             messages.SUCCESS,

@@ -88,7 +88,7 @@ else:
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": VAR_DIR / "switchyard.sqlite3",
+            "NAME": str(VAR_DIR / "switchyard.sqlite3"),
             # WAL lets the web process read while a writer (usage writer, tests) commits.
             "OPTIONS": {
                 "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",

@@ -10,7 +10,7 @@ import asyncio
 import os
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -213,7 +213,9 @@ class Adapter:
                 kind="malformed",
             )
 
-    async def stream(self, ctx: CallContext, req: dict[str, Any]) -> AsyncIterator[dict[str, Any] | Usage]:
+    async def stream(
+        self, ctx: CallContext, req: dict[str, Any]
+    ) -> AsyncGenerator[dict[str, Any] | Usage, None]:
         """Yield OpenAI chunk dicts (choices deltas) and, at most once, a Usage.
 
         Raises UpstreamFailure; the caller decides whether it was before or after the first byte.

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -129,7 +129,9 @@ class SimulatedAdapter(Adapter):
             choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
         return Completion(choices=[choice], usage=_usage(req, content, call), native_finish_reason=finish)
 
-    async def stream(self, ctx: CallContext, req: dict[str, Any]) -> AsyncIterator[dict[str, Any] | Usage]:
+    async def stream(
+        self, ctx: CallContext, req: dict[str, Any]
+    ) -> AsyncGenerator[dict[str, Any] | Usage, None]:
         opts = _options(ctx.endpoint.base_url)
         content, call, finish = _answer(req, ctx.endpoint.model_slug)
         delay = opts.get("delay_ms", 0) / 1000
