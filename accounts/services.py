@@ -125,6 +125,11 @@ def api_key_update(
         key.limit_reset, fields = limit_reset, [*fields, "limit_reset"]
     if expires_at is not None:
         key.expires_at, fields = expires_at, [*fields, "expires_at"]
+    if "limit_units" in fields:
+        from billing.holds import key_limit_changed
+
+        limit = key.limit_units
+        transaction.on_commit(lambda: key_limit_changed(key.pk, limit))
     return _key_changed(key, fields) if fields else key
 
 

@@ -40,27 +40,46 @@ def hold_hash(hold_id: str) -> str:
     return f"sy:h:{hold_id}"
 
 
-# Returns {1, avail_after} placed; {0, avail} not enough; {-1, 0} organisation not mirrored yet.
-NEG = "local function neg(s) if s == '0' then return '0' end if string.sub(s, 1, 1) == '-' then return string.sub(s, 2) end return '-' .. s end\n"
+NEG = (
+    "local function neg(s) if s == '0' then return '0' end "
+    "if string.sub(s, 1, 1) == '-' then return string.sub(s, 2) end return '-' .. s end\n"
+)
 
+# Place a hold. KEYS: org hash, hold hash, holds zset, key hash. ARGV: amount, expiry, org id, hold
+# id, key id, limit period ('' when the key has no credit limit).
+# Returns {1, org avail after}; {0, org avail} org short; {-3, key avail} key limit short;
+# {-1} org not mirrored yet; {-2} key limit not mirrored for this period yet.
 PLACE_LUA = (
     NEG
     + """
-if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, 0} end
+if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, '0'} end
+local limited = ARGV[6] ~= ''
+if limited and redis.call('HGET', KEYS[4], 'period') ~= ARGV[6] then return {-2, '0'} end
 local after = redis.call('HINCRBY', KEYS[1], 'avail', neg(ARGV[1]))
 if after < 0 then
   redis.call('HINCRBY', KEYS[1], 'avail', ARGV[1])
   return {0, redis.call('HGET', KEYS[1], 'avail')}
 end
+if limited then
+  local kafter = redis.call('HINCRBY', KEYS[4], 'avail', neg(ARGV[1]))
+  if kafter < 0 then
+    redis.call('HINCRBY', KEYS[4], 'avail', ARGV[1])
+    redis.call('HINCRBY', KEYS[1], 'avail', ARGV[1])
+    return {-3, redis.call('HGET', KEYS[4], 'avail')}
+  end
+  redis.call('HINCRBY', KEYS[4], 'held', ARGV[1])
+end
 redis.call('HINCRBY', KEYS[1], 'held', ARGV[1])
-redis.call('HSET', KEYS[2], 'org', ARGV[3], 'amount', ARGV[1], 'exp', ARGV[2])
+redis.call('HSET', KEYS[2], 'org', ARGV[3], 'amount', ARGV[1], 'exp', ARGV[2], 'key', ARGV[5],
+           'lim', limited and '1' or '0')
 redis.call('ZADD', KEYS[3], ARGV[2], ARGV[4])
 return {1, tostring(after)}
 """
 )
 
 # Settle (or release, with cost 0): the hold's reservation becomes the exact cost, pending until the
-# ledger has it, and the usage event is queued in the same step. ARGV: cost, amount-cost, event, hold id.
+# ledger has it, and the usage event is queued in the same step. KEYS: org hash, hold hash, holds
+# zset, usage stream, key hash. ARGV: cost, amount - cost, event, hold id, then health records.
 # A hold the reaper already expired still charges its cost: money is never lost.
 SETTLE_LUA = (
     NEG
@@ -68,12 +87,22 @@ SETTLE_LUA = (
     + """
 local amount = redis.call('HGET', KEYS[2], 'amount')
 if amount then
+  local lim = redis.call('HGET', KEYS[2], 'lim')
   redis.call('HINCRBY', KEYS[1], 'held', neg(amount))
   redis.call('HINCRBY', KEYS[1], 'avail', ARGV[2])
+  if lim == '1' then
+    redis.call('HINCRBY', KEYS[5], 'held', neg(amount))
+    redis.call('HINCRBY', KEYS[5], 'avail', ARGV[2])
+    redis.call('HINCRBY', KEYS[5], 'pending', ARGV[1])
+  end
   redis.call('DEL', KEYS[2])
   redis.call('ZREM', KEYS[3], ARGV[4])
 else
   redis.call('HINCRBY', KEYS[1], 'avail', neg(ARGV[1]))
+  if redis.call('EXISTS', KEYS[5]) == 1 then
+    redis.call('HINCRBY', KEYS[5], 'avail', neg(ARGV[1]))
+    redis.call('HINCRBY', KEYS[5], 'pending', ARGV[1])
+  end
 end
 redis.call('HINCRBY', KEYS[1], 'pending', ARGV[1])
 local id = redis.call('XADD', KEYS[4], '*', 'e', ARGV[3])
@@ -83,16 +112,24 @@ return id
 )
 
 # After the ledger rows for some usage events commit: each stream entry deleted here (exactly once)
-# moves its cost from pending into the mirrored balance. ARGV: pairs of (stream id, cost).
+# moves its cost from pending into the mirrored balance (and the key's used). KEYS: org hash, stream.
+# ARGV: triples of (stream id, cost, key id or '').
 APPLY_LUA = (
     NEG
     + """
 local done = 0
-for i = 1, #ARGV, 2 do
+for i = 1, #ARGV, 3 do
   if redis.call('XDEL', KEYS[2], ARGV[i]) == 1 then
     local cost = ARGV[i + 1]
     redis.call('HINCRBY', KEYS[1], 'pending', neg(cost))
     redis.call('HINCRBY', KEYS[1], 'bal', neg(cost))
+    if ARGV[i + 2] ~= '' then
+      local k = 'sy:k:' .. ARGV[i + 2]
+      if redis.call('EXISTS', k) == 1 then
+        redis.call('HINCRBY', k, 'pending', neg(cost))
+        redis.call('HINCRBY', k, 'used', cost)
+      end
+    end
     done = done + 1
   end
 end
@@ -106,6 +143,36 @@ if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'bal', ARGV[1], 'avail', ARGV[1], 'held', '0', 'pending', '0', 'initver', ARGV[2])
 return 1
 """
+
+# Mirror a key's credit limit for a period. In-flight holds and pending costs carry over. ARGV:
+# period, limit, usage already in the ledger for the period.
+KINIT_LUA = (
+    NEG
+    + """
+if redis.call('HGET', KEYS[1], 'period') == ARGV[1] then return 0 end
+local held = redis.call('HGET', KEYS[1], 'held') or '0'
+local pending = redis.call('HGET', KEYS[1], 'pending') or '0'
+redis.call('HSET', KEYS[1], 'period', ARGV[1], 'limit', ARGV[2], 'used', ARGV[3], 'avail', ARGV[2],
+           'held', held, 'pending', pending)
+redis.call('HINCRBY', KEYS[1], 'avail', neg(ARGV[3]))
+redis.call('HINCRBY', KEYS[1], 'avail', neg(held))
+redis.call('HINCRBY', KEYS[1], 'avail', neg(pending))
+return 1
+"""
+)
+
+# A key's limit changed: move its available amount by the difference. ARGV: new limit.
+KLIMIT_LUA = (
+    NEG
+    + """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local old = redis.call('HGET', KEYS[1], 'limit') or '0'
+redis.call('HINCRBY', KEYS[1], 'avail', ARGV[1])
+redis.call('HINCRBY', KEYS[1], 'avail', neg(old))
+redis.call('HSET', KEYS[1], 'limit', ARGV[1])
+return 1
+"""
+)
 
 # A committed non-usage ledger entry (grant, purchase, refund): add its amount unless the mirror was
 # initialised from a balance that already included it. ARGV: amount, ledger version after the entry.
@@ -128,10 +195,34 @@ if not amount then return 0 end
 local okey = 'sy:o:' .. org
 redis.call('HINCRBY', okey, 'held', neg(amount))
 redis.call('HINCRBY', okey, 'avail', amount)
+if redis.call('HGET', KEYS[1], 'lim') == '1' then
+  local kkey = 'sy:k:' .. redis.call('HGET', KEYS[1], 'key')
+  redis.call('HINCRBY', kkey, 'held', neg(amount))
+  redis.call('HINCRBY', kkey, 'avail', amount)
+end
 redis.call('DEL', KEYS[1])
 return 1
 """
 )
+
+
+def key_hash_name(key_id: int | None) -> str:
+    return f"sy:k:{key_id or 0}"
+
+
+def limit_period(reset: str, now: float | None = None) -> str:
+    """The id of the key-limit window `now` falls in (UTC)."""
+    from datetime import UTC, datetime
+
+    moment = datetime.fromtimestamp(now or time.time(), tz=UTC)
+    if reset == "daily":
+        return "d" + moment.strftime("%Y-%m-%d")
+    if reset == "weekly":
+        year, week, _ = moment.isocalendar()
+        return f"w{year}-{week:02d}"
+    if reset == "monthly":
+        return "m" + moment.strftime("%Y-%m")
+    return "all"
 
 
 @dataclass(slots=True)
@@ -186,23 +277,31 @@ async def _redis_init(org_id: int) -> None:
 # ---- embedded mode (database) --------------------------------------------------------------------
 
 
-def _db_place(org_id: int, key_id: int | None, amount: int) -> HoldRef:
+def _db_place(
+    org_id: int, key_id: int | None, amount: int, limit_units: int | None = None, limit_reset: str = "none"
+) -> HoldRef:
     from accounts.models import Organization
     from billing.models import Hold, HoldStatus
+    from billing.selectors import key_usage_units, limit_period_start
 
     now = timezone.now()
+    reserving = Q(status=HoldStatus.OPEN, expires_at__gt=now) | Q(status=HoldStatus.SETTLED)
+    sums = {
+        "open": Sum("amount_units", filter=Q(status=HoldStatus.OPEN)),
+        "settled": Sum("settled_units", filter=Q(status=HoldStatus.SETTLED)),
+    }
     with transaction.atomic():
         org = Organization.objects.select_for_update().only("balance_units").get(pk=org_id)
-        reserved = Hold.objects.filter(
-            Q(status=HoldStatus.OPEN, expires_at__gt=now) | Q(status=HoldStatus.SETTLED),
-            organization_id=org_id,
-        ).aggregate(
-            open=Sum("amount_units", filter=Q(status=HoldStatus.OPEN)),
-            settled=Sum("settled_units", filter=Q(status=HoldStatus.SETTLED)),
-        )
+        reserved = Hold.objects.filter(reserving, organization_id=org_id).aggregate(**sums)
         available = org.balance_units - (reserved["open"] or 0) - (reserved["settled"] or 0)
         if amount > available:
             raise _insufficient(available, amount)
+        if limit_units is not None and key_id is not None:
+            used = key_usage_units(api_key_id=key_id, since=limit_period_start(limit_reset))
+            key_reserved = Hold.objects.filter(reserving, api_key_id=key_id).aggregate(**sums)
+            key_available = limit_units - used - (key_reserved["open"] or 0) - (key_reserved["settled"] or 0)
+            if amount > key_available:
+                raise _key_limit(key_available, amount)
         hold = Hold.objects.create(
             id=new_hold_id(),
             organization_id=org_id,
@@ -211,6 +310,27 @@ def _db_place(org_id: int, key_id: int | None, amount: int) -> HoldRef:
             expires_at=now + timedelta(seconds=settings.SWITCHYARD_HOLD_TTL_SECONDS),
         )
     return HoldRef(hold.id, org_id, key_id, amount)
+
+
+def _key_limit(available: int, amount: int) -> InsufficientCredits:
+    from billing.money import from_units
+
+    return InsufficientCredits(
+        "This API key's credit limit is reached: this request may cost up to "
+        f"${from_units(amount).normalize():f} and ${from_units(max(available, 0)).normalize():f} of the "
+        "limit remains. Raise the key's limit or lower max_tokens.",
+        code="key_limit_exceeded",
+        metadata={
+            "required": str(from_units(amount).normalize()),
+            "limit_remaining": str(from_units(max(available, 0)).normalize()),
+        },
+    )
+
+
+def _key_used_units(key_id: int, reset: str) -> int:
+    from billing.selectors import key_usage_units, limit_period_start
+
+    return key_usage_units(api_key_id=key_id, since=limit_period_start(reset))
 
 
 def _insufficient(available: int, amount: int) -> InsufficientCredits:
@@ -230,22 +350,52 @@ def _insufficient(available: int, amount: int) -> InsufficientCredits:
 # ---- the interface the hot path uses -------------------------------------------------------------
 
 
-async def hold_place(*, org_id: int, key_id: int | None, amount_units: int) -> HoldRef:
-    """Reserve `amount_units` or raise InsufficientCredits (402)."""
+async def hold_place(
+    *,
+    org_id: int,
+    key_id: int | None,
+    amount_units: int,
+    limit_units: int | None = None,
+    limit_reset: str = "none",
+) -> HoldRef:
+    """Reserve `amount_units` against the organisation (and the key's credit limit) or raise 402."""
     if not redis_enabled():
-        return await sync_to_async(_db_place, thread_sensitive=False)(org_id, key_id, amount_units)
+        return await sync_to_async(_db_place, thread_sensitive=False)(
+            org_id, key_id, amount_units, limit_units, limit_reset
+        )
     hold_id = new_hold_id()
     expires = int(time.time()) + settings.SWITCHYARD_HOLD_TTL_SECONDS
+    period = limit_period(limit_reset) if limit_units is not None and key_id else ""
     place = scripts.async_("PLACE_LUA")
-    keys = [org_hash(org_id), hold_hash(hold_id), HOLDS_ZSET]
-    args = [str(amount_units), str(expires), str(org_id), hold_id]
-    result = await place(keys=keys, args=args)
-    if int(result[0]) == -1:
-        await _redis_init(org_id)
+    keys = [org_hash(org_id), hold_hash(hold_id), HOLDS_ZSET, key_hash_name(key_id)]
+    args = [str(amount_units), str(expires), str(org_id), hold_id, str(key_id or ""), period]
+    for _ in range(3):
         result = await place(keys=keys, args=args)
-    if int(result[0]) != 1:
-        raise _insufficient(int(result[1]), amount_units)
-    return HoldRef(hold_id, org_id, key_id, amount_units)
+        status = int(result[0])
+        if status == 1:
+            return HoldRef(hold_id, org_id, key_id, amount_units)
+        if status == -1:
+            await _redis_init(org_id)
+        elif status == -2:
+            used = await sync_to_async(_key_used_units, thread_sensitive=False)(key_id, limit_reset)
+            await scripts.async_("KINIT_LUA")(
+                keys=[key_hash_name(key_id)], args=[period, str(limit_units), str(used)]
+            )
+        elif status == -3:
+            raise _key_limit(int(result[1]), amount_units)
+        else:
+            raise _insufficient(int(result[1]), amount_units)
+    raise InsufficientCredits("Could not reserve credit for this request; please retry.")
+
+
+def key_limit_changed(key_id: int, limit_units: int | None) -> None:
+    """After a key's limit is edited: move the mirror by the difference, or drop it."""
+    if not redis_enabled():
+        return
+    if limit_units is None:
+        sync_redis().delete(key_hash_name(key_id))
+    else:
+        scripts.sync("KLIMIT_LUA")(keys=[key_hash_name(key_id)], args=[str(limit_units)])
 
 
 async def hold_settle(
@@ -264,7 +414,13 @@ async def hold_settle(
         return
     settle = scripts.async_("SETTLE_LUA")
     await settle(
-        keys=[org_hash(hold.org_id), hold_hash(hold.id), HOLDS_ZSET, USAGE_STREAM],
+        keys=[
+            org_hash(hold.org_id),
+            hold_hash(hold.id),
+            HOLDS_ZSET,
+            USAGE_STREAM,
+            key_hash_name(hold.key_id),
+        ],
         args=[
             str(cost_units),
             str(hold.amount_units - cost_units),
@@ -280,12 +436,13 @@ def redis_balance_sync(org_id: int, amount_units: int, version: int) -> None:
     scripts.sync("CREDIT_LUA")(keys=[org_hash(org_id)], args=[str(amount_units), str(version)])
 
 
-def redis_usage_applied(org_id: int, pairs: list[tuple[str, int]]) -> int:
-    if not pairs:
+def redis_usage_applied(org_id: int, entries: list[tuple[str, int, int | None]]) -> int:
+    """Entries are (stream id, cost, key id) whose ledger rows have committed."""
+    if not entries:
         return 0
     args: list[str] = []
-    for stream_id, cost in pairs:
-        args += [stream_id, str(cost)]
+    for stream_id, cost, key_id in entries:
+        args += [stream_id, str(cost), str(key_id or "")]
     return int(scripts.sync("APPLY_LUA")(keys=[org_hash(org_id), USAGE_STREAM], args=args))
 
 

@@ -51,14 +51,14 @@ def drain_once(max_batches: int = 20) -> int:
             batches.append(read[0][1])
         entries = batches.pop()
         events: list[dict] = []
-        by_org: dict[int, list[tuple[str, int]]] = {}
+        by_org: dict[int, list[tuple[str, int, int | None]]] = {}
         for stream_id, fields in entries:
             if not fields:
                 continue  # deleted under us by another consumer's APPLY: already done
             sid = stream_id.decode() if isinstance(stream_id, bytes) else stream_id
             ev = orjson.loads(fields[b"e"] if b"e" in fields else fields["e"])
             events.append(ev)
-            by_org.setdefault(ev["org"], []).append((sid, int(ev.get("cost", 0))))
+            by_org.setdefault(ev["org"], []).append((sid, int(ev.get("cost", 0)), ev.get("key")))
         usage_events_apply(events)
         for org_id, pairs in by_org.items():
             redis_usage_applied(org_id, pairs)

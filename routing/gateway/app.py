@@ -592,7 +592,13 @@ async def handle_completion(scope: dict[str, Any], receive: Any, send: Any, kind
         images = tokens.count_images(req)
         candidates = plan(snapshot, req, org_defaults=key.routing_defaults, prompt_estimate=size // 4)
         worst = max(worst_case_units(c.endpoint, req, size, images) for c in candidates)
-        hold = await hold_place(org_id=key.org_id, key_id=key.id, amount_units=worst)
+        hold = await hold_place(
+            org_id=key.org_id,
+            key_id=key.id,
+            amount_units=worst,
+            limit_units=key.limit_units,
+            limit_reset=key.limit_reset,
+        )
     except SwitchyardError as exc:
         await send_error(send, exc)
         return

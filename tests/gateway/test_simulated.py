@@ -112,3 +112,27 @@ def test_insufficient_credits_is_402(live, sim_catalog):
     with pytest.raises(openai.APIStatusError) as err:
         c.chat.completions.create(model="switchyard/sim-1", messages=[{"role": "user", "content": "hi"}])
     assert err.value.status_code == 402
+
+
+def test_key_credit_limit_is_enforced(live, sim_catalog):
+    """A key with a limit is refused with 402 once its limit cannot cover a request's worst case."""
+    org = make_org(credits="5")
+    # Worst case for this request at sim-1 prices is well under $0.0001; three fit, not thirty.
+    _, secret = make_key(org, limit_usd=Decimal("0.0001"))
+    c = openai.OpenAI(base_url=live.api, api_key=secret, max_retries=0)
+    outcomes = []
+    for _ in range(30):
+        try:
+            c.chat.completions.create(
+                model="switchyard/sim-1", max_tokens=50, messages=[{"role": "user", "content": "hi"}]
+            )
+            outcomes.append(200)
+        except openai.APIStatusError as exc:
+            outcomes.append(exc.status_code)
+            assert "limit" in exc.message
+        flush_usage()
+    assert 200 in outcomes and 402 in outcomes
+    first_refusal = outcomes.index(402)
+    assert all(o == 402 for o in outcomes[first_refusal:])
+    spent = -sum(e.amount_units for e in org.ledger.filter(kind="usage"))
+    assert 0 < spent <= 100_000_000  # never past the $0.0001 limit (in picodollars)
