@@ -376,7 +376,7 @@ async def hold_place(
             return HoldRef(hold_id, org_id, key_id, amount_units)
         if status == -1:
             await _redis_init(org_id)
-        elif status == -2:
+        elif status == -2 and key_id is not None:
             used = await sync_to_async(_key_used_units, thread_sensitive=False)(key_id, limit_reset)
             await scripts.async_("KINIT_LUA")(
                 keys=[key_hash_name(key_id)], args=[period, str(limit_units), str(used)]

@@ -50,10 +50,9 @@ def ledger_append(
             Organization.objects.filter(pk=organization_id).update(
                 balance_units=F("balance_units") + amount_units, ledger_version=F("ledger_version") + 1
             )
-            balance, version = Organization.objects.values_list("balance_units", "ledger_version").get(
-                pk=organization_id
-            )
-            transaction.on_commit(lambda: mirror_balance(organization_id, balance, version))
+            version = Organization.objects.values_list("ledger_version", flat=True).get(pk=organization_id)
+            if kind != EntryKind.USAGE:  # usage moves the mirror itself, in APPLY_LUA
+                transaction.on_commit(lambda: mirror_balance(organization_id, amount_units, version))
     except IntegrityError:
         existing = LedgerEntry.objects.get(kind=kind, source=source)
         if existing.organization_id != organization_id or existing.amount_units != amount_units:
@@ -66,12 +65,12 @@ class LedgerConflict(SwitchyardError):
     status, code = 409, "ledger_conflict"
 
 
-def mirror_balance(organization_id: int, balance_units: int, version: int) -> None:
-    """Tell the hot path's Redis copy about a committed balance (only ever moves it forward)."""
+def mirror_balance(organization_id: int, amount_units: int, version: int) -> None:
+    """Move the hot path's Redis copy by a committed non-usage entry (skipped if already included)."""
     if redis_enabled():
         from billing.holds import redis_balance_sync
 
-        redis_balance_sync(organization_id, balance_units, version)
+        redis_balance_sync(organization_id, amount_units, version)
 
 
 def credits_grant(
@@ -126,3 +125,29 @@ def usage_charge(
     except LedgerConflict:
         logger.error("usage replay for %s disagrees with the recorded charge; kept the first", generation_id)
         return LedgerEntry.objects.get(kind=EntryKind.USAGE, source=generation_id), False
+
+
+def organization_auto_topup_set(
+    *, organization: Organization, threshold_usd: Decimal | None, amount_usd: Decimal | None
+) -> Organization:
+    """Auto top-up settings (when the Organization model has them): both set, or both cleared (off)."""
+    if not hasattr(organization, "auto_topup_threshold_units"):
+        raise BadRequest("Auto top-up is not available on this installation.")
+    if (threshold_usd is None) != (amount_usd is None):
+        raise BadRequest("Set both the threshold and the amount, or neither to turn auto top-up off.")
+    threshold: int | None
+    amount: int | None
+    if amount_usd is not None and threshold_usd is not None:
+        if amount_usd <= 0 or threshold_usd < 0:
+            raise BadRequest("The amount must be positive and the threshold not negative.")
+        threshold, amount = to_units(threshold_usd), to_units(amount_usd)
+    else:
+        # "Off" is whatever the column can hold for nothing: NULL if nullable, else 0.
+        amount_field = "auto_topup_amount_units"
+        off = None if Organization._meta.get_field(amount_field).null else 0
+        threshold = amount = off
+    # The fields belong to the Stripe billing work; written by name so this module works before they exist.
+    fields = {"auto_topup_threshold_units": threshold, "auto_topup_amount_units": amount}
+    Organization.objects.filter(pk=organization.pk).update(**fields)
+    organization.refresh_from_db(fields=list(fields))
+    return organization
