@@ -249,6 +249,8 @@ def plan(
         known_any = True
         if req["_kind"] == "chat" and "text" not in model.output_modalities:
             continue
+        if (req["_kind"] == "embedding") != ("embeddings" in model.output_modalities):
+            continue
         fitting = [ep for ep in model.endpoints if _filter(ep, req, prefs, variant, prompt_estimate, reasons)]
         ordered = _apply_breakers(_order(fitting, prefs, variant, rng))
         candidates.extend(Candidate(model, ep) for ep in ordered)

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
+
+from django.db.models import Count, F, QuerySet, Sum
+from django.db.models.functions import TruncDate
+from django.utils import timezone
 
 from billing.money import UNITS_PER_USD, from_units, json_number, price_str
 from routing.catalog.snapshot import EndpointInfo, ModelInfo, Snapshot
@@ -151,4 +156,241 @@ def generation_data(g: Generation) -> dict[str, Any]:
         "error": g.error or None,
         "created_at": g.created_at.isoformat(),
         "attempts": g.attempts,
+    }
+
+
+# --- Dashboard and public pages ------------------------------------------------------------------
+
+MODEL_SORTS = {
+    "name": "Name",
+    "price": "Price: low to high",
+    "-price": "Price: high to low",
+    "-context": "Context: largest first",
+    "context": "Context: smallest first",
+}
+
+
+def _per_million(units: int) -> Decimal:
+    """Picodollars per token -> USD per million tokens."""
+    return (Decimal(units) / 1_000_000).normalize()
+
+
+def _endpoint_row(ep: EndpointInfo) -> dict[str, Any]:
+    return {
+        "id": ep.id,
+        "provider_slug": ep.provider_slug,
+        "provider_name": ep.provider_name,
+        "prompt": _per_million(ep.prompt_units),
+        "completion": _per_million(ep.completion_units),
+        "cache_read": _per_million(ep.cache_read_units) if ep.cache_read_units else None,
+        "cache_write": _per_million(ep.cache_write_units) if ep.cache_write_units else None,
+        "request": (Decimal(ep.request_units) / UNITS_PER_USD).normalize() if ep.request_units else None,
+        "image": (Decimal(ep.image_units) / UNITS_PER_USD).normalize() if ep.image_units else None,
+        "context_length": ep.context_length,
+        "max_completion_tokens": ep.max_completion_tokens,
+        "quantization": ep.quantization,
+        "supported_parameters": sorted(ep.supported_parameters),
+        "data_policy": ep.data_policy,
+        "is_free": ep.is_free,
+    }
+
+
+def _model_row(m: ModelInfo) -> dict[str, Any]:
+    top = cheapest_endpoint(m)
+    return {
+        "slug": m.slug,
+        "author": m.slug.split("/", 1)[0],
+        "short": m.slug.split("/", 1)[-1],
+        "name": m.name,
+        "description": m.description,
+        "context_length": max([m.context_length, *(e.context_length for e in m.endpoints)]),
+        "input_modalities": list(m.input_modalities),
+        "output_modalities": list(m.output_modalities),
+        "prompt": _per_million(top.prompt_units) if top else Decimal(0),
+        "completion": _per_million(top.completion_units) if top else Decimal(0),
+        "providers": sorted({e.provider_name for e in m.endpoints}),
+        "provider_slugs": sorted({e.provider_slug for e in m.endpoints}),
+        "endpoint_count": len(m.endpoints),
+        "is_free": bool(top and top.is_free),
+    }
+
+
+def catalog_browse(
+    *,
+    snapshot: Snapshot,
+    search: str = "",
+    author: str = "",
+    provider: str = "",
+    modality: str = "",
+    min_context: int | None = None,
+    max_price: Decimal | None = None,
+    sort: str = "name",
+) -> list[dict[str, Any]]:
+    """Models that have at least one endpoint, filtered and sorted for the models browser.
+
+    `max_price` is USD per million prompt tokens at the model's cheapest endpoint; `modality` matches
+    an input or output modality (text, image, audio, ...).
+    """
+    rows = []
+    needle = search.strip().lower()
+    for m in snapshot.models.values():
+        if not m.endpoints:
+            continue
+        if needle and needle not in f"{m.slug} {m.name} {m.description}".lower():
+            continue
+        row = _model_row(m)
+        if author and row["author"] != author:
+            continue
+        if provider and provider not in row["provider_slugs"]:
+            continue
+        if modality and modality not in row["input_modalities"] and modality not in row["output_modalities"]:
+            continue
+        if min_context and row["context_length"] < min_context:
+            continue
+        if max_price is not None and row["prompt"] > max_price:
+            continue
+        rows.append(row)
+    key_funcs = {
+        "name": lambda r: (r["name"].lower(),),
+        "price": lambda r: (r["prompt"] + r["completion"], r["name"].lower()),
+        "-price": lambda r: (-(r["prompt"] + r["completion"]), r["name"].lower()),
+        "context": lambda r: (r["context_length"], r["name"].lower()),
+        "-context": lambda r: (-r["context_length"], r["name"].lower()),
+    }
+    rows.sort(key=key_funcs.get(sort, key_funcs["name"]))
+    return rows
+
+
+def catalog_facets(*, snapshot: Snapshot) -> dict[str, Any]:
+    authors: set[str] = set()
+    providers: dict[str, str] = {}
+    modalities: set[str] = set()
+    for m in snapshot.models.values():
+        if not m.endpoints:
+            continue
+        authors.add(m.slug.split("/", 1)[0])
+        modalities.update(m.input_modalities, m.output_modalities)
+        for ep in m.endpoints:
+            providers[ep.provider_slug] = ep.provider_name
+    return {
+        "authors": sorted(authors),
+        "providers": sorted(providers.items(), key=lambda p: p[1].lower()),
+        "modalities": sorted(modalities),
+    }
+
+
+def catalog_model_count(*, snapshot: Snapshot) -> int:
+    return sum(1 for m in snapshot.models.values() if m.endpoints)
+
+
+def catalog_model_detail(*, snapshot: Snapshot, slug: str) -> dict[str, Any] | None:
+    m = snapshot.models.get(slug)
+    if m is None or not m.endpoints:
+        return None
+    row = _model_row(m)
+    row["endpoints"] = [
+        _endpoint_row(ep)
+        for ep in sorted(m.endpoints, key=lambda e: (e.prompt_units + e.completion_units, e.provider_slug))
+    ]
+    return row
+
+
+def generation_list(
+    *,
+    organization_id: int,
+    model: str = "",
+    provider: str = "",
+    api_key_id: int | None = None,
+    status: str = "",
+    date_from: date | None = None,
+    date_to: date | None = None,
+) -> QuerySet[Generation]:
+    qs = Generation.objects.filter(organization_id=organization_id).select_related("api_key")
+    if model:
+        qs = qs.filter(model=model)
+    if provider:
+        qs = qs.filter(provider=provider)
+    if api_key_id is not None:
+        qs = qs.filter(api_key_id=api_key_id)
+    if status:
+        qs = qs.filter(status=status)
+    if date_from is not None:
+        qs = qs.filter(created_at__date__gte=date_from)
+    if date_to is not None:
+        qs = qs.filter(created_at__date__lte=date_to)
+    return qs.order_by("-created_at", "-pk")
+
+
+def generation_filter_options(*, organization_id: int) -> dict[str, list[str]]:
+    qs = Generation.objects.filter(organization_id=organization_id)
+    return {
+        "models": sorted(set(qs.values_list("model", flat=True).distinct())),
+        "providers": sorted({p for p in qs.values_list("provider", flat=True).distinct() if p}),
+    }
+
+
+def usage_by_day(
+    *, organization_id: int, days: int = 30, group_by: str = "model", top: int = 6, today: date | None = None
+) -> dict[str, Any]:
+    """Spend, tokens and requests per day for the activity charts, one series per model (or provider).
+
+    The `top` groups by spend get their own series; the rest are summed as "Other". Spend is a Decimal
+    USD per day (exact sums of picodollars); days without traffic are zeros so every series lines up.
+    """
+    field = "provider" if group_by == "provider" else "model"
+    today = today or timezone.now().date()
+    start = today - timedelta(days=days - 1)
+    rows = (
+        Generation.objects.filter(organization_id=organization_id, created_at__date__gte=start)
+        .annotate(day=TruncDate("created_at"))
+        .values("day", field)
+        .annotate(
+            cost=Sum("cost_units"),
+            tokens=Sum(F("tokens_prompt") + F("tokens_completion")),
+            requests=Count("id"),
+        )
+    )
+    labels = [start + timedelta(days=i) for i in range(days)]
+    index = {d: i for i, d in enumerate(labels)}
+    per_group: dict[str, dict[str, list[int]]] = {}
+    spend_total: dict[str, int] = {}
+    for r in rows:
+        group = r[field] or "(none)"
+        day = r["day"]
+        if day not in index:
+            continue
+        series = per_group.setdefault(
+            group, {"cost": [0] * days, "tokens": [0] * days, "requests": [0] * days}
+        )
+        i = index[day]
+        series["cost"][i] += r["cost"] or 0
+        series["tokens"][i] += r["tokens"] or 0
+        series["requests"][i] += r["requests"] or 0
+        spend_total[group] = spend_total.get(group, 0) + (r["cost"] or 0)
+    ranked = sorted(per_group, key=lambda g: (-spend_total[g], -sum(per_group[g]["requests"]), g))
+    keep, rest = ranked[:top], ranked[top:]
+    if rest:
+        other = {"cost": [0] * days, "tokens": [0] * days, "requests": [0] * days}
+        for g in rest:
+            for metric in other:
+                other[metric] = [a + b for a, b in zip(other[metric], per_group[g][metric], strict=True)]
+        per_group["Other"] = other
+        keep.append("Other")
+    return {
+        "group_by": field,
+        "labels": [d.isoformat() for d in labels],
+        "series": [
+            {
+                "name": g,
+                "spend": [from_units(u) for u in per_group[g]["cost"]],
+                "tokens": per_group[g]["tokens"],
+                "requests": per_group[g]["requests"],
+            }
+            for g in keep
+        ],
+        "totals": {
+            "spend": from_units(sum(sum(per_group[g]["cost"]) for g in keep)),
+            "tokens": sum(sum(per_group[g]["tokens"]) for g in keep),
+            "requests": sum(sum(per_group[g]["requests"]) for g in keep),
+        },
     }

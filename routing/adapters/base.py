@@ -10,7 +10,7 @@ import asyncio
 import os
 import re
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +42,14 @@ class Completion:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(slots=True)
+class Embeddings:
+    """An embeddings answer in OpenAI terms: `data` items, and prompt tokens when the provider counted."""
+
+    data: list[dict[str, Any]]
+    usage: Usage | None
+
+
 class UpstreamFailure(Exception):
     """An attempt failed. `retriable` failures before the first byte move on to the next endpoint."""
 
@@ -70,6 +78,10 @@ class CallContext:
     api_key: str
     started: float
     deadline: float  # monotonic time by which the whole call must end
+    # Optional output batching hooks (see Adapter.stream): `on_data` when upstream bytes arrive,
+    # `on_idle` right before waiting on the network again (flush what was forwarded meanwhile).
+    on_data: Callable[[], None] | None = None
+    on_idle: Callable[[], Awaitable[None]] | None = None
 
     def remaining(self) -> float:
         return max(self.deadline - time.monotonic(), 0.001)
@@ -106,6 +118,10 @@ def status_failure(status: int, message: str, retry_after: str | None = None) ->
     if status == 413:
         return UpstreamFailure(413, message, retriable=False, kind="too_large")
     return UpstreamFailure(400, message, retriable=False, kind="bad_request")
+
+
+# One SSE line may not grow past this while it is being received (aiohttp's readline stopped at 128 KiB).
+MAX_SSE_LINE = 16 * 1024 * 1024
 
 
 class Adapter:
@@ -182,6 +198,27 @@ class Adapter:
         return resp
 
     async def complete(self, ctx: CallContext, req: dict[str, Any]) -> Completion:
+        data = await self._call_json(ctx, req)
+        try:
+            return self.parse_response(data)
+        except (ValueError, KeyError, TypeError, IndexError) as exc:
+            raise UpstreamFailure(
+                502,
+                f"{ctx.endpoint.provider_name} sent a malformed response ({exc}).",
+                retriable=True,
+                kind="malformed",
+            )
+
+    async def embed(self, ctx: CallContext, req: dict[str, Any]) -> Embeddings:
+        raise UpstreamFailure(
+            400,
+            f"{ctx.endpoint.provider_name} does not serve embeddings through Switchyard.",
+            retriable=True,
+            kind="unsupported",
+        )
+
+    async def _call_json(self, ctx: CallContext, req: dict[str, Any]) -> dict[str, Any]:
+        """One non-streamed call: the provider's JSON object, or an UpstreamFailure."""
         resp = await self._open(ctx, req, stream=False)
         ep = ctx.endpoint
         try:
@@ -204,8 +241,8 @@ class Adapter:
             data = orjson.loads(raw)
             if not isinstance(data, dict):
                 raise ValueError("not an object")
-            return self.parse_response(data)
-        except (ValueError, KeyError, TypeError, IndexError) as exc:
+            return data
+        except ValueError as exc:
             raise UpstreamFailure(
                 502,
                 f"{ep.provider_name} sent a malformed response ({exc}).",
@@ -225,12 +262,21 @@ class Adapter:
         translator = self.stream_events()
         gap = ep.timeout_between_chunks
         first = True
+        content = resp.content
+        tail = b""  # a partial line, completed by the next read
+        # Everything already received is parsed without a timer or an await per line; only an
+        # empty buffer waits on the network (with the timeout), after calling `on_idle`.
         try:
             while True:
-                wait = min(ep.timeout_first_byte if first else gap, ctx.remaining())
+                wait = 0.0
                 try:
-                    async with asyncio.timeout(wait):
-                        line = await resp.content.readline()
+                    data = content.read_nowait()
+                    if not data:
+                        if ctx.on_idle is not None:
+                            await ctx.on_idle()
+                        wait = min(ep.timeout_first_byte if first else gap, ctx.remaining())
+                        async with asyncio.timeout(wait):
+                            data = await content.readany()
                 except TimeoutError:
                     raise UpstreamFailure(
                         408,
@@ -245,7 +291,13 @@ class Adapter:
                         retriable=True,
                         kind="connection",
                     )
-                if not line:
+                if not data:  # end of the body
+                    if tail:
+                        for item in translator.feed_line(tail):
+                            yield item
+                        tail = b""
+                        if translator.done:
+                            return
                     if not translator.done:
                         raise UpstreamFailure(
                             502,
@@ -255,10 +307,22 @@ class Adapter:
                         )
                     return
                 first = False
-                for item in translator.feed_line(line):
-                    yield item
-                if translator.done:
-                    return
+                if ctx.on_data is not None:
+                    ctx.on_data()
+                lines = (tail + data if tail else data).split(b"\n")
+                tail = lines.pop()
+                for line in lines:
+                    for item in translator.feed_line(line):
+                        yield item
+                    if translator.done:
+                        return
+                if len(tail) > MAX_SSE_LINE:
+                    raise UpstreamFailure(
+                        502,
+                        f"{ep.provider_name} sent a stream line over {MAX_SSE_LINE} bytes.",
+                        retriable=True,
+                        kind="malformed",
+                    )
         finally:
             resp.release()
 

@@ -6,7 +6,15 @@ from typing import Any
 
 import orjson
 
-from routing.adapters.base import Adapter, CallContext, Completion, StreamTranslator, UpstreamFailure, Usage
+from routing.adapters.base import (
+    Adapter,
+    CallContext,
+    Completion,
+    Embeddings,
+    StreamTranslator,
+    UpstreamFailure,
+    Usage,
+)
 
 # Fields the gateway may forward, keyed by the `supported_parameters` name that allows them.
 PARAM_FIELDS: dict[str, tuple[str, ...]] = {
@@ -64,6 +72,15 @@ class OpenAIAdapter(Adapter):
     ) -> tuple[str, dict[str, str], bytes]:
         ep = ctx.endpoint
         body: dict[str, Any] = {"model": ep.provider_model_id}
+        if req["_kind"] == "embedding":
+            body["input"] = req["input"]
+            for name in ("encoding_format", "dimensions", "user"):
+                if req.get(name) is not None:
+                    body[name] = req[name]
+            headers = {"Content-Type": "application/json", "Accept": "application/json"}
+            if ctx.api_key:
+                headers["Authorization"] = f"Bearer {ctx.api_key}"
+            return ep.base_url + "/embeddings", headers, orjson.dumps(body)
         if req["_kind"] == "completion":
             path = "/completions"
             body["prompt"] = req["prompt"]
@@ -102,6 +119,20 @@ class OpenAIAdapter(Adapter):
 
     def stream_events(self) -> StreamTranslator:
         return OpenAIStream()
+
+    async def embed(self, ctx: CallContext, req: dict[str, Any]) -> Embeddings:
+        data = await self._call_json(ctx, req)
+        items = data.get("data")
+        if not isinstance(items, list) or not all(isinstance(i, dict) and "embedding" in i for i in items):
+            raise UpstreamFailure(
+                502,
+                f"{ctx.endpoint.provider_name} sent a malformed embeddings response.",
+                retriable=True,
+                kind="malformed",
+            )
+        u = data.get("usage") or {}
+        usage = Usage(prompt_tokens=int(u.get("prompt_tokens") or 0)) if "prompt_tokens" in u else None
+        return Embeddings(data=items, usage=usage)
 
 
 class OpenAIStream(StreamTranslator):

@@ -7,14 +7,19 @@ Options ride on the provider's base_url query string, e.g. `sim://local?delay_ms
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
+import math
+import struct
 from collections.abc import AsyncGenerator
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from routing.adapters.base import Adapter, CallContext, Completion, Usage
+from routing.adapters.base import Adapter, CallContext, Completion, Embeddings, Usage
 from routing.gateway.tokens import count_messages, count_text
+
+SIM_EMBEDDING_DIMENSIONS = 64
 
 SIM_TEXT = (
     "Hello from Switchyard's simulated model. This answer is deterministic, streams token by token, "
@@ -114,6 +119,9 @@ def _usage(req: dict[str, Any], content: str | None, call: dict[str, Any] | None
 
 
 class SimulatedAdapter(Adapter):
+    async def embed(self, ctx: CallContext, req: dict[str, Any]) -> Embeddings:
+        return sim_embeddings(req)
+
     async def complete(self, ctx: CallContext, req: dict[str, Any]) -> Completion:
         opts = _options(ctx.endpoint.base_url)
         content, call, finish = _answer(req, ctx.endpoint.model_slug)
@@ -173,3 +181,29 @@ class SimulatedAdapter(Adapter):
         )
         yield {"choices": [last]}
         yield _usage(req, content, call)
+
+
+def sim_embedding(text: str, dimensions: int = SIM_EMBEDDING_DIMENSIONS) -> list[float]:
+    """A deterministic unit vector for a text (float32-exact, so base64 round trips compare equal)."""
+    raw = b""
+    counter = 0
+    while len(raw) < dimensions * 4:
+        raw += hashlib.sha256(f"{counter}:{text}".encode()).digest()
+        counter += 1
+    values = [(b - 127.5) / 127.5 for b in raw[:dimensions]]
+    norm = math.sqrt(sum(v * v for v in values)) or 1.0
+    return [struct.unpack("<f", struct.pack("<f", v / norm))[0] for v in values]
+
+
+def sim_embeddings(req: dict[str, Any]) -> Embeddings:
+    inputs = req["input"] if isinstance(req["input"], list) else [req["input"]]
+    dims = int(req.get("dimensions") or SIM_EMBEDDING_DIMENSIONS)
+    data = []
+    for i, text in enumerate(inputs):
+        vector = sim_embedding(text if isinstance(text, str) else json.dumps(text), dims)
+        value: Any = vector
+        if req.get("encoding_format") == "base64":
+            value = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+        data.append({"object": "embedding", "index": i, "embedding": value})
+    tokens = sum(count_text(t) if isinstance(t, str) else len(t) for t in inputs)
+    return Embeddings(data=data, usage=Usage(prompt_tokens=tokens))

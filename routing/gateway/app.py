@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import secrets
 import time
 from typing import Any
@@ -54,8 +55,11 @@ PROCESSING = b": SWITCHYARD PROCESSING\n\n"
 DONE = b"data: [DONE]\n\n"
 
 _background: set[asyncio.Task[Any]] = set()
+# One PRNG for the router's weighted shuffle: `plan()` otherwise seeds a new Random from os.urandom
+# on every request (about 2% of a request's CPU in a c=64 profile).
+_rng = random.Random()
 # Failures that say the request was bad, not the provider: they never count against its health.
-CALLER_FAULTS = {"bad_request", "too_large"}
+CALLER_FAULTS = {"bad_request", "too_large", "unsupported"}
 
 
 def new_generation_id() -> str:
@@ -161,9 +165,11 @@ class Run:
         candidates: list[Candidate],
         hold: HoldRef,
         started: float,
+        front: Front | None = None,
     ) -> None:
         self.gen_id = gen_id
         self.kind = kind
+        self.front = front or CHAT
         self.key = key
         self.req = req
         self.candidates = candidates
@@ -232,6 +238,10 @@ class Run:
         if self.usage is not None:
             return self.usage
         # The provider reported nothing: count with a real tokenizer and say the numbers are estimated.
+        if self.kind == "embedding":
+            inputs = self.req["input"] if isinstance(self.req["input"], list) else [self.req["input"]]
+            prompt = sum(tokens.count_text(t) if isinstance(t, str) else len(t) for t in inputs)
+            return Usage(prompt_tokens=prompt, estimated=True)
         if self.kind == "completion":
             prompt = tokens.count_text(self.req["prompt"])
         else:
@@ -269,7 +279,7 @@ class Run:
             "model": self.winner.model.slug if self.winner else self.req["_models"][0],
             "provider": ep.provider_slug if ep else "",
             "endpoint": ep.id if ep else None,
-            "kind": self.kind,
+            "kind": self.front.record_kind or self.kind,
             "status": "cancelled" if self.cancelled else self.status,
             "streamed": self.req["stream"],
             "cancelled": self.cancelled,
@@ -333,7 +343,8 @@ async def _race_disconnect(work: asyncio.Task[Any], receive: Any) -> bool:
     return True
 
 
-async def _complete(run: Run) -> Completion:
+async def _complete(run: Run, method: str = "complete") -> Any:
+    """Call each candidate's adapter (`complete`, or `embed`) until one answers; failover in between."""
     last: UpstreamFailure | None = None
     for cand in run.candidates:
         adapter = adapter_for(cand.endpoint.api_format)
@@ -341,7 +352,7 @@ async def _complete(run: Run) -> Completion:
             continue
         began = time.monotonic()
         try:
-            completion = await adapter.complete(run.context(cand), run.req)
+            completion = await getattr(adapter, method)(run.context(cand), run.req)
         except UpstreamFailure as failure:
             run.record(cand, began, ok=False, failure=failure)
             last = failure
@@ -384,7 +395,7 @@ async def _respond_whole(run: Run, send: Any, receive: Any) -> None:
     try:
         left = await _race_disconnect(work, receive)
     except SwitchyardError as exc:
-        await send_error(send, exc, gen_header)
+        await run.front.send_error(send, exc, gen_header)
         return
     if left:
         run.cancelled = True
@@ -401,17 +412,42 @@ async def _respond_whole(run: Run, send: Any, receive: Any) -> None:
     usage = run.final_usage()
     run.usage = usage
     assert run.winner is not None
-    body = {
-        "id": run.gen_id,
-        "object": run.object_name,
-        "created": run.created,
-        "model": run.winner.model.slug,
-        "provider": run.winner.endpoint.provider_name,
-        "system_fingerprint": None,
-        "choices": completion.choices,
-        "usage": _usage_json(usage, cost_units(run.winner.endpoint, usage)),
-    }
-    await _send_json(send, 200, body, gen_header)
+    await _send_json(send, 200, run.front.whole_body(run, completion, usage), gen_header)
+
+
+class _BatchedSend:
+    """ASGI `send` for a stream: while the upstream adapter is still parsing bytes it already has
+    (between CallContext.on_data and on_idle), body parts are held back and go out as one write when
+    it is about to wait on the network again, or with the response's last part. A provider that
+    trickles tokens still gets every event out at once; a burst of events costs one write, not one
+    per event (uvicorn does a transport.write per body message)."""
+
+    __slots__ = ("holding", "pending", "send")
+
+    def __init__(self, send: Any) -> None:
+        self.send = send
+        self.pending: list[bytes] = []
+        self.holding = False
+
+    async def __call__(self, message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body":
+            if self.holding and message.get("more_body"):
+                self.pending.append(message.get("body", b""))
+                return
+            if self.pending:
+                message = {**message, "body": b"".join(self.pending) + message.get("body", b"")}
+                self.pending = []
+        await self.send(message)
+
+    def hold(self) -> None:
+        self.holding = True
+
+    async def flush(self) -> None:
+        self.holding = False
+        if self.pending:
+            body = b"".join(self.pending)
+            self.pending = []
+            await self.send({"type": "http.response.body", "body": body, "more_body": True})
 
 
 class _StreamWriter:
@@ -437,6 +473,25 @@ class _StreamWriter:
     async def raw(self, data: bytes) -> None:
         await self.start()
         await self.send({"type": "http.response.body", "body": data, "more_body": True})
+
+    async def chunk(self, cand: Candidate, payload: dict[str, Any]) -> None:
+        """One translated chunk from the provider (OpenAI chunk dict) goes out."""
+        await self.raw(self.chunk_bytes(cand, payload))
+
+    async def fail(self, cand: Candidate, failure: UpstreamFailure) -> None:
+        """The provider failed after the first byte: say so in-stream and end it."""
+        err = error_body(failure.status, failure.message, {"provider_name": cand.endpoint.provider_name})
+        payload = {**err, "choices": [{"index": 0, "delta": {"content": ""}, "finish_reason": "error"}]}
+        await self.raw(self.chunk_bytes(cand, payload))
+        await self.finish(cand)
+
+    async def fail_all(self, exc: SwitchyardError) -> None:
+        """Every provider failed after headers (processing comments) went out."""
+        await self.raw(b"data: " + dumps({**exc.body(), "id": self.run.gen_id}) + b"\n\n")
+        await self.end()
+
+    async def finish(self, cand: Candidate) -> None:
+        await _stream_tail(self.run, self, cand)
 
     def chunk_bytes(self, cand: Candidate, payload: dict[str, Any]) -> bytes:
         run = self.run
@@ -476,7 +531,12 @@ async def _stream(run: Run, writer: _StreamWriter) -> None:
         if adapter is None:
             continue
         began = time.monotonic()
-        agen = adapter.stream(run.context(cand), run.req)
+        ctx = run.context(cand)
+        batched = writer.send if isinstance(writer.send, _BatchedSend) else None
+        if batched is not None:
+            await batched.flush()  # nothing is held between attempts
+            ctx.on_data, ctx.on_idle = batched.hold, batched.flush
+        agen = adapter.stream(ctx, run.req)
         forwarded = False
         try:
             try:
@@ -503,15 +563,7 @@ async def _stream(run: Run, writer: _StreamWriter) -> None:
                 # After the first byte there is no failover: say so in the stream, charge what was produced.
                 run.error = failure.message
                 run.finish_reason = "error"
-                err = error_body(
-                    failure.status, failure.message, {"provider_name": cand.endpoint.provider_name}
-                )
-                payload = {
-                    **err,
-                    "choices": [{"index": 0, "delta": {"content": ""}, "finish_reason": "error"}],
-                }
-                await writer.raw(writer.chunk_bytes(cand, payload))
-                await _stream_tail(run, writer, cand)
+                await writer.fail(cand, failure)
                 return
             run.winner = None
             if not failure.retriable:
@@ -521,14 +573,13 @@ async def _stream(run: Run, writer: _StreamWriter) -> None:
             await agen.aclose()
         run.record(cand, began, ok=True)
         run.status = "success"
-        await _stream_tail(run, writer, cand)
+        await writer.finish(cand)
         return
     exc = _all_failed(run, last)
     if not writer.started:
         raise exc
     # Headers already went out with processing comments: report the failure in-stream.
-    await writer.raw(b"data: " + dumps({**exc.body(), "id": run.gen_id}) + b"\n\n")
-    await writer.end()
+    await writer.fail_all(exc)
 
 
 async def _forward(run: Run, writer: _StreamWriter, cand: Candidate, item: dict[str, Any]) -> None:
@@ -543,7 +594,7 @@ async def _forward(run: Run, writer: _StreamWriter, cand: Candidate, item: dict[
             run.finish_reason = choice["finish_reason"]
     if run.first_token_at is None:
         run.first_token_at = time.monotonic()
-    await writer.raw(writer.chunk_bytes(cand, item))
+    await writer.chunk(cand, item)
 
 
 async def _stream_tail(run: Run, writer: _StreamWriter, cand: Candidate) -> None:
@@ -563,34 +614,83 @@ async def _stream_tail(run: Run, writer: _StreamWriter, cand: Candidate) -> None
 
 
 async def _respond_stream(run: Run, send: Any, receive: Any) -> None:
-    writer = _StreamWriter(run, send)
+    writer = run.front.stream_writer(run, _BatchedSend(send))
     work = asyncio.ensure_future(_stream(run, writer))
     try:
         left = await _race_disconnect(work, receive)
     except SwitchyardError as exc:
         if writer.started:  # pragma: no cover - _stream reports in-stream once started
             raise
-        await send_error(send, exc, [(b"x-generation-id", run.gen_id.encode())])
+        await run.front.send_error(send, exc, [(b"x-generation-id", run.gen_id.encode())])
         return
     if left:
         run.cancelled = True
 
 
+class Front:
+    """A front door to the completion machinery: how a request is read and how answers and errors are
+    written. The default is OpenAI chat/text completions; other API shapes (Anthropic's /messages)
+    translate their request into the internal OpenAI-style `req` and override the writers."""
+
+    record_kind: str | None = None  # the generation record's kind when it differs from `kind`
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+
+    async def authenticate(self, scope: dict[str, Any]) -> KeyInfo:
+        return await authenticate(scope)
+
+    def parse(self, body: Any) -> dict[str, Any]:
+        return validate_completion(body, kind=self.kind)
+
+    async def send_error(
+        self, send: Any, exc: SwitchyardError, extra: list[tuple[bytes, bytes]] | None = None
+    ) -> None:
+        await send_error(send, exc, extra)
+
+    def whole_body(self, run: Run, completion: Completion, usage: Usage) -> dict[str, Any]:
+        assert run.winner is not None
+        return {
+            "id": run.gen_id,
+            "object": run.object_name,
+            "created": run.created,
+            "model": run.winner.model.slug,
+            "provider": run.winner.endpoint.provider_name,
+            "system_fingerprint": None,
+            "choices": completion.choices,
+            "usage": _usage_json(usage, cost_units(run.winner.endpoint, usage)),
+        }
+
+    def stream_writer(self, run: Run, send: Any) -> _StreamWriter:
+        return _StreamWriter(run, send)
+
+
+CHAT = Front("chat")
+TEXT = Front("completion")
+
+
 async def handle_completion(scope: dict[str, Any], receive: Any, send: Any, kind: str) -> None:
+    await handle_front(scope, receive, send, TEXT if kind == "completion" else CHAT)
+
+
+async def handle_front(scope: dict[str, Any], receive: Any, send: Any, front: Front) -> None:
     started = time.monotonic()
     gen_id = new_generation_id()
+    kind = front.kind
     try:
-        key = await authenticate(scope)
+        key = await front.authenticate(scope)
         raw = await read_body(receive, settings.SWITCHYARD_MAX_BODY_BYTES)
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             raise BadRequest(f"Request body is not valid JSON: {exc}")
-        req = validate_completion(body, kind=kind)
+        req = front.parse(body)
         snapshot = await catalog.get()
         size = tokens.prompt_bytes(req)
         images = tokens.count_images(req)
-        candidates = plan(snapshot, req, org_defaults=key.routing_defaults, prompt_estimate=size // 4)
+        candidates = plan(
+            snapshot, req, org_defaults=key.routing_defaults, prompt_estimate=size // 4, rng=_rng
+        )
         worst = max(worst_case_units(c.endpoint, req, size, images) for c in candidates)
         hold = await hold_place(
             org_id=key.org_id,
@@ -600,9 +700,18 @@ async def handle_completion(scope: dict[str, Any], receive: Any, send: Any, kind
             limit_reset=key.limit_reset,
         )
     except SwitchyardError as exc:
-        await send_error(send, exc)
+        await front.send_error(send, exc)
         return
-    run = Run(gen_id=gen_id, kind=kind, key=key, req=req, candidates=candidates, hold=hold, started=started)
+    run = Run(
+        gen_id=gen_id,
+        kind=kind,
+        key=key,
+        req=req,
+        candidates=candidates,
+        hold=hold,
+        started=started,
+        front=front,
+    )
     try:
         if req["stream"]:
             await _respond_stream(run, send, receive)
@@ -620,17 +729,31 @@ async def handle_completion(scope: dict[str, Any], receive: Any, send: Any, kind
 
 
 async def handle_chat(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    await handle_completion(scope, receive, send, "chat")
+    await handle_front(scope, receive, send, CHAT)
 
 
 async def handle_text(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    await handle_completion(scope, receive, send, "completion")
+    await handle_front(scope, receive, send, TEXT)
+
+
+async def _handle_messages(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    from routing.gateway.messages import handle_messages
+
+    await handle_messages(scope, receive, send)
+
+
+async def _handle_embeddings(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    from routing.gateway.embeddings import handle_embeddings
+
+    await handle_embeddings(scope, receive, send)
 
 
 # Hot-path routes (POST only). Other front doors (messages, embeddings) register here too.
 ROUTES: dict[str, Any] = {
     "/api/v1/chat/completions": handle_chat,
     "/api/v1/completions": handle_text,
+    "/api/v1/messages": _handle_messages,
+    "/api/v1/embeddings": _handle_embeddings,
 }
 
 

@@ -1,0 +1,439 @@
+"""Anthropic Messages wire format: OpenAI-style requests to `POST /messages` and answers back to OpenAI pieces."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncGenerator
+from typing import Any
+
+import orjson
+
+from routing.adapters.base import Adapter, CallContext, Completion, StreamTranslator, UpstreamFailure, Usage
+from routing.adapters.openai import forwardable
+from routing.gateway.tokens import count_text
+
+API_VERSION = "2023-06-01"
+DEFAULT_MAX_TOKENS = 4096
+MIN_THINKING_BUDGET = 1024
+EFFORT_SHARE = {"minimal": 0.1, "low": 0.2, "medium": 0.5, "high": 0.8}
+
+STOP_REASONS = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+
+
+# ---- request: OpenAI -> Anthropic -----------------------------------------------------------------
+
+
+def parse_data_uri(url: str) -> tuple[str, str] | None:
+    """(media type, base64 data) of a `data:<type>;base64,<data>` URI, else None."""
+    if not url.startswith("data:"):
+        return None
+    head, sep, data = url[5:].partition(",")
+    if not sep or not head.endswith(";base64"):
+        return None
+    return head[: -len(";base64")] or "application/octet-stream", data
+
+
+def _image_block(part: dict[str, Any]) -> dict[str, Any]:
+    image = part.get("image_url")
+    url = str(image.get("url") if isinstance(image, dict) else image)
+    inline = parse_data_uri(url)
+    if inline is not None:
+        source: dict[str, Any] = {"type": "base64", "media_type": inline[0], "data": inline[1]}
+    else:
+        source = {"type": "url", "url": url}
+    return {"type": "image", "source": source}
+
+
+def _blocks(content: Any) -> list[dict[str, Any]]:
+    """OpenAI message content as Anthropic content blocks (cache_control passed through)."""
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}] if content else []
+    out: list[dict[str, Any]] = []
+    for part in content:
+        kind = part.get("type")
+        if kind == "text":
+            block: dict[str, Any] = {"type": "text", "text": part["text"]}
+        elif kind == "image_url":
+            block = _image_block(part)
+        else:
+            raise UpstreamFailure(
+                400,
+                f"Content part type {kind!r} is not supported by Anthropic models.",
+                retriable=True,
+                kind="unsupported",
+            )
+        if part.get("cache_control"):
+            block["cache_control"] = part["cache_control"]
+        out.append(block)
+    return out
+
+
+def _arguments(raw: Any) -> Any:
+    if isinstance(raw, dict):
+        return raw
+    try:
+        value = json.loads(raw or "{}")
+    except (TypeError, ValueError):
+        return {"_raw": raw}
+    return value if isinstance(value, dict) else {"value": value}
+
+
+def _tool_result(m: dict[str, Any]) -> dict[str, Any]:
+    content = m.get("content")
+    block: dict[str, Any] = {"type": "tool_result", "tool_use_id": m["tool_call_id"]}
+    if isinstance(content, list):
+        block["content"] = _blocks(content)
+    else:
+        block["content"] = content or ""
+    return block
+
+
+def convert_messages(messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(system blocks, messages): system/developer lift out, tool results ride in user turns, and
+    consecutive turns of one role merge (Anthropic wants user and assistant to alternate)."""
+    system: list[dict[str, Any]] = []
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        role = m["role"]
+        if role in ("system", "developer"):
+            system.extend(_blocks(m.get("content")))
+            continue
+        if role in ("tool", "function"):
+            if role == "function":
+                m = {**m, "tool_call_id": m.get("name") or ""}
+            turn_role, blocks = "user", [_tool_result(m)]
+        elif role == "assistant":
+            turn_role, blocks = "assistant", _blocks(m.get("content"))
+            for call in m.get("tool_calls") or []:
+                fn = call.get("function") or {}
+                blocks.append(
+                    {
+                        "type": "tool_use",
+                        "id": call.get("id") or "",
+                        "name": fn.get("name", ""),
+                        "input": _arguments(fn.get("arguments")),
+                    }
+                )
+        else:
+            turn_role, blocks = "user", _blocks(m.get("content"))
+        if not blocks:
+            continue
+        if out and out[-1]["role"] == turn_role:
+            out[-1]["content"].extend(blocks)
+        else:
+            out.append({"role": turn_role, "content": blocks})
+    for turn in out:  # tool results must come first in their user turn
+        if turn["role"] == "user":
+            turn["content"].sort(key=lambda b: b["type"] != "tool_result")
+    return system, out
+
+
+def convert_tools(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for tool in tools:
+        fn = tool["function"]
+        entry: dict[str, Any] = {
+            "name": fn["name"],
+            "input_schema": fn.get("parameters") or {"type": "object", "properties": {}},
+        }
+        if fn.get("description"):
+            entry["description"] = fn["description"]
+        if tool.get("cache_control"):
+            entry["cache_control"] = tool["cache_control"]
+        out.append(entry)
+    return out
+
+
+def convert_tool_choice(choice: Any, parallel: Any) -> dict[str, Any] | None:
+    if choice is None and parallel is None:
+        return None
+    if isinstance(choice, dict):
+        out: dict[str, Any] = {"type": "tool", "name": choice["function"]["name"]}
+    elif choice == "required":
+        out = {"type": "any"}
+    elif choice == "none":
+        return {"type": "none"}
+    else:
+        out = {"type": "auto"}
+    if parallel is False:
+        out["disable_parallel_tool_use"] = True
+    return out
+
+
+def thinking_budget(reasoning: Any, max_tokens: int) -> int | None:
+    """OpenRouter's `reasoning` as an Anthropic thinking budget, or None for no thinking."""
+    if not isinstance(reasoning, dict) or reasoning.get("enabled") is False:
+        return None
+    if reasoning.get("max_tokens"):
+        budget = int(reasoning["max_tokens"])
+    else:
+        share = EFFORT_SHARE.get(str(reasoning.get("effort") or "medium"), 0.5)
+        budget = int(max_tokens * share)
+    return max(budget, MIN_THINKING_BUDGET)
+
+
+def reasoning_excluded(req: dict[str, Any]) -> bool:
+    reasoning = req.get("reasoning")
+    return isinstance(reasoning, dict) and bool(reasoning.get("exclude"))
+
+
+def build_body(
+    req: dict[str, Any], *, model: str, supported: frozenset[str], max_default: int | None
+) -> dict[str, Any]:
+    """The Anthropic request body for an OpenAI-style chat request (only the parameters the endpoint takes)."""
+    system, messages = convert_messages(req["messages"])
+    max_tokens = int(req.get("max_tokens") or max_default or DEFAULT_MAX_TOKENS)
+    body: dict[str, Any] = {"model": model, "max_tokens": max_tokens, "messages": messages}
+    if system:
+        if all(set(b) == {"type", "text"} for b in system):
+            body["system"] = "\n\n".join(b["text"] for b in system)
+        else:
+            body["system"] = system
+    params = forwardable(req, supported)
+    for name in ("temperature", "top_p", "top_k"):
+        if params.get(name) is not None:
+            body[name] = params[name]
+    stop = params.get("stop")
+    if stop:
+        body["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
+    if params.get("tools"):
+        body["tools"] = convert_tools(params["tools"])
+        choice = convert_tool_choice(params.get("tool_choice"), params.get("parallel_tool_calls"))
+        if choice is not None:
+            body["tool_choice"] = choice
+    if req.get("user"):
+        body["metadata"] = {"user_id": str(req["user"])[:256]}
+    if not supported or "reasoning" in supported:
+        budget = thinking_budget(req.get("reasoning"), max_tokens)
+        if budget is not None:
+            body["thinking"] = {"type": "enabled", "budget_tokens": min(budget, max(max_tokens - 1, 1))}
+            # Anthropic refuses sampling changes alongside extended thinking.
+            for name in ("temperature", "top_p", "top_k"):
+                body.pop(name, None)
+    return body
+
+
+# ---- response: Anthropic -> OpenAI ----------------------------------------------------------------
+
+
+def usage_from_anthropic(u: dict[str, Any] | None, thinking: str = "") -> Usage | None:
+    if not u:
+        return None
+    cache_read = int(u.get("cache_read_input_tokens") or 0)
+    cache_write = int(u.get("cache_creation_input_tokens") or 0)
+    output = int(u.get("output_tokens") or 0)
+    reasoning = min(count_text(thinking), output) if thinking else 0
+    return Usage(
+        prompt_tokens=int(u.get("input_tokens") or 0) + cache_read + cache_write,
+        completion_tokens=output,
+        cached_tokens=cache_read,
+        cache_write_tokens=cache_write,
+        reasoning_tokens=reasoning,
+    )
+
+
+def parse_message(data: dict[str, Any], *, exclude_reasoning: bool = False) -> Completion:
+    if data.get("type") == "error":
+        err = data.get("error") or {}
+        raise UpstreamFailure(502, str(err.get("message", "provider error")), retriable=True)
+    text: list[str] = []
+    thinking: list[str] = []
+    calls: list[dict[str, Any]] = []
+    for block in data["content"]:
+        kind = block.get("type")
+        if kind == "text":
+            text.append(block.get("text") or "")
+        elif kind == "thinking":
+            thinking.append(block.get("thinking") or "")
+        elif kind == "tool_use":
+            calls.append(
+                {
+                    "id": block["id"],
+                    "type": "function",
+                    "function": {
+                        "name": block["name"],
+                        "arguments": orjson.dumps(block.get("input") or {}).decode(),
+                    },
+                }
+            )
+    native = data.get("stop_reason")
+    message: dict[str, Any] = {"role": "assistant", "content": "".join(text) or None, "refusal": None}
+    if calls:
+        message["tool_calls"] = calls
+    if thinking and not exclude_reasoning:
+        message["reasoning"] = "".join(thinking)
+    choice = {
+        "index": 0,
+        "message": message,
+        "logprobs": None,
+        "finish_reason": STOP_REASONS.get(native or "", "stop"),
+    }
+    return Completion(
+        choices=[choice],
+        usage=usage_from_anthropic(data.get("usage"), "".join(thinking)),
+        native_finish_reason=native,
+    )
+
+
+class AnthropicAdapter(Adapter):
+    def build_request(
+        self, ctx: CallContext, req: dict[str, Any], *, stream: bool
+    ) -> tuple[str, dict[str, str], bytes]:
+        ep = ctx.endpoint
+        if req["_kind"] != "chat":
+            raise UpstreamFailure(
+                400, "Anthropic models only serve chat requests.", retriable=True, kind="unsupported"
+            )
+        body = build_body(
+            req,
+            model=ep.provider_model_id,
+            supported=ep.supported_parameters,
+            max_default=ep.max_completion_tokens,
+        )
+        if stream:
+            body["stream"] = True
+        headers = {
+            "Content-Type": "application/json",
+            "Accept": "text/event-stream" if stream else "application/json",
+            "anthropic-version": API_VERSION,
+        }
+        if ctx.api_key:
+            headers["x-api-key"] = ctx.api_key
+        return ep.base_url.rstrip("/") + "/messages", headers, orjson.dumps(body)
+
+    async def complete(self, ctx: CallContext, req: dict[str, Any]) -> Completion:
+        completion = await super().complete(ctx, req)
+        if reasoning_excluded(req):
+            for choice in completion.choices:
+                choice["message"].pop("reasoning", None)
+        return completion
+
+    def parse_response(self, data: dict[str, Any]) -> Completion:
+        return parse_message(data)
+
+    def stream_events(self) -> StreamTranslator:
+        return AnthropicStream()
+
+    async def stream(
+        self, ctx: CallContext, req: dict[str, Any]
+    ) -> AsyncGenerator[dict[str, Any] | Usage, None]:
+        exclude = reasoning_excluded(req)
+        async for item in super().stream(ctx, req):
+            if exclude and isinstance(item, dict):
+                stripped = strip_reasoning(item)
+                if stripped is None:
+                    continue
+                item = stripped
+            yield item
+
+
+def strip_reasoning(chunk: dict[str, Any]) -> dict[str, Any] | None:
+    choices = []
+    for choice in chunk.get("choices") or ():
+        delta = choice.get("delta") or {}
+        if "reasoning" in delta:
+            delta = {k: v for k, v in delta.items() if k != "reasoning"}
+            if not delta and not choice.get("finish_reason"):
+                continue
+            choice = {**choice, "delta": delta}
+        choices.append(choice)
+    return {**chunk, "choices": choices} if choices else None
+
+
+class AnthropicStream(StreamTranslator):
+    """message_start, content_block_start/delta/stop, message_delta, message_stop -> OpenAI chunks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.usage: dict[str, Any] = {}
+        self.started = False
+        self.tool_index = -1
+        self.block_tool: dict[int, int] = {}  # Anthropic block index -> OpenAI tool_calls index
+        self.thinking: list[str] = []
+        self.tool_seen = False
+
+    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> list[dict[str, Any] | Usage]:
+        out: list[dict[str, Any] | Usage] = []
+        if not self.started:
+            # The role goes out with the first real content, so a stream that fails before any can fail over.
+            self.started = True
+            out.append(
+                {
+                    "choices": [
+                        {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
+                    ]
+                }
+            )
+        out.append({"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+        return out
+
+    def on_event(self, event: str | None, data: bytes) -> list[dict[str, Any] | Usage]:
+        payload = self.load(data)
+        if not isinstance(payload, dict):
+            raise UpstreamFailure(
+                502, "The provider sent a malformed stream event.", retriable=True, kind="malformed"
+            )
+        kind = payload.get("type") or event
+        if kind == "message_start":
+            self.usage.update((payload.get("message") or {}).get("usage") or {})
+            return []
+        if kind == "content_block_start":
+            block = payload.get("content_block") or {}
+            if block.get("type") == "tool_use":
+                self.tool_index += 1
+                self.tool_seen = True
+                self.block_tool[payload.get("index", 0)] = self.tool_index
+                head = {
+                    "index": self.tool_index,
+                    "id": block.get("id"),
+                    "type": "function",
+                    "function": {"name": block.get("name"), "arguments": ""},
+                }
+                return self._chunk({"tool_calls": [head]})
+            if block.get("type") == "text" and block.get("text"):
+                return self._chunk({"content": block["text"]})
+            return []
+        if kind == "content_block_delta":
+            delta = payload.get("delta") or {}
+            dtype = delta.get("type")
+            if dtype == "text_delta":
+                return self._chunk({"content": delta.get("text", "")})
+            if dtype == "input_json_delta":
+                index = self.block_tool.get(payload.get("index", 0), max(self.tool_index, 0))
+                piece = {"index": index, "function": {"arguments": delta.get("partial_json", "")}}
+                return self._chunk({"tool_calls": [piece]})
+            if dtype == "thinking_delta":
+                self.thinking.append(delta.get("thinking", ""))
+                return self._chunk({"reasoning": delta.get("thinking", "")})
+            return []  # signature_delta, citations_delta: nothing to say in OpenAI terms
+        if kind == "message_delta":
+            self.usage.update({k: v for k, v in (payload.get("usage") or {}).items() if v is not None})
+            reason = (payload.get("delta") or {}).get("stop_reason")
+            if reason:
+                return self._chunk({}, STOP_REASONS.get(reason, "stop"))
+            return []
+        if kind == "message_stop":
+            self.done = True
+            usage = usage_from_anthropic(self.usage, "".join(self.thinking))
+            return [usage] if usage is not None else []
+        if kind == "error":
+            err = payload.get("error") or {}
+            etype = err.get("type", "api_error")
+            message = err.get("message", "provider error")
+            raise UpstreamFailure(
+                502,
+                f"Provider error mid-stream ({etype}): {message}",
+                retriable=etype in ("overloaded_error", "api_error", "rate_limit_error"),
+                kind="rate_limited" if etype == "rate_limit_error" else "stream_error",
+            )
+        return []  # ping and unknown future events

@@ -1,0 +1,502 @@
+"""`POST /api/v1/messages`: Anthropic's Messages API in front of the same routing, holds and billing.
+
+The request is translated into the internal OpenAI-style chat request (so it can go to any provider,
+whatever its wire format), and the answer is written back as an Anthropic message or event stream.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from accounts.keys import KeyInfo, key_lookup
+from billing.money import from_units, json_number
+from routing.adapters.base import Completion, UpstreamFailure, Usage
+from routing.gateway.app import (
+    Front,
+    Run,
+    _header,
+    _send_json,
+    _StreamWriter,
+    authenticate,
+    dumps,
+    handle_front,
+)
+from routing.gateway.cost import cost_units
+from routing.gateway.validate import validate_completion
+from routing.router import Candidate
+from switchyard.errors import BadRequest, SwitchyardError, Unauthorized
+
+ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    408: "timeout_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    502: "api_error",
+    503: "overloaded_error",
+    504: "timeout_error",
+}
+STOP_REASONS = {
+    "stop": "end_turn",
+    "length": "max_tokens",
+    "tool_calls": "tool_use",
+    "function_call": "tool_use",
+    "content_filter": "refusal",
+}
+NATIVE_ANTHROPIC = {"end_turn", "stop_sequence", "max_tokens", "tool_use", "refusal", "pause_turn"}
+PASSTHROUGH = ("models", "provider", "usage", "temperature", "top_p", "top_k")
+
+
+def error_type(status: int) -> str:
+    return ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+
+
+def anthropic_error(status: int, message: str) -> dict[str, Any]:
+    return {"type": "error", "error": {"type": error_type(status), "message": message}}
+
+
+def _fail(field: str, message: str) -> BadRequest:
+    return BadRequest(f"{field}: {message}", metadata={"field": field})
+
+
+# ---- request: Anthropic -> internal (OpenAI) ------------------------------------------------------
+
+
+def _image_part(block: dict[str, Any], where: str) -> dict[str, Any]:
+    source = block.get("source")
+    if not isinstance(source, dict):
+        raise _fail(f"{where}.source", "is required")
+    if source.get("type") == "base64":
+        if not isinstance(source.get("media_type"), str) or not isinstance(source.get("data"), str):
+            raise _fail(f"{where}.source", "a base64 source needs media_type and data")
+        url = f"data:{source['media_type']};base64,{source['data']}"
+    elif source.get("type") == "url" and isinstance(source.get("url"), str):
+        url = source["url"]
+    else:
+        raise _fail(f"{where}.source.type", 'must be "base64" or "url"')
+    part: dict[str, Any] = {"type": "image_url", "image_url": {"url": url}}
+    if block.get("cache_control"):
+        part["cache_control"] = block["cache_control"]
+    return part
+
+
+def _text_part(block: dict[str, Any], where: str) -> dict[str, Any]:
+    if not isinstance(block.get("text"), str):
+        raise _fail(f"{where}.text", "must be a string")
+    part: dict[str, Any] = {"type": "text", "text": block["text"]}
+    if block.get("cache_control"):
+        part["cache_control"] = block["cache_control"]
+    return part
+
+
+def _collapse(parts: list[dict[str, Any]]) -> str | list[dict[str, Any]]:
+    """Plain text parts become one string (what every provider takes); anything richer stays a list."""
+    if all(p["type"] == "text" and "cache_control" not in p for p in parts):
+        return "".join(p["text"] for p in parts)
+    return parts
+
+
+def _tool_result_text(block: dict[str, Any], where: str) -> str:
+    content = block.get("content")
+    if content is None or isinstance(content, str):
+        text = content or ""
+    elif isinstance(content, list):
+        pieces = []
+        for k, sub in enumerate(content):
+            if isinstance(sub, dict) and sub.get("type") == "text":
+                pieces.append(str(sub.get("text", "")))
+            else:
+                raise _fail(f"{where}.content[{k}]", "only text content is supported in tool results")
+        text = "".join(pieces)
+    else:
+        raise _fail(f"{where}.content", "must be a string or a list of text blocks")
+    return f"Error: {text}" if block.get("is_error") else text
+
+
+def _user_turn(content: list[Any], where: str) -> list[dict[str, Any]]:
+    """A user turn: its tool results become tool messages (first), the rest one user message."""
+    out: list[dict[str, Any]] = []
+    parts: list[dict[str, Any]] = []
+    for j, block in enumerate(content):
+        at = f"{where}[{j}]"
+        kind = block.get("type") if isinstance(block, dict) else None
+        if kind == "text":
+            parts.append(_text_part(block, at))
+        elif kind == "image":
+            parts.append(_image_part(block, at))
+        elif kind == "tool_result":
+            if not isinstance(block.get("tool_use_id"), str):
+                raise _fail(f"{at}.tool_use_id", "is required")
+            out.append(
+                {
+                    "role": "tool",
+                    "tool_call_id": block["tool_use_id"],
+                    "content": _tool_result_text(block, at),
+                }
+            )
+        else:
+            raise _fail(f"{at}.type", f"content block type {kind!r} is not supported here")
+    if parts:
+        out.append({"role": "user", "content": _collapse(parts)})
+    return out
+
+
+def _assistant_turn(content: list[Any], where: str) -> dict[str, Any]:
+    parts: list[dict[str, Any]] = []
+    calls: list[dict[str, Any]] = []
+    for j, block in enumerate(content):
+        at = f"{where}[{j}]"
+        kind = block.get("type") if isinstance(block, dict) else None
+        if kind == "text":
+            parts.append(_text_part(block, at))
+        elif kind == "tool_use":
+            if not isinstance(block.get("id"), str) or not isinstance(block.get("name"), str):
+                raise _fail(at, "tool_use needs an id and a name")
+            calls.append(
+                {
+                    "id": block["id"],
+                    "type": "function",
+                    "function": {
+                        "name": block["name"],
+                        "arguments": orjson.dumps(block.get("input") or {}).decode(),
+                    },
+                }
+            )
+        elif kind in ("thinking", "redacted_thinking"):
+            continue  # earlier reasoning is not replayed across formats
+        else:
+            raise _fail(f"{at}.type", f"content block type {kind!r} is not supported here")
+    message: dict[str, Any] = {"role": "assistant", "content": _collapse(parts) if parts else None}
+    if calls:
+        message["tool_calls"] = calls
+    return message
+
+
+def _tools(tools: Any) -> list[dict[str, Any]]:
+    if not isinstance(tools, list):
+        raise _fail("tools", "must be a list")
+    out = []
+    for i, tool in enumerate(tools):
+        if not isinstance(tool, dict) or tool.get("type") not in (None, "custom"):
+            kind = tool.get("type") if isinstance(tool, dict) else None
+            raise _fail(f"tools[{i}].type", f"server tool {kind!r} is not supported; only custom tools are")
+        if not isinstance(tool.get("name"), str) or not tool["name"]:
+            raise _fail(f"tools[{i}].name", "is required")
+        fn: dict[str, Any] = {
+            "name": tool["name"],
+            "parameters": tool.get("input_schema") or {"type": "object", "properties": {}},
+        }
+        if tool.get("description"):
+            fn["description"] = tool["description"]
+        entry: dict[str, Any] = {"type": "function", "function": fn}
+        if tool.get("cache_control"):
+            entry["cache_control"] = tool["cache_control"]
+        out.append(entry)
+    return out
+
+
+def _tool_choice(choice: Any, out: dict[str, Any]) -> None:
+    if not isinstance(choice, dict):
+        raise _fail("tool_choice", "must be an object")
+    kind = choice.get("type")
+    if kind == "auto":
+        out["tool_choice"] = "auto"
+    elif kind == "any":
+        out["tool_choice"] = "required"
+    elif kind == "none":
+        out["tool_choice"] = "none"
+    elif kind == "tool":
+        out["tool_choice"] = {"type": "function", "function": {"name": choice.get("name")}}
+    else:
+        raise _fail("tool_choice.type", 'must be "auto", "any", "tool" or "none"')
+    if choice.get("disable_parallel_tool_use"):
+        out["parallel_tool_calls"] = False
+
+
+def to_internal(body: Any) -> dict[str, Any]:
+    """An Anthropic Messages request as the internal OpenAI-style chat request (unvalidated)."""
+    if not isinstance(body, dict):
+        raise BadRequest("The request body must be a JSON object.")
+    if not isinstance(body.get("model"), str) or not body["model"]:
+        raise _fail("model", "is required")
+    max_tokens = body.get("max_tokens")
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int):
+        raise _fail("max_tokens", "is required and must be an integer")
+    raw_messages = body.get("messages")
+    if not isinstance(raw_messages, list) or not raw_messages:
+        raise _fail("messages", "must be a non-empty list")
+    messages: list[dict[str, Any]] = []
+    system = body.get("system")
+    if isinstance(system, str):
+        if system:
+            messages.append({"role": "system", "content": system})
+    elif isinstance(system, list):
+        parts = [_text_part(b if isinstance(b, dict) else {}, f"system[{i}]") for i, b in enumerate(system)]
+        if parts:
+            messages.append({"role": "system", "content": _collapse(parts)})
+    elif system is not None:
+        raise _fail("system", "must be a string or a list of text blocks")
+    for i, m in enumerate(raw_messages):
+        where = f"messages[{i}]"
+        if not isinstance(m, dict) or m.get("role") not in ("user", "assistant"):
+            raise _fail(f"{where}.role", 'must be "user" or "assistant"')
+        content = m.get("content")
+        if isinstance(content, str):
+            messages.append({"role": m["role"], "content": content})
+            continue
+        if not isinstance(content, list):
+            raise _fail(f"{where}.content", "must be a string or a list of content blocks")
+        if m["role"] == "user":
+            messages.extend(_user_turn(content, f"{where}.content"))
+        else:
+            messages.append(_assistant_turn(content, f"{where}.content"))
+    out: dict[str, Any] = {"model": body["model"], "max_tokens": max_tokens, "messages": messages}
+    for name in PASSTHROUGH:
+        if name in body:
+            out[name] = body[name]
+    if body.get("stream") is not None:
+        out["stream"] = body["stream"]
+    stop = body.get("stop_sequences")
+    if stop is not None:
+        out["stop"] = stop
+    if body.get("tools"):
+        out["tools"] = _tools(body["tools"])
+    if body.get("tool_choice") is not None:
+        _tool_choice(body["tool_choice"], out)
+    metadata = body.get("metadata")
+    if isinstance(metadata, dict) and isinstance(metadata.get("user_id"), str):
+        out["user"] = metadata["user_id"]
+    thinking = body.get("thinking")
+    if isinstance(thinking, dict) and thinking.get("type") == "enabled":
+        budget = thinking.get("budget_tokens")
+        if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
+            raise _fail("thinking.budget_tokens", "must be a positive integer")
+        out["reasoning"] = {"max_tokens": budget}
+    return out
+
+
+# ---- answer: internal -> Anthropic ----------------------------------------------------------------
+
+
+def usage_json(usage: Usage, cost: int) -> dict[str, Any]:
+    return {
+        "input_tokens": max(usage.prompt_tokens - usage.cached_tokens - usage.cache_write_tokens, 0),
+        "output_tokens": usage.completion_tokens,
+        "cache_read_input_tokens": usage.cached_tokens,
+        "cache_creation_input_tokens": usage.cache_write_tokens,
+        "cost": json_number(from_units(cost)),
+    }
+
+
+def stop_reason(finish: str | None, native: str | None = None) -> str:
+    if native in NATIVE_ANTHROPIC:
+        return native
+    return STOP_REASONS.get(finish or "stop", "end_turn")
+
+
+def content_blocks(message: dict[str, Any]) -> list[dict[str, Any]]:
+    blocks: list[dict[str, Any]] = []
+    if message.get("reasoning"):
+        blocks.append({"type": "thinking", "thinking": message["reasoning"], "signature": ""})
+    content = message.get("content")
+    if isinstance(content, list):
+        content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    if content:
+        blocks.append({"type": "text", "text": content})
+    for call in message.get("tool_calls") or ():
+        fn = call.get("function") or {}
+        try:
+            args = orjson.loads(fn.get("arguments") or "{}")
+        except orjson.JSONDecodeError:
+            args = {"_raw": fn.get("arguments")}
+        blocks.append(
+            {"type": "tool_use", "id": call.get("id") or "", "name": fn.get("name", ""), "input": args}
+        )
+    return blocks
+
+
+class MessagesFront(Front):
+    record_kind = "messages"
+
+    async def authenticate(self, scope: dict[str, Any]) -> KeyInfo:
+        secret = _header(scope, b"x-api-key")
+        if secret is None:
+            return await authenticate(scope)
+        info = await key_lookup(secret.strip())
+        if info is None:
+            raise Unauthorized("Invalid API key.")
+        if not info.active():
+            raise Unauthorized("This API key is disabled, deleted or expired.")
+        return info
+
+    def parse(self, body: Any) -> dict[str, Any]:
+        return validate_completion(to_internal(body), kind="chat")
+
+    async def send_error(
+        self, send: Any, exc: SwitchyardError, extra: list[tuple[bytes, bytes]] | None = None
+    ) -> None:
+        headers = list(extra or [])
+        headers += [(k.lower().encode(), v.encode()) for k, v in exc.headers.items()]
+        await _send_json(send, exc.status, anthropic_error(exc.status, exc.message), headers)
+
+    def whole_body(self, run: Run, completion: Completion, usage: Usage) -> dict[str, Any]:
+        assert run.winner is not None
+        choice = completion.choices[0] if completion.choices else {}
+        native = completion.native_finish_reason if run.winner.endpoint.api_format == "anthropic" else None
+        return {
+            "id": run.gen_id,
+            "type": "message",
+            "role": "assistant",
+            "model": run.winner.model.slug,
+            "provider": run.winner.endpoint.provider_name,
+            "content": content_blocks(choice.get("message") or {}),
+            "stop_reason": stop_reason(choice.get("finish_reason"), native),
+            "stop_sequence": None,
+            "usage": usage_json(usage, cost_units(run.winner.endpoint, usage)),
+        }
+
+    def stream_writer(self, run: Run, send: Any) -> _StreamWriter:
+        return MessagesStreamWriter(run, send)
+
+
+def sse_event(name: str, data: dict[str, Any]) -> bytes:
+    return b"event: " + name.encode() + b"\ndata: " + dumps(data) + b"\n\n"
+
+
+class MessagesStreamWriter(_StreamWriter):
+    """OpenAI chunks in, Anthropic's event sequence out: message_start, ping, one content block at a
+    time (start, deltas, stop), message_delta with the stop reason and usage, message_stop."""
+
+    def __init__(self, run: Run, send: Any) -> None:
+        super().__init__(run, send)
+        self.opened = False
+        self.block: tuple[str, int] | None = None  # (kind, OpenAI tool index or 0)
+        self.block_index = -1
+        self.tool_blocks: dict[int, int] = {}
+        self.finish_reason: str | None = None
+
+    def _open(self, cand: Candidate) -> list[bytes]:
+        if self.opened:
+            return []
+        self.opened = True
+        message: dict[str, Any] = {
+            "id": self.run.gen_id,
+            "type": "message",
+            "role": "assistant",
+            "model": cand.model.slug,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {"input_tokens": 0, "output_tokens": 0},
+        }
+        return [
+            sse_event("message_start", {"type": "message_start", "message": message}),
+            sse_event("ping", {"type": "ping"}),
+        ]
+
+    def _close_block(self) -> list[bytes]:
+        if self.block is None:
+            return []
+        self.block = None
+        return [sse_event("content_block_stop", {"type": "content_block_stop", "index": self.block_index})]
+
+    def _start_block(self, kind: str, key: int, block: dict[str, Any]) -> list[bytes]:
+        out = self._close_block()
+        self.block_index += 1
+        self.block = (kind, key)
+        out.append(
+            sse_event(
+                "content_block_start",
+                {"type": "content_block_start", "index": self.block_index, "content_block": block},
+            )
+        )
+        return out
+
+    def _delta(self, index: int, delta: dict[str, Any]) -> bytes:
+        return sse_event(
+            "content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}
+        )
+
+    async def chunk(self, cand: Candidate, payload: dict[str, Any]) -> None:
+        out = self._open(cand)
+        for choice in payload.get("choices") or ():
+            delta = choice.get("delta") or {}
+            if delta.get("reasoning"):
+                if self.block is None or self.block[0] != "thinking":
+                    out += self._start_block(
+                        "thinking", 0, {"type": "thinking", "thinking": "", "signature": ""}
+                    )
+                out.append(
+                    self._delta(self.block_index, {"type": "thinking_delta", "thinking": delta["reasoning"]})
+                )
+            if delta.get("content"):
+                if self.block is None or self.block[0] != "text":
+                    out += self._start_block("text", 0, {"type": "text", "text": ""})
+                out.append(self._delta(self.block_index, {"type": "text_delta", "text": delta["content"]}))
+            for call in delta.get("tool_calls") or ():
+                index = call.get("index", 0)
+                fn = call.get("function") or {}
+                if index not in self.tool_blocks:
+                    head: dict[str, Any] = {
+                        "type": "tool_use",
+                        "id": call.get("id") or "",
+                        "name": fn.get("name") or "",
+                        "input": {},
+                    }
+                    out += self._start_block("tool", index, head)
+                    self.tool_blocks[index] = self.block_index
+                if fn.get("arguments"):
+                    out.append(
+                        self._delta(
+                            self.tool_blocks[index],
+                            {"type": "input_json_delta", "partial_json": fn["arguments"]},
+                        )
+                    )
+            if choice.get("finish_reason"):
+                self.finish_reason = choice["finish_reason"]
+        if out:
+            await self.raw(b"".join(out))
+
+    async def finish(self, cand: Candidate) -> None:
+        run = self.run
+        usage = run.final_usage()
+        run.usage = usage
+        out = self._open(cand) + self._close_block()
+        delta = {"stop_reason": stop_reason(self.finish_reason), "stop_sequence": None}
+        out.append(
+            sse_event(
+                "message_delta",
+                {
+                    "type": "message_delta",
+                    "delta": delta,
+                    "usage": usage_json(usage, cost_units(cand.endpoint, usage)),
+                },
+            )
+        )
+        out.append(sse_event("message_stop", {"type": "message_stop"}))
+        await self.raw(b"".join(out))
+        await self.end()
+
+    async def fail(self, cand: Candidate, failure: UpstreamFailure) -> None:
+        await self.raw(sse_event("error", anthropic_error(failure.status, failure.message)))
+        await self.end()
+
+    async def fail_all(self, exc: SwitchyardError) -> None:
+        await self.raw(sse_event("error", anthropic_error(exc.status, exc.message)))
+        await self.end()
+
+    async def end(self) -> None:
+        await self.send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+MESSAGES = MessagesFront("chat")
+
+
+async def handle_messages(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    await handle_front(scope, receive, send, MESSAGES)
