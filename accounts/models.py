@@ -118,3 +118,34 @@ class ApiKey(models.Model):
         if self.disabled or self.deleted_at is not None:
             return False
         return not (self.expires_at is not None and self.expires_at <= moment)  # type: ignore[operator]
+
+
+class Invitation(models.Model):
+    """An emailed invitation to join an organisation; the link's token is stored only as a SHA-256."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="invitations")
+    email = models.EmailField()
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.MEMBER)
+    token_hash = models.CharField(max_length=64, unique=True, editable=False)
+    invited_by = models.ForeignKey(User, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    accepted_at = models.DateTimeField(null=True, blank=True)
+    accepted_by = models.ForeignKey(User, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["organization", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.email} → {self.organization} ({self.role})"
+
+    @property
+    def is_pending(self) -> bool:
+        return self.accepted_at is None and self.revoked_at is None and self.expires_at > timezone.now()
+
+
+# The dashboard playground's own short-lived key per user and organisation; hidden from key lists.
+PLAYGROUND_KEY_NAME = "Playground"
+MANAGER_ROLES = (Role.OWNER, Role.ADMIN)

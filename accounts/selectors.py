@@ -4,9 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import QuerySet
+from django.db.models import QuerySet, Sum
+from django.utils import timezone
 
-from accounts.models import ApiKey, Organization, User
+from accounts.models import (
+    MANAGER_ROLES,
+    PLAYGROUND_KEY_NAME,
+    ApiKey,
+    Invitation,
+    Membership,
+    Organization,
+    User,
+)
+from billing.models import EntryKind, LedgerEntry
 from billing.money import from_units, json_number
 from billing.selectors import key_usage_units, limit_period_start
 
@@ -36,3 +46,84 @@ def api_key_list(*, organization: Organization) -> QuerySet[ApiKey]:
 
 def organization_list_for_user(*, user: User) -> QuerySet[Organization]:
     return Organization.objects.filter(memberships__user=user).order_by("name")
+
+
+# --- Dashboard reads ----------------------------------------------------------------------------
+
+
+def membership_get(*, user: User, organization_id: int | None) -> Membership | None:
+    """The user's membership in that organisation, or else in their first one (None: no organisation)."""
+    memberships = Membership.objects.filter(user=user).select_related("organization")
+    if organization_id is not None:
+        found = memberships.filter(organization_id=organization_id).first()
+        if found is not None:
+            return found
+    return memberships.order_by("organization__name", "organization_id").first()
+
+
+def membership_list(*, organization: Organization) -> QuerySet[Membership]:
+    return (
+        Membership.objects.filter(organization=organization)
+        .select_related("user")
+        .order_by("created_at", "pk")
+    )
+
+
+def invitation_list_pending(*, organization: Organization) -> QuerySet[Invitation]:
+    return Invitation.objects.filter(
+        organization=organization,
+        accepted_at__isnull=True,
+        revoked_at__isnull=True,
+        expires_at__gt=timezone.now(),
+    ).select_related("invited_by")
+
+
+def api_key_dashboard_list(
+    *, organization: Organization, created_by: User | None = None
+) -> list[dict[str, Any]]:
+    """Keys as the dashboard lists them (no playground keys), with usage and the remaining limit.
+
+    `created_by` narrows the list to one person's keys (what a plain member sees).
+    """
+    keys = (
+        api_key_list(organization=organization).exclude(name=PLAYGROUND_KEY_NAME).select_related("created_by")
+    )
+    if created_by is not None:
+        keys = keys.filter(created_by=created_by)
+    key_rows = list(keys)
+    totals = dict(
+        LedgerEntry.objects.filter(api_key__in=key_rows, kind=EntryKind.USAGE)
+        .values_list("api_key_id")
+        .annotate(s=Sum("amount_units"))
+        .values_list("api_key_id", "s")
+    )
+    rows = []
+    now = timezone.now()
+    for key in key_rows:
+        total = -(totals.get(key.pk) or 0)
+        period = (
+            key_usage_units(api_key_id=key.pk, since=limit_period_start(key.limit_reset))
+            if key.limit_units is not None and key.limit_reset != "none"
+            else total
+        )
+        rows.append(
+            {
+                "key": key,
+                "usage": from_units(total),
+                "usage_period": from_units(period),
+                "limit": from_units(key.limit_units) if key.limit_units is not None else None,
+                "remaining": from_units(max(key.limit_units - period, 0))
+                if key.limit_units is not None
+                else None,
+                "expired": key.expires_at is not None and key.expires_at <= now,
+            }
+        )
+    return rows
+
+
+def api_key_get_for_member(*, membership: Membership, key_id: int) -> ApiKey | None:
+    """A key the member may manage: any of the org's for owners and admins, only their own for members."""
+    keys = api_key_list(organization=membership.organization).exclude(name=PLAYGROUND_KEY_NAME)
+    if membership.role not in MANAGER_ROLES:
+        keys = keys.filter(created_by=membership.user)
+    return keys.filter(pk=key_id).first()

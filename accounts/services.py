@@ -10,7 +10,16 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from accounts.keys import key_cache_invalidate, key_generate, key_hash
-from accounts.models import ApiKey, LimitReset, Membership, Organization, Role, User
+from accounts.models import (
+    PLAYGROUND_KEY_NAME,
+    ApiKey,
+    Invitation,
+    LimitReset,
+    Membership,
+    Organization,
+    Role,
+    User,
+)
 from billing.money import to_units
 from billing.services import MAX_ENTRY_UNITS
 from switchyard.errors import BadRequest
@@ -137,3 +146,204 @@ def organization_keys_invalidate(*, organization: Organization) -> None:
     """Org-level settings ride along in cached key records; drop them all."""
     for digest in ApiKey.objects.filter(organization=organization).values_list("key_hash", flat=True):
         key_cache_invalidate(digest)
+
+
+# --- Dashboard: organisations, members, invitations, profile, playground key -----------------------
+
+INVITATION_DAYS = 7
+PLAYGROUND_KEY_HOURS = 12
+
+
+def organization_create_for_user(*, name: str, owner: User) -> Organization:
+    """Create an organisation named by a person; the slug is derived from the name and made unique."""
+    name = name.strip()
+    if not name:
+        raise BadRequest("Give the organisation a name.")
+    if len(name) > 200:
+        raise BadRequest("The name is too long (200 characters at most).")
+    base = slugify(name)[:56].strip("-") or "org"
+    slug, n = base, 1
+    while Organization.objects.filter(slug=slug).exists():
+        n += 1
+        slug = f"{base}-{n}"
+    return organization_create(slug=slug, name=name, owner=owner)
+
+
+def organization_rename(*, organization: Organization, name: str) -> Organization:
+    name = name.strip()
+    if not name:
+        raise BadRequest("Give the organisation a name.")
+    organization.name = name[:200]
+    organization.save(update_fields=["name"])
+    return organization
+
+
+def organization_routing_defaults_set(
+    *, organization: Organization, ignore: list[str], data_collection: str
+) -> Organization:
+    """Replace the org's provider preferences this form manages, keeping any others set elsewhere."""
+    if data_collection not in ("allow", "deny"):
+        raise BadRequest('data_collection must be "allow" or "deny".')
+    defaults = dict(organization.routing_defaults or {})
+    if ignore:
+        defaults["ignore"] = sorted(set(ignore))
+    else:
+        defaults.pop("ignore", None)
+    if data_collection == "deny":
+        defaults["data_collection"] = "deny"
+    else:
+        defaults.pop("data_collection", None)
+    organization.routing_defaults = defaults
+    organization.save(update_fields=["routing_defaults"])
+    transaction.on_commit(lambda: organization_keys_invalidate(organization=organization))
+    return organization
+
+
+def user_profile_update(*, user: User, name: str) -> User:
+    user.name = name.strip()[:150]
+    user.save(update_fields=["name"])
+    return user
+
+
+def _owner_count(organization: Organization) -> int:
+    return Membership.objects.filter(organization=organization, role=Role.OWNER).count()
+
+
+def _check_can_manage_member(actor: Membership, target: Membership | None, new_role: str | None) -> None:
+    from switchyard.errors import Forbidden
+
+    if actor.role not in (Role.OWNER, Role.ADMIN):
+        raise Forbidden("Only owners and admins can manage members.")
+    if actor.role != Role.OWNER and (
+        new_role == Role.OWNER or (target is not None and target.role == Role.OWNER)
+    ):
+        raise Forbidden("Only an owner can add, change or remove owners.")
+
+
+@transaction.atomic
+def membership_role_change(*, actor: Membership, target: Membership, role: str) -> Membership:
+    if role not in Role.values:
+        raise BadRequest(f"role must be one of {', '.join(Role.values)}.")
+    _check_can_manage_member(actor, target, role)
+    # Lock the organisation so two demotions cannot both see "another owner is left".
+    Organization.objects.select_for_update().filter(pk=target.organization_id).first()
+    if target.role == Role.OWNER and role != Role.OWNER and _owner_count(target.organization) <= 1:
+        raise BadRequest("An organisation needs at least one owner: make someone else an owner first.")
+    target.role = role
+    target.save(update_fields=["role"])
+    return target
+
+
+@transaction.atomic
+def membership_remove(*, actor: Membership, target: Membership) -> None:
+    _check_can_manage_member(actor, target, None)
+    Organization.objects.select_for_update().filter(pk=target.organization_id).first()
+    if target.role == Role.OWNER and _owner_count(target.organization) <= 1:
+        raise BadRequest("The last owner cannot be removed.")
+    target.delete()
+
+
+def _token_hash(token: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def invitation_create(*, actor: Membership, email: str, role: str, accept_url: str) -> tuple[Invitation, str]:
+    """Invite an email address; `accept_url` has a `{token}` placeholder for the link in the email."""
+    import secrets
+    from datetime import timedelta
+
+    from django.core.exceptions import ValidationError
+    from django.core.validators import validate_email
+
+    email = email.strip().lower()
+    try:
+        validate_email(email)
+    except ValidationError:
+        raise BadRequest("Enter a valid email address.")
+    if role not in Role.values:
+        raise BadRequest(f"role must be one of {', '.join(Role.values)}.")
+    _check_can_manage_member(actor, None, role)
+    organization = actor.organization
+    if Membership.objects.filter(organization=organization, user__email__iexact=email).exists():
+        raise BadRequest(f"{email} is already a member of {organization.name}.")
+    now = timezone.now()
+    # A new invitation to the same address replaces any pending one.
+    Invitation.objects.filter(
+        organization=organization, email=email, accepted_at__isnull=True, revoked_at__isnull=True
+    ).update(revoked_at=now)
+    token = secrets.token_urlsafe(32)
+    invitation = Invitation.objects.create(
+        organization=organization,
+        email=email,
+        role=role,
+        token_hash=_token_hash(token),
+        invited_by=actor.user,
+        expires_at=now + timedelta(days=INVITATION_DAYS),
+    )
+    link = accept_url.format(token=token)
+    transaction.on_commit(lambda: _invitation_send(invitation, link))
+    return invitation, token
+
+
+def _invitation_send(invitation: Invitation, link: str) -> None:
+    from django.core.mail import send_mail
+    from django.template.loader import render_to_string
+
+    context = {"invitation": invitation, "link": link, "days": INVITATION_DAYS}
+    subject = render_to_string("emails/invitation_subject.txt", context).strip()
+    body = render_to_string("emails/invitation_message.txt", context)
+    send_mail(subject, body, None, [invitation.email])
+
+
+def invitation_revoke(*, actor: Membership, invitation: Invitation) -> Invitation:
+    _check_can_manage_member(actor, None, invitation.role)
+    invitation.revoked_at = timezone.now()
+    invitation.save(update_fields=["revoked_at"])
+    return invitation
+
+
+def invitation_by_token(*, token: str) -> Invitation | None:
+    return Invitation.objects.select_related("organization").filter(token_hash=_token_hash(token)).first()
+
+
+@transaction.atomic
+def invitation_accept(*, token: str, user: User) -> Membership:
+    invitation = Invitation.objects.select_for_update().filter(token_hash=_token_hash(token)).first()
+    if invitation is None or not invitation.is_pending:
+        raise BadRequest("This invitation is no longer valid: it was used, revoked or has expired.")
+    if invitation.email.lower() != user.email.lower():
+        raise BadRequest(
+            f"This invitation was sent to {invitation.email}; you are signed in as {user.email}. "
+            "Sign in with the invited address to accept it."
+        )
+    membership, _ = Membership.objects.get_or_create(
+        user=user, organization=invitation.organization, defaults={"role": invitation.role}
+    )
+    invitation.accepted_at = timezone.now()
+    invitation.accepted_by = user
+    invitation.save(update_fields=["accepted_at", "accepted_by"])
+    return membership
+
+
+def playground_key_issue(*, organization: Organization, user: User) -> tuple[ApiKey, str]:
+    """A fresh short-lived key for the dashboard playground; the previous one of this user is deleted."""
+    from datetime import timedelta
+
+    for old in ApiKey.objects.filter(
+        organization=organization, created_by=user, name=PLAYGROUND_KEY_NAME, deleted_at__isnull=True
+    ):
+        api_key_delete(key=old)
+    return api_key_create(
+        organization=organization,
+        name=PLAYGROUND_KEY_NAME,
+        created_by=user,
+        expires_at=timezone.now() + timedelta(hours=PLAYGROUND_KEY_HOURS),
+    )
+
+
+def api_key_expiry_clear(*, key: ApiKey) -> ApiKey:
+    """Make a key never expire (api_key_update only sets an expiry)."""
+    key.expires_at = None
+    return _key_changed(key, ["expires_at"])

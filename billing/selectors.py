@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
 
-from django.db.models import Q, QuerySet, Sum
+from django.db.models import Count, Max, Q, QuerySet, Sum
+from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from accounts.models import LimitReset, Organization
@@ -56,3 +58,76 @@ def key_usage_units(*, api_key_id: int, since: datetime | None = None) -> int:
 
 def ledger_list(*, organization_id: int) -> QuerySet[LedgerEntry]:
     return LedgerEntry.objects.filter(organization_id=organization_id)
+
+
+# --- Dashboard reads ----------------------------------------------------------------------------
+
+
+def ledger_history(*, organization_id: int, days: int = 90, limit: int = 200) -> list[dict[str, Any]]:
+    """The credits page's history: purchases, grants, refunds and adjustments one by one, usage summed per day.
+
+    Newest first; each row has `date`, `kind`, `label`, `amount` (signed Decimal USD) and, for usage,
+    `count` (how many generations that day).
+    """
+    since = timezone.now() - timedelta(days=days)
+    rows: list[dict[str, Any]] = []
+    entries = (
+        LedgerEntry.objects.filter(organization_id=organization_id, created_at__gte=since)
+        .exclude(kind=EntryKind.USAGE)
+        .order_by("-created_at", "-id")[:limit]
+    )
+    for e in entries:
+        rows.append(
+            {
+                "date": e.created_at,
+                "kind": e.kind,
+                "label": e.get_kind_display(),
+                "reason": e.reason,
+                "amount": from_units(e.amount_units),
+            }
+        )
+    usage = (
+        LedgerEntry.objects.filter(
+            organization_id=organization_id, kind=EntryKind.USAGE, created_at__gte=since
+        )
+        .annotate(day=TruncDate("created_at"))
+        .values("day")
+        .annotate(total=Sum("amount_units"), count=Count("id"), last=Max("created_at"))
+        .order_by("-day")
+    )
+    for u in usage:
+        rows.append(
+            {
+                "date": u["last"],
+                "day": u["day"],
+                "kind": EntryKind.USAGE,
+                "label": "Usage",
+                "reason": f"{u['count']} request{'s' if u['count'] != 1 else ''}",
+                "amount": from_units(u["total"] or 0),
+                "count": u["count"],
+            }
+        )
+    rows.sort(key=lambda r: r["date"], reverse=True)
+    return rows[:limit]
+
+
+def spend_since(*, organization_id: int, since: datetime) -> Decimal:
+    total = (
+        LedgerEntry.objects.filter(
+            organization_id=organization_id, kind=EntryKind.USAGE, created_at__gte=since
+        ).aggregate(s=Sum("amount_units"))["s"]
+        or 0
+    )
+    return from_units(-total)
+
+
+PURCHASE_FEE_PERCENT = Decimal("5.5")
+PURCHASE_FEE_MINIMUM = Decimal("0.80")
+PURCHASE_MIN_USD = Decimal("5")
+PURCHASE_MAX_USD = Decimal("10000")
+
+
+def purchase_fee_usd(*, amount_usd: Decimal) -> Decimal:
+    """The card fee shown next to a credit purchase (OpenRouter's: 5.5%, at least $0.80), to the cent."""
+    fee = (amount_usd * PURCHASE_FEE_PERCENT / 100).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+    return max(fee, PURCHASE_FEE_MINIMUM)

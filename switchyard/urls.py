@@ -1,7 +1,7 @@
 """URL routes: the DRF API under /api/v1 (the completion hot path is served in asgi.py), admin, docs."""
 
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 from drf_spectacular.views import SpectacularJSONAPIView, SpectacularRedocView
 
 from accounts.apis import KeyGetApi
@@ -33,4 +33,6 @@ urlpatterns = [
         name="api-docs",
     ),
     path("admin/", admin.site.urls),
+    path("accounts/", include("allauth.urls")),
+    path("", include("switchyard.urls_dashboard")),
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from allauth.account.models import EmailAddress
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import transaction
@@ -39,6 +40,10 @@ class Command(BaseCommand):
                     source="seed_demo:initial",
                 )
             Membership.objects.get_or_create(user=admin, organization=org, defaults={"role": Role.OWNER})
+            # The dashboard (allauth) requires a verified address; the demo admin's is taken as verified.
+            EmailAddress.objects.get_or_create(
+                user=admin, email=admin.email, defaults={"verified": True, "primary": True}
+            )
             _, secret = services.api_key_create(organization=org, name="Demo key", created_by=admin)
         if not options["quiet"]:
             self.stderr.write(f"Admin: {ADMIN_EMAIL} / {ADMIN_PASSWORD}" + (" (created)" if created else ""))

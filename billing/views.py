@@ -1,0 +1,184 @@
+"""Dashboard pages for credits: balance, history, buying credits (when Stripe is set up), auto top-up."""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from django import forms
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied
+from django.http import HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_POST
+
+from accounts.models import Organization
+from accounts.views import DashboardRequest, dashboard_view, render_dashboard
+from billing import selectors, services
+from billing.money import from_units
+from switchyard.errors import SwitchyardError
+
+
+def _checkout() -> Any:
+    """Stripe checkout, once billing.services provides it (it lights this page up without a change here)."""
+    return getattr(services, "checkout_session_create", None)
+
+
+def _auto_topup_supported() -> bool:
+    return hasattr(Organization, "auto_topup_threshold_units") and hasattr(
+        Organization, "auto_topup_amount_units"
+    )
+
+
+class BuyForm(forms.Form):
+    amount = forms.DecimalField(
+        label="Amount (USD)",
+        min_value=selectors.PURCHASE_MIN_USD,
+        max_value=selectors.PURCHASE_MAX_USD,
+        max_digits=9,
+        decimal_places=2,
+        initial=Decimal("20"),
+        widget=forms.NumberInput(attrs={"step": "1", "inputmode": "decimal"}),
+        help_text=f"Between ${selectors.PURCHASE_MIN_USD} and ${selectors.PURCHASE_MAX_USD:,}.",
+    )
+
+
+class AutoTopupForm(forms.Form):
+    threshold = forms.DecimalField(
+        label="When the balance falls below (USD)",
+        required=False,
+        min_value=Decimal(0),
+        max_digits=9,
+        decimal_places=2,
+        widget=forms.NumberInput(attrs={"step": "1", "inputmode": "decimal"}),
+    )
+    amount = forms.DecimalField(
+        label="Buy this much (USD)",
+        required=False,
+        min_value=selectors.PURCHASE_MIN_USD,
+        max_digits=9,
+        decimal_places=2,
+        widget=forms.NumberInput(attrs={"step": "1", "inputmode": "decimal"}),
+        help_text="Leave both empty to turn auto top-up off.",
+    )
+
+
+def _quote(amount: Decimal | None) -> dict[str, Any]:
+    if amount is None or amount <= 0:
+        return {"amount": None, "fee": None, "total": None}
+    fee = selectors.purchase_fee_usd(amount_usd=amount)
+    return {"amount": amount, "fee": fee, "total": amount + fee}
+
+
+def _credits_context(request: DashboardRequest, **extra: Any) -> dict[str, Any]:
+    org = request.org
+    total_credits, total_usage = selectors.credits_totals(organization_id=org.pk)
+    topup = None
+    if _auto_topup_supported():
+        threshold = getattr(org, "auto_topup_threshold_units", None)
+        amount = getattr(org, "auto_topup_amount_units", None)
+        topup = AutoTopupForm(
+            initial={
+                "threshold": from_units(threshold).normalize() if threshold else None,
+                "amount": from_units(amount).normalize() if amount else None,
+            }
+        )
+    buy = BuyForm()
+    context = {
+        "section": "credits",
+        "balance": selectors.balance_get(organization=org),
+        "total_credits": total_credits,
+        "total_usage": total_usage,
+        "history": selectors.ledger_history(organization_id=org.pk),
+        "purchases_enabled": _checkout() is not None,
+        "buy_form": buy,
+        "quote": _quote(buy.fields["amount"].initial),
+        "topup_form": topup,
+    }
+    context.update(extra)
+    return context
+
+
+@dashboard_view()
+def credits(request: DashboardRequest) -> HttpResponse:
+    status = request.GET.get("checkout")
+    if status == "success":
+        messages.success(request, "Thank you! Your credits appear here as soon as the payment is confirmed.")
+    elif status == "cancelled":
+        messages.info(request, "Checkout cancelled; nothing was charged.")
+    return render_dashboard(request, "dashboard/credits.html", _credits_context(request))
+
+
+@dashboard_view()
+def credits_fee(request: DashboardRequest) -> HttpResponse:
+    """htmx partial: the fee and total for the amount typed so far."""
+    try:
+        amount: Decimal | None = Decimal(request.GET.get("amount", "").strip() or "0")
+    except InvalidOperation:
+        amount = None
+    if amount is not None and not amount.is_finite():
+        amount = None
+    return render(request, "dashboard/_fee.html", {"quote": _quote(amount)})
+
+
+@dashboard_view(manage=True)
+@require_POST
+def credits_buy(request: DashboardRequest) -> HttpResponse:
+    checkout = _checkout()
+    form = BuyForm(request.POST)
+    if checkout is None:
+        messages.error(request, "Purchases are not configured (set STRIPE_API_KEY).")
+        return redirect("credits")
+    if form.is_valid():
+        amount = form.cleaned_data["amount"]
+        page = request.build_absolute_uri(reverse("credits"))
+        try:
+            session = checkout(
+                organization=request.org,
+                amount_usd=amount,
+                user=request.user,
+                success_url=page + "?checkout=success",
+                cancel_url=page + "?checkout=cancelled",
+            )
+        except SwitchyardError as exc:
+            form.add_error("amount", exc.message)
+        else:
+            url = session if isinstance(session, str) else getattr(session, "url", None)
+            if url is None and isinstance(session, dict):
+                url = session.get("url")
+            if url:
+                return redirect(url)
+            messages.error(request, "The payment provider did not return a checkout page; try again.")
+            return redirect("credits")
+    return render_dashboard(
+        request,
+        "dashboard/credits.html",
+        _credits_context(
+            request, buy_form=form, quote=_quote(form.cleaned_data.get("amount") if form.is_valid() else None)
+        ),
+        status=400,
+    )
+
+
+@dashboard_view(manage=True)
+@require_POST
+def credits_auto_topup(request: DashboardRequest) -> HttpResponse:
+    if not _auto_topup_supported():
+        raise PermissionDenied("Auto top-up is not available.")
+    form = AutoTopupForm(request.POST)
+    if form.is_valid():
+        try:
+            services.organization_auto_topup_set(
+                organization=request.org,
+                threshold_usd=form.cleaned_data["threshold"],
+                amount_usd=form.cleaned_data["amount"],
+            )
+        except SwitchyardError as exc:
+            form.add_error(None, exc.message)
+        else:
+            messages.success(request, "Auto top-up saved.")
+            return redirect("credits")
+    return render_dashboard(
+        request, "dashboard/credits.html", _credits_context(request, topup_form=form), status=400
+    )

@@ -1,0 +1,341 @@
+"""Public pages (landing, models browser, model page, docs) and the dashboard's activity and playground."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator
+from datetime import date, timedelta
+from decimal import Decimal
+from typing import Any, cast
+
+from django import forms
+from django.core.paginator import Paginator
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.shortcuts import render
+from django.views.decorators.http import require_POST
+
+from accounts.models import ApiKey
+from accounts.views import DashboardRequest, base_url, dashboard_view, render_dashboard
+from billing.money import from_units
+from routing import selectors
+from routing.catalog.snapshot import catalog
+from routing.models import GenerationStatus
+
+PLAYGROUND_SESSION_KEY = "sy_playground"
+
+
+def _public(request: HttpRequest, template: str, context: dict[str, Any]) -> HttpResponse:
+    return render(request, template, {"base_url": base_url(request), **context})
+
+
+# --- public pages ---------------------------------------------------------------------------------
+
+
+def landing(request: HttpRequest) -> HttpResponse:
+    snapshot = catalog.get_sync()
+    featured = selectors.catalog_browse(snapshot=snapshot, sort="name")[:6]
+    facets = selectors.catalog_facets(snapshot=snapshot)
+    return _public(
+        request,
+        "public/landing.html",
+        {
+            "model_count": selectors.catalog_model_count(snapshot=snapshot),
+            "provider_count": len(facets["providers"]),
+            "featured": featured,
+            "example_model": _example_model(snapshot),
+        },
+    )
+
+
+def _example_model(snapshot: Any) -> str:
+    if "switchyard/sim-1" in snapshot.models and snapshot.models["switchyard/sim-1"].endpoints:
+        return "switchyard/sim-1"
+    if "openai/gpt-4o-mini" in snapshot.models:
+        return "openai/gpt-4o-mini"
+    return next((slug for slug, m in snapshot.models.items() if m.endpoints), "openai/gpt-4o-mini")
+
+
+class ModelFilterForm(forms.Form):
+    q = forms.CharField(
+        required=False,
+        label="Search",
+        widget=forms.TextInput(attrs={"type": "search", "placeholder": "Search models…"}),
+    )
+    author = forms.ChoiceField(required=False, label="Author")
+    provider = forms.ChoiceField(required=False, label="Provider")
+    modality = forms.ChoiceField(required=False, label="Modality")
+    context = forms.ChoiceField(
+        required=False,
+        label="Context length",
+        choices=[
+            ("", "Any"),
+            ("16000", "16K+"),
+            ("32000", "32K+"),
+            ("128000", "128K+"),
+            ("200000", "200K+"),
+            ("1000000", "1M+"),
+        ],
+    )
+    max_price = forms.DecimalField(
+        required=False,
+        min_value=Decimal(0),
+        label="Max prompt price ($/M)",
+        widget=forms.NumberInput(attrs={"step": "0.1", "inputmode": "decimal", "placeholder": "Any"}),
+    )
+    sort = forms.ChoiceField(required=False, label="Sort", choices=list(selectors.MODEL_SORTS.items()))
+
+    def __init__(self, *args: Any, facets: dict[str, Any], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        cast(forms.ChoiceField, self.fields["author"]).choices = [
+            ("", "All authors"),
+            *((a, a) for a in facets["authors"]),
+        ]
+        cast(forms.ChoiceField, self.fields["provider"]).choices = [
+            ("", "All providers"),
+            *facets["providers"],
+        ]
+        cast(forms.ChoiceField, self.fields["modality"]).choices = [
+            ("", "Any"),
+            *((m, m.capitalize()) for m in facets["modalities"]),
+        ]
+
+
+def models_browser(request: HttpRequest) -> HttpResponse:
+    snapshot = catalog.get_sync()
+    form = ModelFilterForm(request.GET or None, facets=selectors.catalog_facets(snapshot=snapshot))
+    data = form.cleaned_data if form.is_valid() else {}
+    rows = selectors.catalog_browse(
+        snapshot=snapshot,
+        search=data.get("q") or "",
+        author=data.get("author") or "",
+        provider=data.get("provider") or "",
+        modality=data.get("modality") or "",
+        min_context=int(data["context"]) if data.get("context") else None,
+        max_price=data.get("max_price"),
+        sort=data.get("sort") or "name",
+    )
+    context = {"form": form, "rows": rows, "total": selectors.catalog_model_count(snapshot=snapshot)}
+    if request.headers.get("HX-Request"):
+        return render(request, "public/_model_results.html", context)
+    return _public(request, "public/models.html", context)
+
+
+def model_page(request: HttpRequest, author: str, name: str) -> HttpResponse:
+    model = selectors.catalog_model_detail(snapshot=catalog.get_sync(), slug=f"{author}/{name}")
+    if model is None:
+        raise Http404("No such model.")
+    return _public(request, "public/model.html", {"model": model})
+
+
+def docs(request: HttpRequest) -> HttpResponse:
+    return _public(request, "public/docs.html", {"example_model": _example_model(catalog.get_sync())})
+
+
+# --- activity -------------------------------------------------------------------------------------
+
+
+class ActivityFilterForm(forms.Form):
+    model = forms.ChoiceField(required=False)
+    provider = forms.ChoiceField(required=False)
+    key = forms.ChoiceField(required=False, label="API key")
+    status = forms.ChoiceField(required=False, choices=[("", "Any status"), *GenerationStatus.choices])
+    date_from = forms.DateField(required=False, label="From", widget=forms.DateInput(attrs={"type": "date"}))
+    date_to = forms.DateField(required=False, label="To", widget=forms.DateInput(attrs={"type": "date"}))
+
+    def __init__(self, *args: Any, options: dict[str, list[str]], keys: list[ApiKey], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        cast(forms.ChoiceField, self.fields["model"]).choices = [
+            ("", "All models"),
+            *((m, m) for m in options["models"]),
+        ]
+        cast(forms.ChoiceField, self.fields["provider"]).choices = [
+            ("", "All providers"),
+            *((p, p) for p in options["providers"]),
+        ]
+        cast(forms.ChoiceField, self.fields["key"]).choices = [
+            ("", "All keys"),
+            *((str(k.pk), f"{k.name} ({k.prefix}…)") for k in keys),
+        ]
+
+
+def _activity_filters(request: DashboardRequest) -> tuple[ActivityFilterForm, dict[str, Any]]:
+    org = request.org
+    keys = list(ApiKey.objects.filter(organization=org).order_by("name"))
+    form = ActivityFilterForm(
+        request.GET or None,
+        options=selectors.generation_filter_options(organization_id=org.pk),
+        keys=keys,
+    )
+    data = form.cleaned_data if form.is_valid() else {}
+    filters = {
+        "model": data.get("model") or "",
+        "provider": data.get("provider") or "",
+        "api_key_id": int(data["key"]) if data.get("key") else None,
+        "status": data.get("status") or "",
+        "date_from": data.get("date_from"),
+        "date_to": data.get("date_to"),
+    }
+    return form, filters
+
+
+CHART_RANGES = {"7": 7, "30": 30, "90": 90}
+
+
+@dashboard_view()
+def activity(request: DashboardRequest) -> HttpResponse:
+    org = request.org
+    form, filters = _activity_filters(request)
+    generations = selectors.generation_list(organization_id=org.pk, **filters)
+    page = Paginator(generations, 50).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    context: dict[str, Any] = {"section": "activity", "form": form, "page": page, "query": query.urlencode()}
+    if request.headers.get("HX-Request") and request.headers.get("HX-Target") == "activity-table":
+        return render(request, "dashboard/_activity_table.html", context)
+    group = "provider" if request.GET.get("group") == "provider" else "model"
+    days = CHART_RANGES.get(request.GET.get("days", ""), 30)
+    charts = selectors.usage_by_day(organization_id=org.pk, days=days, group_by=group)
+    context.update(
+        {
+            "charts": _chart_json(charts),
+            "chart_totals": charts["totals"],
+            "group": group,
+            "days": days,
+            "ranges": CHART_RANGES,
+            "has_any": selectors.generation_list(organization_id=org.pk).exists(),
+            "base_url": base_url(request),
+        }
+    )
+    return render_dashboard(request, "dashboard/activity.html", context)
+
+
+def _chart_json(charts: dict[str, Any]) -> dict[str, Any]:
+    """Chart.js wants numbers; spend goes out as a decimal string and is parsed in the browser for plotting only."""
+    return {
+        "labels": charts["labels"],
+        "group_by": charts["group_by"],
+        "series": [
+            {
+                "name": s["name"],
+                "spend": [format(v.normalize(), "f") for v in s["spend"]],
+                "tokens": s["tokens"],
+                "requests": s["requests"],
+            }
+            for s in charts["series"]
+        ],
+    }
+
+
+@dashboard_view()
+def activity_csv(request: DashboardRequest) -> StreamingHttpResponse:
+    org = request.org
+    _, filters = _activity_filters(request)
+    rows = selectors.generation_list(organization_id=org.pk, **filters)
+
+    class Echo:
+        def write(self, value: str) -> str:
+            return value
+
+    def lines() -> Iterator[str]:
+        writer = csv.writer(Echo())
+        yield writer.writerow(
+            [
+                "id",
+                "created_at",
+                "model",
+                "provider",
+                "api_key",
+                "status",
+                "streamed",
+                "tokens_prompt",
+                "tokens_completion",
+                "tokens_cached",
+                "tokens_reasoning",
+                "cost_usd",
+                "latency_ms",
+                "finish_reason",
+            ]
+        )
+        for g in rows.iterator(chunk_size=500):
+            yield writer.writerow(
+                [
+                    g.id,
+                    g.created_at.isoformat(),
+                    g.model,
+                    g.provider,
+                    g.api_key.name if g.api_key else "",
+                    g.status,
+                    "true" if g.streamed else "false",
+                    g.tokens_prompt,
+                    g.tokens_completion,
+                    g.tokens_cached,
+                    g.tokens_reasoning,
+                    format(from_units(g.cost_units).normalize(), "f"),
+                    g.latency_ms if g.latency_ms is not None else "",
+                    g.finish_reason,
+                ]
+            )
+
+    response = StreamingHttpResponse(lines(), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = (
+        f'attachment; filename="switchyard-activity-{org.slug}-{date.today().isoformat()}.csv"'
+    )
+    return response
+
+
+@dashboard_view()
+def generation_detail(request: DashboardRequest, generation_id: str) -> HttpResponse:
+    org = request.org
+    generation = selectors.generation_get(organization_id=org.pk, generation_id=generation_id)
+    if generation is None:
+        raise Http404
+    return render_dashboard(
+        request,
+        "dashboard/generation.html",
+        {"section": "activity", "g": generation, "cost": from_units(generation.cost_units)},
+    )
+
+
+# --- playground -----------------------------------------------------------------------------------
+
+
+@dashboard_view()
+def playground(request: DashboardRequest) -> HttpResponse:
+    snapshot = catalog.get_sync()
+    models = selectors.catalog_browse(snapshot=snapshot, sort="name")
+    chat_models = [m for m in models if "text" in m["output_modalities"] or not m["output_modalities"]]
+    selected = request.GET.get("model") or _example_model(snapshot)
+    return render_dashboard(
+        request,
+        "dashboard/playground.html",
+        {"section": "playground", "models": chat_models, "selected": selected},
+    )
+
+
+@dashboard_view()
+@require_POST
+def playground_key(request: DashboardRequest) -> JsonResponse:
+    """The playground's short-lived key for this user and organisation, issued on first use.
+
+    Its secret lives only in this user's (server-side) session and reaches the browser through this
+    same-origin POST, never inside a page's HTML.
+    """
+    from django.utils import timezone
+
+    from accounts import services
+
+    org = request.org
+    store = request.session.get(PLAYGROUND_SESSION_KEY, {})
+    entry = store.get(str(org.pk))
+    usable = False
+    if entry:
+        key = ApiKey.objects.filter(pk=entry["id"], organization=org, created_by=request.user).first()
+        usable = bool(key and key.is_usable(timezone.now() + timedelta(minutes=10)))
+    if not usable:
+        key, secret = services.playground_key_issue(organization=org, user=request.user)
+        entry = {"id": key.pk, "secret": secret}
+        store[str(org.pk)] = entry
+        request.session[PLAYGROUND_SESSION_KEY] = store
+    return JsonResponse(
+        {"key": entry["secret"], "base_url": "/api/v1"}, headers={"Cache-Control": "no-store"}
+    )

@@ -1,0 +1,84 @@
+/* Switchyard dashboard: small progressive enhancements (copy buttons, tabs, confirms, auto-submit). */
+(function () {
+  "use strict";
+
+  function copyText(text, button) {
+    var done = function () {
+      var old = button.textContent;
+      button.textContent = "Copied";
+      button.classList.add("copied");
+      setTimeout(function () { button.textContent = old; button.classList.remove("copied"); }, 1500);
+    };
+    if (navigator.clipboard && window.isSecureContext) {
+      navigator.clipboard.writeText(text).then(done, function () { fallbackCopy(text); done(); });
+    } else {
+      fallbackCopy(text);
+      done();
+    }
+  }
+
+  function fallbackCopy(text) {
+    var area = document.createElement("textarea");
+    area.value = text;
+    area.setAttribute("readonly", "");
+    area.style.position = "fixed";
+    area.style.opacity = "0";
+    document.body.appendChild(area);
+    area.select();
+    try { document.execCommand("copy"); } catch (e) { /* nothing else to try */ }
+    document.body.removeChild(area);
+  }
+
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest("[data-copy], [data-copy-target], [data-copy-from]");
+    if (!button) return;
+    var text = "";
+    if (button.hasAttribute("data-copy")) {
+      text = button.getAttribute("data-copy");
+    } else if (button.hasAttribute("data-copy-target")) {
+      var target = document.querySelector(button.getAttribute("data-copy-target"));
+      if (target) { text = target.value || target.textContent; if (target.select) target.select(); }
+    } else {
+      var code = button.parentElement.querySelector("code");
+      text = code ? code.textContent : "";
+    }
+    copyText(text, button);
+  });
+
+  // Tabs (WAI-ARIA pattern: arrow keys move between tabs).
+  function selectTab(tab) {
+    var list = tab.closest("[role=tablist]");
+    var root = tab.closest("[data-tabs]");
+    list.querySelectorAll("[role=tab]").forEach(function (t) {
+      var on = t === tab;
+      t.setAttribute("aria-selected", on ? "true" : "false");
+      t.tabIndex = on ? 0 : -1;
+      var panel = root.querySelector("#" + t.getAttribute("aria-controls"));
+      if (panel) panel.hidden = !on;
+    });
+  }
+  document.addEventListener("click", function (event) {
+    var tab = event.target.closest("[role=tab]");
+    if (tab) selectTab(tab);
+  });
+  document.addEventListener("keydown", function (event) {
+    var tab = event.target.closest && event.target.closest("[role=tab]");
+    if (!tab || (event.key !== "ArrowRight" && event.key !== "ArrowLeft")) return;
+    var tabs = Array.prototype.slice.call(tab.closest("[role=tablist]").querySelectorAll("[role=tab]"));
+    var i = tabs.indexOf(tab) + (event.key === "ArrowRight" ? 1 : -1);
+    var next = tabs[(i + tabs.length) % tabs.length];
+    selectTab(next);
+    next.focus();
+    event.preventDefault();
+  });
+
+  document.addEventListener("submit", function (event) {
+    var form = event.target;
+    var message = form.getAttribute("data-confirm");
+    if (message && !window.confirm(message)) event.preventDefault();
+  });
+
+  document.addEventListener("change", function (event) {
+    if (event.target.matches("select[data-autosubmit]")) event.target.form.requestSubmit();
+  });
+})();
