@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PORT ?= 8000
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: run test test-only lint format serve worker beat bench migrate catalog clean
+.PHONY: run test test-only lint format serve worker beat bench migrate catalog clean fuzz
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -47,6 +47,11 @@ test: lint test-only
 test-only: $(STAMP)
 	$(PY) -m pytest
 
+# Production mode (README "Production"): uvicorn with WORKERS processes (default $$WEB_CONCURRENCY,
+# else one per CPU); refuses to start with unapplied migrations; SIGTERM drains in-flight streams.
+serve: $(STAMP)
+	$(PY) manage.py serve --host $${HOST:-127.0.0.1} --port $(PORT) $(if $(WORKERS),--workers $(WORKERS))
+
 worker: $(STAMP)
 	$(VENV)/bin/celery -A switchyard worker --loglevel INFO
 
@@ -55,6 +60,11 @@ beat: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/run.py
+
+# Schemathesis against the served OpenAPI schema (README "Security"): the same test `make test` runs with
+# 20 examples per operation, here FUZZ_EXAMPLES (default 1000) per operation.
+fuzz: $(STAMP)
+	SWITCHYARD_FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-1000} $(PY) -m pytest -p no:cacheprovider --timeout=0 -rA tests/security/test_fuzz.py
 
 clean:
 	rm -rf $(VENV) var staticfiles

@@ -9,7 +9,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from accounts import services
-from accounts.models import ApiKey, Membership, Organization, User
+from accounts.models import ApiKey, AuditAction, AuditEvent, Membership, Organization, User
 from billing.money import from_units
 
 
@@ -35,11 +35,16 @@ class MembershipInline(admin.TabularInline):
 
 @admin.register(Organization)
 class OrganizationAdmin(admin.ModelAdmin):
-    list_display = ["slug", "name", "balance", "flagged", "created_at"]
+    list_display = ["slug", "name", "balance", "flagged", "rate_limit_rpm", "rate_limit_tpm", "created_at"]
     list_filter = ["flagged"]
     search_fields = ["slug", "name"]
     readonly_fields = ["balance"]
     inlines = [MembershipInline]
+
+    def save_model(self, request: HttpRequest, obj: Organization, form: object, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        # Rate limits (and routing defaults) ride along in cached key records: drop them after commit.
+        transaction.on_commit(lambda: services.organization_keys_invalidate(organization=obj))
 
     @admin.display(description="Balance (USD)")
     def balance(self, obj: Organization) -> str:
@@ -68,6 +73,8 @@ class ApiKeyAdmin(admin.ModelAdmin):
         "prefix",
         "limit_units",
         "limit_reset",
+        "rate_limit_rpm",
+        "rate_limit_tpm",
         "expires_at",
         "disabled",
         "created_by",
@@ -100,6 +107,47 @@ class ApiKeyAdmin(admin.ModelAdmin):
         super().save_model(request, obj, form, change)
         from accounts.keys import key_cache_invalidate
 
+        changed = list(getattr(form, "changed_data", []))
+        if change and changed:
+            services.audit_record(
+                action=AuditAction.KEY_UPDATED,
+                organization=obj.organization_id,
+                target=obj,
+                metadata={"fields": changed, "via": "admin"},
+            )
+
         # After commit, as the services do: dropping it earlier lets a concurrent lookup re-cache the old row.
         digest = obj.key_hash
         transaction.on_commit(lambda: key_cache_invalidate(digest))
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(admin.ModelAdmin):
+    """The audit log, read-only: nobody edits or deletes history, not even a superuser."""
+
+    list_display = ["created_at", "action", "organization", "actor_email", "target_label", "ip_address"]
+    list_filter = ["action"]
+    search_fields = ["organization__slug", "actor_email", "target_label", "target_id"]
+    date_hierarchy = "created_at"
+    list_select_related = ["organization"]
+    readonly_fields = [
+        "created_at",
+        "organization",
+        "actor",
+        "actor_email",
+        "action",
+        "target_type",
+        "target_id",
+        "target_label",
+        "ip_address",
+        "metadata",
+    ]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False

@@ -45,6 +45,11 @@ class KeyInfo:
     limit_units: int | None
     limit_reset: str
     routing_defaults: dict
+    # Rate-limit overrides (None: the deployment default); defaults keep older cached JSON readable.
+    rate_limit_rpm: int | None = None
+    rate_limit_tpm: int | None = None
+    org_rate_limit_rpm: int | None = None
+    org_rate_limit_tpm: int | None = None
 
     def active(self) -> bool:
         return self.usable and (self.expires_at is None or self.expires_at > time.time())
@@ -69,6 +74,10 @@ def _info_from_row(row: object) -> KeyInfo:
         limit_units=row.limit_units,  # type: ignore[attr-defined]
         limit_reset=row.limit_reset,  # type: ignore[attr-defined]
         routing_defaults=row.organization.routing_defaults or {},  # type: ignore[attr-defined]
+        rate_limit_rpm=row.rate_limit_rpm,  # type: ignore[attr-defined]
+        rate_limit_tpm=row.rate_limit_tpm,  # type: ignore[attr-defined]
+        org_rate_limit_rpm=row.organization.rate_limit_rpm,  # type: ignore[attr-defined]
+        org_rate_limit_tpm=row.organization.rate_limit_tpm,  # type: ignore[attr-defined]
     )
 
 

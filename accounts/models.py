@@ -57,6 +57,17 @@ class Organization(models.Model):
     # Org-wide routing defaults merged into every request's `provider` preferences.
     routing_defaults = models.JSONField(default=dict, blank=True)
     flagged = models.BooleanField(default=False, help_text="Set on a payment dispute; blocks purchases.")
+    # Rate limits across all the organisation's keys; empty: the deployment default, 0: no limit.
+    rate_limit_rpm = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Requests per minute, all keys together. Empty: SWITCHYARD_RATE_LIMIT_ORG_RPM; 0: no limit.",
+    )
+    rate_limit_tpm = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Tokens per minute, all keys together. Empty: SWITCHYARD_RATE_LIMIT_ORG_TPM; 0: no limit.",
+    )
 
     class Meta:
         ordering = ["slug"]
@@ -100,6 +111,16 @@ class ApiKey(models.Model):
     prefix = models.CharField(max_length=24, editable=False, help_text="First characters, for display only.")
     limit_units = models.BigIntegerField(null=True, blank=True, help_text="Credit limit in picodollars.")
     limit_reset = models.CharField(max_length=8, choices=LimitReset.choices, default=LimitReset.NONE)
+    rate_limit_rpm = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Requests per minute. Empty: SWITCHYARD_RATE_LIMIT_KEY_RPM; 0: no limit.",
+    )
+    rate_limit_tpm = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Tokens per minute. Empty: SWITCHYARD_RATE_LIMIT_KEY_TPM; 0: no limit.",
+    )
     disabled = models.BooleanField(default=False)
     expires_at = models.DateTimeField(null=True, blank=True)
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
@@ -149,3 +170,55 @@ class Invitation(models.Model):
 # The dashboard playground's own short-lived key per user and organisation; hidden from key lists.
 PLAYGROUND_KEY_NAME = "Playground"
 MANAGER_ROLES = (Role.OWNER, Role.ADMIN)
+
+
+class AuditAction(models.TextChoices):
+    """Security-relevant actions (README "Security"); the values are stable, the labels are for people."""
+
+    ORG_CREATED = "organization.created", "Organisation created"
+    ORG_SETTINGS = "organization.settings_changed", "Routing settings changed"
+    KEY_CREATED = "api_key.created", "API key created"
+    KEY_UPDATED = "api_key.updated", "API key changed"
+    KEY_DISABLED = "api_key.disabled", "API key disabled"
+    KEY_ENABLED = "api_key.enabled", "API key enabled"
+    KEY_DELETED = "api_key.deleted", "API key revoked"
+    MEMBER_ADDED = "member.added", "Member added"
+    MEMBER_ROLE = "member.role_changed", "Member role changed"
+    MEMBER_REMOVED = "member.removed", "Member removed"
+    INVITATION_CREATED = "invitation.created", "Invitation sent"
+    INVITATION_REVOKED = "invitation.revoked", "Invitation revoked"
+    INVITATION_ACCEPTED = "invitation.accepted", "Invitation accepted"
+    CREDITS_GRANTED = "credits.granted", "Credits granted or adjusted"
+    PROVIDER_KEY_SAVED = "provider_key.saved", "Provider key added or replaced"
+    PROVIDER_KEY_UPDATED = "provider_key.updated", "Provider key settings changed"
+    PROVIDER_KEY_DELETED = "provider_key.deleted", "Provider key deleted"
+    STAFF_LOGIN = "staff.login", "Staff login"
+
+
+class AuditEvent(models.Model):
+    """One security-relevant action: who did what to which object, when and from where. Append-only;
+    written by `accounts.audit.audit_record`, never holding a secret (keys appear by prefix or last four)."""
+
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    # SET_NULL, and the emails/labels are copied, so the trail outlives deleted users and organisations.
+    organization = models.ForeignKey(
+        Organization, null=True, blank=True, on_delete=models.SET_NULL, related_name="audit_events"
+    )
+    actor = models.ForeignKey(User, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    actor_email = models.CharField(max_length=254, blank=True, help_text="Empty: the system or a command.")
+    action = models.CharField(max_length=40, choices=AuditAction.choices)
+    target_type = models.CharField(max_length=40, blank=True)
+    target_id = models.CharField(max_length=64, blank=True)
+    target_label = models.CharField(max_length=200, blank=True)
+    ip_address = models.GenericIPAddressField(null=True, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["organization", "-created_at"]),
+            models.Index(fields=["action", "-created_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.action} by {self.actor_email or 'system'}"

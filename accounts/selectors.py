@@ -11,6 +11,7 @@ from accounts.models import (
     MANAGER_ROLES,
     PLAYGROUND_KEY_NAME,
     ApiKey,
+    AuditEvent,
     Invitation,
     Membership,
     Organization,
@@ -19,6 +20,7 @@ from accounts.models import (
 from billing.models import EntryKind, LedgerEntry
 from billing.money import from_units, json_number
 from billing.selectors import key_usage_units, limit_period_start
+from routing.ratelimit import rate_limit_summary
 
 
 def key_summary(*, key_id: int) -> dict[str, Any]:
@@ -36,7 +38,13 @@ def key_summary(*, key_id: int) -> dict[str, Any]:
         "limit_remaining": json_number(from_units(max(limit - usage, 0))) if limit is not None else None,
         "is_free_tier": not key.organization.ledger.filter(kind="purchase").exists(),
         "expires_at": key.expires_at.isoformat() if key.expires_at else None,
-        "rate_limit": {"requests": 600, "interval": "60s"},
+        "rate_limit": rate_limit_summary(
+            key_rpm=key.rate_limit_rpm,
+            key_tpm=key.rate_limit_tpm,
+            org_rpm=key.organization.rate_limit_rpm,
+            org_tpm=key.organization.rate_limit_tpm,
+            org_id=key.organization_id,
+        ),
     }
 
 
@@ -127,3 +135,13 @@ def api_key_get_for_member(*, membership: Membership, key_id: int) -> ApiKey | N
     if membership.role not in MANAGER_ROLES:
         keys = keys.filter(created_by=membership.user)
     return keys.filter(pk=key_id).first()
+
+
+def audit_event_list(*, organization: Organization, action: str | None = None) -> QuerySet[AuditEvent]:
+    """The organisation's audit trail, newest first, optionally one kind of action (or a prefix: `api_key.`)."""
+    events = AuditEvent.objects.filter(organization=organization).select_related("actor")
+    if action:
+        events = (
+            events.filter(action__startswith=action) if action.endswith(".") else events.filter(action=action)
+        )
+    return events

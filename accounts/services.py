@@ -9,10 +9,12 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
+from accounts.audit import audit_record as audit_record  # the audit log's writer, for every app
 from accounts.keys import key_cache_invalidate, key_generate, key_hash
 from accounts.models import (
     PLAYGROUND_KEY_NAME,
     ApiKey,
+    AuditAction,
     Invitation,
     LimitReset,
     Membership,
@@ -45,15 +47,28 @@ def organization_create(*, slug: str, name: str | None = None, owner: User | Non
     if Organization.objects.filter(slug=slug).exists():
         raise BadRequest(f"An organisation with slug {slug!r} already exists.")
     org = Organization.objects.create(slug=slug, name=name or slug.replace("-", " ").title())
+    audit_record(action=AuditAction.ORG_CREATED, organization=org, target=org)
     if owner is not None:
-        Membership.objects.create(user=owner, organization=org, role=Role.OWNER)
+        member = Membership.objects.create(user=owner, organization=org, role=Role.OWNER)
+        audit_record(
+            action=AuditAction.MEMBER_ADDED, organization=org, target=member, metadata={"role": Role.OWNER}
+        )
     return org
 
 
 def membership_set(*, organization: Organization, user: User, role: str) -> Membership:
-    membership, _ = Membership.objects.update_or_create(
+    before = Membership.objects.filter(user=user, organization=organization).values_list("role", flat=True)
+    old_role = before.first()
+    membership, created = Membership.objects.update_or_create(
         user=user, organization=organization, defaults={"role": role}
     )
+    if created or old_role != role:
+        audit_record(
+            action=AuditAction.MEMBER_ADDED if created else AuditAction.MEMBER_ROLE,
+            organization=organization,
+            target=membership,
+            metadata={"role": role} if created else {"from": old_role, "to": role},
+        )
     return membership
 
 
@@ -93,6 +108,14 @@ def api_key_create(
         limit_reset=limit_reset,
         expires_at=expires_at,
     )
+    if key.name != PLAYGROUND_KEY_NAME:  # the playground's short-lived per-user keys would drown the log
+        audit_record(
+            action=AuditAction.KEY_CREATED,
+            organization=organization,
+            actor=created_by,
+            target=key,
+            metadata={"limit_units": limit_units, "limit_reset": limit_reset, "expires_at": expires_at},
+        )
     return key, secret
 
 
@@ -102,8 +125,14 @@ def _key_changed(key: ApiKey, fields: list[str]) -> ApiKey:
     return key
 
 
+def _key_audit(action: str, key: ApiKey, metadata: dict[str, object] | None = None) -> None:
+    if key.name != PLAYGROUND_KEY_NAME:
+        audit_record(action=action, organization=key.organization_id, target=key, metadata=metadata)
+
+
 def api_key_set_disabled(*, key: ApiKey, disabled: bool) -> ApiKey:
     key.disabled = disabled
+    _key_audit(AuditAction.KEY_DISABLED if disabled else AuditAction.KEY_ENABLED, key)
     return _key_changed(key, ["disabled"])
 
 
@@ -111,6 +140,7 @@ def api_key_delete(*, key: ApiKey) -> ApiKey:
     """Soft delete: the row stays so generations and ledger entries keep pointing at it."""
     key.deleted_at = timezone.now()
     key.disabled = True
+    _key_audit(AuditAction.KEY_DELETED, key)
     return _key_changed(key, ["deleted_at", "disabled"])
 
 
@@ -139,6 +169,8 @@ def api_key_update(
 
         limit = key.limit_units
         transaction.on_commit(lambda: key_limit_changed(key.pk, limit))
+    if fields:
+        _key_audit(AuditAction.KEY_UPDATED, key, {f: getattr(key, f) for f in fields})
     return _key_changed(key, fields) if fields else key
 
 
@@ -193,6 +225,13 @@ def organization_routing_defaults_set(
         defaults["data_collection"] = "deny"
     else:
         defaults.pop("data_collection", None)
+    if defaults != (organization.routing_defaults or {}):
+        audit_record(
+            action=AuditAction.ORG_SETTINGS,
+            organization=organization,
+            target=organization,
+            metadata={"from": organization.routing_defaults or {}, "to": defaults},
+        )
     organization.routing_defaults = defaults
     organization.save(update_fields=["routing_defaults"])
     transaction.on_commit(lambda: organization_keys_invalidate(organization=organization))
@@ -229,6 +268,14 @@ def membership_role_change(*, actor: Membership, target: Membership, role: str) 
     Organization.objects.select_for_update().filter(pk=target.organization_id).first()
     if target.role == Role.OWNER and role != Role.OWNER and _owner_count(target.organization) <= 1:
         raise BadRequest("An organisation needs at least one owner: make someone else an owner first.")
+    if target.role != role:
+        audit_record(
+            action=AuditAction.MEMBER_ROLE,
+            organization=target.organization_id,
+            actor=actor.user,
+            target=target,
+            metadata={"from": target.role, "to": role},
+        )
     target.role = role
     target.save(update_fields=["role"])
     return target
@@ -240,6 +287,13 @@ def membership_remove(*, actor: Membership, target: Membership) -> None:
     Organization.objects.select_for_update().filter(pk=target.organization_id).first()
     if target.role == Role.OWNER and _owner_count(target.organization) <= 1:
         raise BadRequest("The last owner cannot be removed.")
+    audit_record(
+        action=AuditAction.MEMBER_REMOVED,
+        organization=target.organization_id,
+        actor=actor.user,
+        target=target,
+        metadata={"role": target.role},
+    )
     target.delete()
 
 
@@ -282,6 +336,13 @@ def invitation_create(*, actor: Membership, email: str, role: str, accept_url: s
         invited_by=actor.user,
         expires_at=now + timedelta(days=INVITATION_DAYS),
     )
+    audit_record(
+        action=AuditAction.INVITATION_CREATED,
+        organization=organization,
+        actor=actor.user,
+        target=invitation,
+        metadata={"email": email, "role": role},
+    )
     link = accept_url.format(token=token)
     transaction.on_commit(lambda: _invitation_send(invitation, link))
     return invitation, token
@@ -301,6 +362,13 @@ def invitation_revoke(*, actor: Membership, invitation: Invitation) -> Invitatio
     _check_can_manage_member(actor, None, invitation.role)
     invitation.revoked_at = timezone.now()
     invitation.save(update_fields=["revoked_at"])
+    audit_record(
+        action=AuditAction.INVITATION_REVOKED,
+        organization=invitation.organization_id,
+        actor=actor.user,
+        target=invitation,
+        metadata={"email": invitation.email, "role": invitation.role},
+    )
     return invitation
 
 
@@ -318,12 +386,19 @@ def invitation_accept(*, token: str, user: User) -> Membership:
             f"This invitation was sent to {invitation.email}; you are signed in as {user.email}. "
             "Sign in with the invited address to accept it."
         )
-    membership, _ = Membership.objects.get_or_create(
+    membership, created = Membership.objects.get_or_create(
         user=user, organization=invitation.organization, defaults={"role": invitation.role}
     )
     invitation.accepted_at = timezone.now()
     invitation.accepted_by = user
     invitation.save(update_fields=["accepted_at", "accepted_by"])
+    audit_record(
+        action=AuditAction.INVITATION_ACCEPTED,
+        organization=invitation.organization_id,
+        actor=user,
+        target=invitation,
+        metadata={"email": invitation.email, "role": membership.role, "new_member": created},
+    )
     return membership
 
 

@@ -505,7 +505,7 @@ class OrgSettingsForm(forms.Form):
 def _byok_model() -> Any:
     from django.apps import apps
 
-    for label in ("billing", "accounts"):
+    for label in ("routing", "billing", "accounts"):
         try:
             return apps.get_model(label, "ProviderKey")
         except LookupError:
@@ -579,3 +579,34 @@ def profile(request: DashboardRequest) -> HttpResponse:
         return redirect("profile")
     request.membership = current_membership(request)  # type: ignore[assignment]
     return render_dashboard(request, "dashboard/profile.html", {"section": "profile", "form": form})
+
+
+# --- audit log (owners) ---------------------------------------------------------------------------
+
+AUDIT_PAGE_SIZE = 50
+AUDIT_FILTERS = [
+    ("", "Everything"),
+    ("api_key.", "API keys"),
+    ("member.", "Members"),
+    ("invitation.", "Invitations"),
+    ("credits.", "Credits"),
+    ("provider_key.", "Provider keys"),
+    ("organization.", "Organisation"),
+]
+
+
+@dashboard_view()
+def audit_log(request: DashboardRequest) -> HttpResponse:
+    """Security-relevant actions in the organisation; only its owners may read them (others: 403)."""
+    from django.core.paginator import Paginator
+
+    if request.membership.role != Role.OWNER:
+        raise PermissionDenied("Only owners can read the audit log.")
+    action = request.GET.get("action", "")
+    if action not in {value for value, _ in AUDIT_FILTERS}:
+        action = ""
+    page = Paginator(
+        selectors.audit_event_list(organization=request.org, action=action or None), AUDIT_PAGE_SIZE
+    ).get_page(request.GET.get("page"))
+    context = {"section": "audit", "page": page, "filters": AUDIT_FILTERS, "action": action}
+    return render_dashboard(request, "dashboard/audit.html", context)

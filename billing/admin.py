@@ -1,8 +1,11 @@
-"""Admin for the ledger (read-only) and holds; grants go through a service that records who granted."""
+"""Admin for the ledger (read-only), holds, purchases, refunds, disputes, Stripe events and audit findings.
+
+Grants and adjustments go through a service that records the reason and the acting admin."""
 
 from __future__ import annotations
 
 from decimal import InvalidOperation
+from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
@@ -12,7 +15,16 @@ from django.urls import path, reverse
 
 from accounts.models import Organization
 from billing import services
-from billing.models import Hold, LedgerEntry
+from billing.models import (
+    AuditFinding,
+    BillingProfile,
+    Dispute,
+    Hold,
+    LedgerEntry,
+    Purchase,
+    Refund,
+    StripeEvent,
+)
 from billing.money import from_units
 from switchyard.errors import SwitchyardError
 
@@ -102,3 +114,183 @@ class HoldAdmin(admin.ModelAdmin):
     @admin.display(description="Amount (USD)")
     def amount(self, obj: Hold) -> str:
         return f"{from_units(obj.amount_units).normalize():f}"
+
+
+def _usd(units: int | None) -> str:
+    return "—" if units is None else f"{from_units(units).normalize():f}"
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Money records are written by services only; the admin shows and searches them."""
+
+    def get_readonly_fields(self, request: HttpRequest, obj: object = None) -> list[str]:
+        return [f.name for f in self.model._meta.fields] + list(self.extra_readonly)
+
+    extra_readonly: tuple[str, ...] = ()
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+@admin.register(Purchase)
+class PurchaseAdmin(ReadOnlyAdmin):
+    list_display = [
+        "created_at",
+        "organization",
+        "kind",
+        "status",
+        "credits",
+        "charged",
+        "refunded",
+        "disputed",
+    ]
+    list_filter = ["kind", "status", "disputed"]
+    search_fields = [
+        "organization__slug",
+        "stripe_checkout_session_id",
+        "stripe_payment_intent_id",
+        "stripe_charge_id",
+    ]
+    date_hierarchy = "created_at"
+    list_select_related = ["organization"]
+    extra_readonly = ("credits", "charged", "refunded")
+
+    @admin.display(description="Credits (USD)")
+    def credits(self, obj: Purchase) -> str:
+        return _usd(obj.credits_units)
+
+    @admin.display(description="Charged")
+    def charged(self, obj: Purchase) -> str:
+        return f"{obj.amount_cents / 100:.2f} {obj.currency.upper()}"
+
+    @admin.display(description="Refunded")
+    def refunded(self, obj: Purchase) -> str:
+        return f"{obj.refunded_cents / 100:.2f}" if obj.refunded_cents else "—"
+
+
+@admin.register(Refund)
+class RefundAdmin(ReadOnlyAdmin):
+    list_display = ["created_at", "organization", "stripe_charge_id", "cumulative", "credits_removed"]
+    search_fields = ["organization__slug", "stripe_charge_id", "stripe_event_id"]
+    list_select_related = ["organization"]
+    extra_readonly = ("cumulative", "credits_removed")
+
+    @admin.display(description="Refunded so far")
+    def cumulative(self, obj: Refund) -> str:
+        return f"{obj.cumulative_cents / 100:.2f}"
+
+    @admin.display(description="Credits removed (USD)")
+    def credits_removed(self, obj: Refund) -> str:
+        return _usd(obj.amount_units)
+
+
+@admin.register(Dispute)
+class DisputeAdmin(ReadOnlyAdmin):
+    list_display = ["created_at", "organization", "stripe_dispute_id", "amount", "reason", "status"]
+    list_filter = ["reason", "status"]
+    search_fields = ["organization__slug", "stripe_dispute_id", "stripe_charge_id"]
+    list_select_related = ["organization"]
+    extra_readonly = ("amount",)
+
+    @admin.display(description="Amount")
+    def amount(self, obj: Dispute) -> str:
+        return f"{obj.amount_cents / 100:.2f}"
+
+
+@admin.register(StripeEvent)
+class StripeEventAdmin(ReadOnlyAdmin):
+    list_display = ["received_at", "id", "type", "status", "ref", "processed_at"]
+    list_filter = ["type", "status"]
+    search_fields = ["id", "ref"]
+    date_hierarchy = "received_at"
+    actions = ["reprocess"]
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    @admin.action(description="Process again (deferred or unprocessed events only)")
+    def reprocess(self, request: HttpRequest, queryset: Any) -> None:
+        from billing.tasks import stripe_event_process_task
+
+        ids = list(queryset.filter(status__in=["received", "deferred"]).values_list("id", flat=True))
+        for event_id in ids:
+            stripe_event_process_task.delay(event_id)
+        messages.info(request, f"Queued {len(ids)} event(s).")
+
+
+@admin.register(AuditFinding)
+class AuditFindingAdmin(ReadOnlyAdmin):
+    list_display = [
+        "created_at",
+        "kind",
+        "subject",
+        "organization",
+        "expected",
+        "actual",
+        "repaired",
+        "resolved_at",
+    ]
+    list_filter = ["kind", "repaired", ("resolved_at", admin.EmptyFieldListFilter)]
+    search_fields = ["subject", "organization__slug", "detail"]
+    date_hierarchy = "created_at"
+    list_select_related = ["organization"]
+    extra_readonly = ("expected", "actual")
+    actions = ["run_audit"]
+
+    @admin.display(description="Expected (USD)")
+    def expected(self, obj: AuditFinding) -> str:
+        return _usd(obj.expected_units)
+
+    @admin.display(description="Actual (USD)")
+    def actual(self, obj: AuditFinding) -> str:
+        return _usd(obj.actual_units)
+
+    @admin.action(description="Run the auditor now")
+    def run_audit(self, request: HttpRequest, queryset: Any) -> None:
+        from billing.audit import books_audit_run
+
+        report = books_audit_run()
+        messages.info(request, f"Audit done: {len(report.findings)} finding(s), {report.repaired} repaired.")
+
+
+@admin.register(BillingProfile)
+class BillingProfileAdmin(admin.ModelAdmin):
+    list_display = [
+        "organization",
+        "stripe_customer_id",
+        "auto_topup_enabled",
+        "threshold",
+        "amount",
+        "auto_topup_failures",
+    ]
+    list_filter = ["auto_topup_enabled"]
+    search_fields = ["organization__slug", "stripe_customer_id"]
+    list_select_related = ["organization"]
+    readonly_fields = [
+        "organization",
+        "stripe_customer_id",
+        "payment_method_id",
+        "auto_topup_threshold_units",
+        "auto_topup_amount_units",
+        "auto_topup_failures",
+        "auto_topup_last_attempt_at",
+        "updated_at",
+    ]
+    fields = [*readonly_fields, "auto_topup_enabled", "auto_topup_notice"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    @admin.display(description="Threshold (USD)")
+    def threshold(self, obj: BillingProfile) -> str:
+        return _usd(obj.auto_topup_threshold_units)
+
+    @admin.display(description="Top-up (USD)")
+    def amount(self, obj: BillingProfile) -> str:
+        return _usd(obj.auto_topup_amount_units)

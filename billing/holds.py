@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+import orjson
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import transaction
@@ -79,8 +80,9 @@ return {1, tostring(after)}
 
 # Settle (or release, with cost 0): the hold's reservation becomes the exact cost, pending until the
 # ledger has it, and the usage event is queued in the same step. KEYS: org hash, hold hash, holds
-# zset, usage stream, key hash. ARGV: cost, amount - cost, event, hold id, then health records.
-# A hold the reaper already expired still charges its cost: money is never lost.
+# zset, usage stream, key hash, and optionally the pending-generation key (a short-lived copy of the
+# event, so GET /generation answers before the drain has written the row). ARGV: cost, amount - cost,
+# event, hold id, then health records. A hold the reaper already expired still charges its cost.
 SETTLE_LUA = (
     NEG
     + HEALTH_LUA
@@ -106,6 +108,7 @@ else
 end
 redis.call('HINCRBY', KEYS[1], 'pending', ARGV[1])
 local id = redis.call('XADD', KEYS[4], '*', 'e', ARGV[3])
+if KEYS[6] then redis.call('SET', KEYS[6], ARGV[3], 'EX', 300) end
 record_health(5)
 return id
 """
@@ -357,8 +360,12 @@ async def hold_place(
     amount_units: int,
     limit_units: int | None = None,
     limit_reset: str = "none",
+    rate: Any = None,
 ) -> HoldRef:
-    """Reserve `amount_units` against the organisation (and the key's credit limit) or raise 402."""
+    """Reserve `amount_units` against the organisation (and the key's credit limit) or raise 402.
+
+    `rate` (a routing.ratelimit.RateGate; full mode) checks and takes the request's rate limits in the
+    same Lua call, or raises 429 placing no hold. Embedded mode ignores it (the gate already did)."""
     if not redis_enabled():
         return await sync_to_async(_db_place, thread_sensitive=False)(
             org_id, key_id, amount_units, limit_units, limit_reset
@@ -366,14 +373,20 @@ async def hold_place(
     hold_id = new_hold_id()
     expires = int(time.time()) + settings.SWITCHYARD_HOLD_TTL_SECONDS
     period = limit_period(limit_reset) if limit_units is not None and key_id else ""
-    place = scripts.async_("PLACE_LUA")
+    place = scripts.async_("PLACE_LUA") if rate is None else rate.script(PLACE_LUA)
     keys = [org_hash(org_id), hold_hash(hold_id), HOLDS_ZSET, key_hash_name(key_id)]
     args = [str(amount_units), str(expires), str(org_id), hold_id, str(key_id or ""), period]
+    if rate is not None:
+        keys, args = [*keys, *rate.keys], [*args, *rate.args]
     for _ in range(3):
         result = await place(keys=keys, args=args)
         status = int(result[0])
         if status == 1:
+            if rate is not None:
+                rate.admitted(result[2:])
             return HoldRef(hold_id, org_id, key_id, amount_units)
+        if status == -9:
+            raise rate.refused(result[1], result[2])
         if status == -1:
             await _redis_init(org_id)
         elif status == -2 and key_id is not None:
@@ -399,7 +412,12 @@ def key_limit_changed(key_id: int, limit_units: int | None) -> None:
 
 
 async def hold_settle(
-    hold: HoldRef, *, cost_units: int, event: bytes, outcomes: list[Outcome] | None = None
+    hold: HoldRef,
+    *,
+    cost_units: int,
+    event: bytes,
+    outcomes: list[Outcome] | None = None,
+    generation_id: str | None = None,
 ) -> None:
     """Turn the hold into the exact cost and hand the usage event on, in one step.
 
@@ -410,7 +428,7 @@ async def hold_settle(
         from billing.usage import embedded_writer
 
         book.record_local(outcomes or [])
-        embedded_writer().put(event)
+        embedded_writer().put(event, generation_id)
         return
     settle = scripts.async_("SETTLE_LUA")
     await settle(
@@ -420,6 +438,7 @@ async def hold_settle(
             HOLDS_ZSET,
             USAGE_STREAM,
             key_hash_name(hold.key_id),
+            *([pending_generation_key(generation_id)] if generation_id else []),
         ],
         args=[
             str(cost_units),
@@ -429,6 +448,21 @@ async def hold_settle(
             *book.settle_args(outcomes or []),
         ],
     )
+
+
+def pending_generation_key(generation_id: str) -> str:
+    return f"sy:gen:{generation_id}"
+
+
+def pending_generation_event(generation_id: str) -> dict[str, Any] | None:
+    """The settled usage event of a generation the drain has not written yet, if any."""
+    if not redis_enabled():
+        from billing.usage import embedded_writer
+
+        raw = embedded_writer().pending.get(generation_id)
+    else:
+        raw = sync_redis().get(pending_generation_key(generation_id))
+    return orjson.loads(raw) if raw else None
 
 
 def redis_balance_sync(org_id: int, amount_units: int, version: int) -> None:

@@ -6,12 +6,13 @@ from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
+from django.conf import settings
 from django.db.models import Count, Max, Q, QuerySet, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from accounts.models import LimitReset, Organization
-from billing.models import EntryKind, LedgerEntry
+from billing.models import BillingProfile, EntryKind, LedgerEntry, Purchase
 from billing.money import from_units
 
 
@@ -121,13 +122,24 @@ def spend_since(*, organization_id: int, since: datetime) -> Decimal:
     return from_units(-total)
 
 
-PURCHASE_FEE_PERCENT = Decimal("5.5")
-PURCHASE_FEE_MINIMUM = Decimal("0.80")
-PURCHASE_MIN_USD = Decimal("5")
-PURCHASE_MAX_USD = Decimal("10000")
+def purchase_limits_usd() -> tuple[Decimal, Decimal]:
+    """(minimum, maximum) credits one purchase may buy (SWITCHYARD_PURCHASE_MIN_USD / _MAX_USD)."""
+    return settings.SWITCHYARD_PURCHASE_MIN_USD, settings.SWITCHYARD_PURCHASE_MAX_USD
 
 
 def purchase_fee_usd(*, amount_usd: Decimal) -> Decimal:
-    """The card fee shown next to a credit purchase (OpenRouter's: 5.5%, at least $0.80), to the cent."""
-    fee = (amount_usd * PURCHASE_FEE_PERCENT / 100).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
-    return max(fee, PURCHASE_FEE_MINIMUM)
+    """The card fee shown next to a credit purchase, to the cent: SWITCHYARD_PURCHASE_FEE_PERCENT of the
+    amount, at least SWITCHYARD_PURCHASE_FEE_MIN_USD (OpenRouter's: 5.5%, at least $0.80)."""
+    percent = settings.SWITCHYARD_PURCHASE_FEE_PERCENT
+    if percent <= 0 and settings.SWITCHYARD_PURCHASE_FEE_MIN_USD <= 0:
+        return Decimal("0.00")
+    fee = (amount_usd * percent / 100).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+    return max(fee, settings.SWITCHYARD_PURCHASE_FEE_MIN_USD.quantize(Decimal("0.01")))
+
+
+def billing_profile_get(*, organization_id: int) -> BillingProfile | None:
+    return BillingProfile.objects.filter(pk=organization_id).first()
+
+
+def purchase_list(*, organization_id: int) -> QuerySet[Purchase]:
+    return Purchase.objects.filter(organization_id=organization_id)

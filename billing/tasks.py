@@ -1,4 +1,4 @@
-"""Celery tasks: drain the usage stream into the ledger, reap expired holds."""
+"""Celery tasks: drain usage into the ledger, reap expired holds, apply Stripe events, auto top-up, audit."""
 
 from __future__ import annotations
 
@@ -81,3 +81,62 @@ def usage_drain() -> int:
 @shared_task(acks_late=True, ignore_result=True)
 def holds_reap() -> int:
     return holds_reap_expired()
+
+
+@shared_task(
+    acks_late=True, ignore_result=True, autoretry_for=(Exception,), retry_backoff=True, max_retries=8
+)
+def stripe_event_process_task(event_id: str) -> str:
+    from billing.services import stripe_event_process
+
+    return stripe_event_process(event_id=event_id)
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def stripe_events_retry() -> int:
+    """Safety net: events whose task was lost, deferred events, and auto top-ups left pending by a dead worker."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from billing.models import Purchase, PurchaseKind, PurchaseStatus, StripeEvent, StripeEventStatus
+    from billing.services import STALE_PENDING
+
+    now = timezone.now()
+    ids = list(
+        StripeEvent.objects.filter(
+            status__in=[StripeEventStatus.RECEIVED, StripeEventStatus.DEFERRED],
+            received_at__lt=now - timedelta(seconds=30),
+        ).values_list("id", flat=True)[:500]
+    )
+    for event_id in ids:
+        stripe_event_process_task.delay(event_id)
+    stale = Purchase.objects.filter(
+        kind=PurchaseKind.AUTO_TOPUP, status=PurchaseStatus.PENDING, created_at__lt=now - STALE_PENDING
+    ).values_list("organization_id", flat=True)
+    for org_id in stale:
+        auto_topup_task.delay(org_id)
+    return len(ids)
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def auto_topup_task(organization_id: int) -> int | None:
+    from billing.services import auto_topup_run
+
+    purchase = auto_topup_run(organization_id=organization_id)
+    return purchase.pk if purchase else None
+
+
+def auto_topup_enqueue(organization_ids: list[int]) -> None:
+    """After usage lands in the ledger: queue a top-up for each organisation now below its threshold."""
+    from billing.services import auto_topup_due
+
+    for org_id in auto_topup_due(organization_ids=organization_ids):
+        auto_topup_task.delay(org_id)
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def books_audit() -> dict:
+    from billing.audit import books_audit_run
+
+    return books_audit_run().as_dict()

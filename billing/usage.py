@@ -16,14 +16,17 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
-from django.db import IntegrityError, close_old_connections, transaction
+from django.db import close_old_connections, connection, transaction
+from django.db.models import F
 from django.utils import timezone
+
+from accounts.models import Organization
 
 logger = logging.getLogger("switchyard.usage")
 LAST_USED_EVERY = timedelta(minutes=1)
 
 
-def _generation_fields(ev: dict[str, Any]) -> dict[str, Any]:
+def generation_fields(ev: dict[str, Any]) -> dict[str, Any]:
     tokens = ev.get("tokens") or {}
     return {
         "organization_id": ev["org"],
@@ -49,49 +52,100 @@ def _generation_fields(ev: dict[str, Any]) -> dict[str, Any]:
         "generation_time_ms": ev.get("generation_time_ms"),
         "error": (ev.get("error") or "")[:4000],
         "attempts": ev.get("attempts") or [],
+        "is_byok": bool(ev.get("byok")),
         "created_at": datetime.fromtimestamp(ev["created"], tz=UTC),
     }
 
 
 def usage_event_apply(ev: dict[str, Any]) -> bool:
-    """Write one event: the generation row and exactly one usage ledger entry. True if newly written."""
-    from billing.models import Hold, HoldStatus
-    from billing.services import usage_charge
-    from routing.models import Generation
+    """Write one event (see usage_events_apply). True if its generation row was new."""
+    return usage_events_apply([ev]) == 1
 
-    with transaction.atomic():
-        try:
-            with transaction.atomic():
-                Generation.objects.create(id=ev["gen"], **_generation_fields(ev))
-        except IntegrityError:
-            created = False
-        else:
-            created = True
-        # The ledger's unique (kind, source) makes a replay a no-op even if the generation row existed.
-        usage_charge(
-            organization_id=ev["org"],
-            generation_id=ev["gen"],
-            cost_units=int(ev.get("cost", 0)),
-            api_key_id=ev.get("key"),
-            model=ev["model"],
-        )
-        if ev.get("hold") and ev.get("embedded"):
-            Hold.objects.filter(pk=ev["hold"]).exclude(status=HoldStatus.CHARGED).update(
-                status=HoldStatus.CHARGED, settled_units=int(ev.get("cost", 0))
-            )
-    return created
+
+# One INSERT for a batch's usage entries; the (kind, source) unique constraint makes a redelivered
+# event a no-op, and RETURNING says which rows really went in (PostgreSQL, and SQLite >= 3.35).
+_LEDGER_INSERT = (
+    "INSERT INTO billing_ledgerentry "
+    "(organization_id, kind, amount_units, source, reason, api_key_id, created_by_id, created_at) "
+    "VALUES {values} ON CONFLICT (kind, source) DO NOTHING RETURNING organization_id, amount_units"
+)
 
 
 def usage_events_apply(events: list[dict[str, Any]]) -> int:
-    written = 0
+    """Write a batch in one transaction: generation rows, exactly one usage ledger entry per charged
+    generation, and one balance update per organisation. Idempotent by generation id through unique
+    constraints (never a prior read), so a redelivered batch changes nothing. Returns new generations.
+    """
+    from billing.models import EntryKind, Hold, HoldStatus
+    from routing.models import Generation
+
+    unique: dict[str, dict[str, Any]] = {}
     for ev in events:
-        try:
-            written += usage_event_apply(ev)
-        except Exception:
-            logger.exception("could not apply usage event %s", ev.get("gen"))
-            raise
+        unique.setdefault(ev["gen"], ev)  # a duplicated event (a retried settle) counts once
+    if not unique:
+        return 0
+    now = timezone.now()
+    with transaction.atomic():
+        before = set(Generation.objects.filter(pk__in=list(unique)).values_list("pk", flat=True))
+        Generation.objects.bulk_create(
+            [Generation(id=gen_id, **generation_fields(ev)) for gen_id, ev in unique.items()],
+            ignore_conflicts=True,
+        )
+        # A request that produced nothing (every provider failed) charges nothing and leaves no entry.
+        charged = [ev for ev in unique.values() if int(ev.get("cost", 0)) or ev.get("status") == "success"]
+        moved: dict[int, list[int]] = {}
+        created = connection.ops.adapt_datetimefield_value(now)
+        with connection.cursor() as cursor:
+            for i in range(0, len(charged), 200):
+                chunk = charged[i : i + 200]
+                params: list[Any] = []
+                for ev in chunk:
+                    params += [
+                        int(ev["org"]),
+                        EntryKind.USAGE.value,
+                        -int(ev.get("cost", 0)),
+                        ev["gen"],
+                        str(ev.get("model", ""))[:300],
+                        ev.get("key"),
+                        None,
+                        created,
+                    ]
+                values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s)"] * len(chunk))
+                cursor.execute(_LEDGER_INSERT.format(values=values), params)
+                for org_id, amount in cursor.fetchall():
+                    moved.setdefault(int(org_id), []).append(int(amount))
+        for org_id in sorted(moved):  # one update per organisation, in a fixed order (no deadlocks)
+            Organization.objects.filter(pk=org_id).update(
+                balance_units=F("balance_units") + sum(moved[org_id]),
+                ledger_version=F("ledger_version") + len(moved[org_id]),
+            )
+        settled = [
+            (ev["hold"], int(ev.get("cost", 0)))
+            for ev in unique.values()
+            if ev.get("hold") and ev.get("embedded")
+        ]
+        for hold_id, cost in settled:
+            Hold.objects.filter(pk=hold_id).exclude(status=HoldStatus.CHARGED).update(
+                status=HoldStatus.CHARGED, settled_units=cost
+            )
+    written = len(unique) - len(before)
     _touch_keys(events)
+    _auto_topup(events)
     return written
+
+
+def _auto_topup(events: list[dict[str, Any]]) -> None:
+    """Balances only fall here, so this is where a threshold can be crossed; never fails the batch."""
+    from billing.stripe_client import stripe_enabled
+
+    if not stripe_enabled():
+        return
+    from billing.tasks import auto_topup_enqueue
+
+    try:
+        auto_topup_enqueue(sorted({int(ev["org"]) for ev in events if ev.get("cost")}))
+    except Exception:
+        logger.exception("could not queue auto top-ups")
 
 
 def _touch_keys(events: list[dict[str, Any]]) -> None:
@@ -115,11 +169,16 @@ class EmbeddedWriter:
 
     def __init__(self) -> None:
         self._queue: queue.Queue[bytes | None] = queue.Queue()
+        # Settled events not yet in the database, by generation id, so GET /generation never races the
+        # writer. Plain dict operations are atomic under the GIL.
+        self.pending: dict[str, bytes] = {}
         self._thread = threading.Thread(target=self._run, name="usage-writer", daemon=True)
         self._thread.start()
         atexit.register(self.close)
 
-    def put(self, event: bytes) -> None:
+    def put(self, event: bytes, generation_id: str | None = None) -> None:
+        if generation_id:
+            self.pending[generation_id] = event
         self._queue.put(event)
 
     def flush(self, timeout: float = 10.0) -> None:
@@ -160,15 +219,20 @@ class EmbeddedWriter:
                     event.set()
 
     def _write(self, events: list[dict[str, Any]]) -> None:
-        for attempt in range(5):
+        """Retry until the database takes the batch: dropping it would lose money (the ledger write is
+        idempotent, so a retry after a half-visible failure is safe)."""
+        attempt = 0
+        while True:
             try:
                 close_old_connections()
                 usage_events_apply(events)
-                return
+                break
             except Exception:
-                logger.exception("usage write failed (attempt %d); retrying", attempt + 1)
-                threading.Event().wait(0.2 * (attempt + 1))
-        logger.error("dropping %d usage events after retries; their holds will expire", len(events))
+                attempt += 1
+                logger.exception("usage write failed (attempt %d); retrying", attempt)
+                threading.Event().wait(min(0.2 * attempt, 5.0))
+        for ev in events:
+            self.pending.pop(ev.get("gen", ""), None)
 
 
 _writer: EmbeddedWriter | None = None

@@ -8,40 +8,51 @@ from typing import Any
 from django import forms
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from accounts.models import Organization
 from accounts.views import DashboardRequest, dashboard_view, render_dashboard
 from billing import selectors, services
 from billing.money import from_units
+from billing.stripe_client import stripe_enabled
 from switchyard.errors import SwitchyardError
 
 
 def _checkout() -> Any:
-    """Stripe checkout, once billing.services provides it (it lights this page up without a change here)."""
+    """Stripe Checkout, when Stripe is configured (STRIPE_API_KEY); None shows "not configured"."""
+    if not stripe_enabled():
+        return None
     return getattr(services, "checkout_session_create", None)
 
 
 def _auto_topup_supported() -> bool:
-    return hasattr(Organization, "auto_topup_threshold_units") and hasattr(
-        Organization, "auto_topup_amount_units"
-    )
+    return stripe_enabled()
+
+
+def _limits_help() -> str:
+    low, high = selectors.purchase_limits_usd()
+    return f"Between ${low:,} and ${high:,}."
 
 
 class BuyForm(forms.Form):
     amount = forms.DecimalField(
         label="Amount (USD)",
-        min_value=selectors.PURCHASE_MIN_USD,
-        max_value=selectors.PURCHASE_MAX_USD,
         max_digits=9,
         decimal_places=2,
         initial=Decimal("20"),
         widget=forms.NumberInput(attrs={"step": "1", "inputmode": "decimal"}),
-        help_text=f"Between ${selectors.PURCHASE_MIN_USD} and ${selectors.PURCHASE_MAX_USD:,}.",
     )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        low, high = selectors.purchase_limits_usd()
+        field = self.fields["amount"]
+        field.validators = [MinValueValidator(low), MaxValueValidator(high)]
+        field.help_text = _limits_help()
+        field.widget.attrs.update({"min": str(low), "max": str(high)})
 
 
 class AutoTopupForm(forms.Form):
@@ -56,12 +67,16 @@ class AutoTopupForm(forms.Form):
     amount = forms.DecimalField(
         label="Buy this much (USD)",
         required=False,
-        min_value=selectors.PURCHASE_MIN_USD,
         max_digits=9,
         decimal_places=2,
         widget=forms.NumberInput(attrs={"step": "1", "inputmode": "decimal"}),
         help_text="Leave both empty to turn auto top-up off.",
     )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        low, high = selectors.purchase_limits_usd()
+        self.fields["amount"].validators = [MinValueValidator(low), MaxValueValidator(high)]
 
 
 def _quote(amount: Decimal | None) -> dict[str, Any]:
@@ -75,13 +90,15 @@ def _credits_context(request: DashboardRequest, **extra: Any) -> dict[str, Any]:
     org = request.org
     total_credits, total_usage = selectors.credits_totals(organization_id=org.pk)
     topup = None
+    profile = selectors.billing_profile_get(organization_id=org.pk)
     if _auto_topup_supported():
-        threshold = getattr(org, "auto_topup_threshold_units", None)
-        amount = getattr(org, "auto_topup_amount_units", None)
+        on = profile is not None and profile.auto_topup_enabled
+        threshold = profile.auto_topup_threshold_units if on and profile else None
+        amount = profile.auto_topup_amount_units if on and profile else None
         topup = AutoTopupForm(
             initial={
-                "threshold": from_units(threshold).normalize() if threshold else None,
-                "amount": from_units(amount).normalize() if amount else None,
+                "threshold": from_units(threshold).normalize() if threshold is not None else None,
+                "amount": from_units(amount).normalize() if amount is not None else None,
             }
         )
     buy = BuyForm()
@@ -95,6 +112,8 @@ def _credits_context(request: DashboardRequest, **extra: Any) -> dict[str, Any]:
         "buy_form": buy,
         "quote": _quote(buy.fields["amount"].initial),
         "topup_form": topup,
+        "billing_profile": profile,
+        "purchase_limits": selectors.purchase_limits_usd(),
     }
     context.update(extra)
     return context

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404, render
+from django.urls import path, reverse
+from django.views.decorators.http import require_POST
 
 from billing.money import PER_MILLION, from_units
-from routing import services
-from routing.models import Endpoint, Generation, Model, Provider
+from routing import health, services
+from routing.models import Endpoint, Generation, Model, Provider, ProviderKey
+from routing.selectors import byok_provider_list, endpoint_health_list
+from switchyard.errors import SwitchyardError
 
 
 def _per_million(price: Decimal | None) -> str:
@@ -105,6 +113,7 @@ class EndpointAdmin(EnableActions, admin.ModelAdmin):
         "completion_per_m",
         "context_length",
         "quantization",
+        "circuit",
     ]
     list_filter = ["enabled", "provider", "quantization"]
     search_fields = ["model__slug", "provider__slug", "provider_model_id"]
@@ -124,6 +133,67 @@ class EndpointAdmin(EnableActions, admin.ModelAdmin):
     def cache_read_per_m(self, obj: Endpoint) -> str:
         return _per_million(obj.price_cache_read)
 
+    @admin.display(description="Circuit")
+    def circuit(self, obj: Endpoint) -> str:
+        return health.book.state(obj.pk).replace("_", "-")
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        extra = {"health_url": reverse("admin:routing_endpoint_health"), **(extra_context or {})}
+        return super().changelist_view(request, extra)
+
+    def get_urls(self):  # type: ignore[no-untyped-def]
+        return [
+            path("health/", self.admin_site.admin_view(self.health_view), name="routing_endpoint_health"),
+            path(
+                "health/act/",
+                self.admin_site.admin_view(require_POST(self.health_action)),
+                name="routing_endpoint_health_act",
+            ),
+            *super().get_urls(),
+        ]
+
+    def health_view(self, request: HttpRequest) -> HttpResponse:
+        """Provider and endpoint health with circuit states; one-click disable / enable / close."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Provider and endpoint health",
+            "opts": self.model._meta,
+            "providers": endpoint_health_list(),
+            "can_change": self.has_change_permission(request),
+            "threshold": health.threshold(),
+            "cooldown": health.cooldown(),
+        }
+        return render(request, "admin/routing/health.html", context)
+
+    def health_action(self, request: HttpRequest) -> HttpResponse:
+        if not self.has_change_permission(request):
+            raise PermissionDenied
+        action = request.POST.get("action", "")
+        target = request.POST.get("id", "")
+        if not target.isdigit():
+            messages.error(request, "Nothing selected.")
+        elif action in ("disable_endpoint", "enable_endpoint", "reset_breaker"):
+            endpoint = get_object_or_404(Endpoint.objects.select_related("model", "provider"), pk=int(target))
+            if action == "reset_breaker":
+                health.breaker_reset(endpoint.pk)
+                messages.success(request, f"Closed the circuit of {endpoint}.")
+            else:
+                enabled = action == "enable_endpoint"
+                services.endpoint_set_enabled(endpoint=endpoint, enabled=enabled)
+                messages.success(request, f"{'Enabled' if enabled else 'Disabled'} {endpoint}.")
+        elif action in ("disable_provider", "enable_provider"):
+            provider = get_object_or_404(Provider, pk=int(target))
+            enabled = action == "enable_provider"
+            services.provider_set_enabled(provider=provider, enabled=enabled)
+            messages.success(request, f"{'Enabled' if enabled else 'Disabled'} provider {provider.slug}.")
+        else:
+            messages.error(request, f"Unknown action {action!r}.")
+        return HttpResponseRedirect(reverse("admin:routing_endpoint_health"))
+
 
 @admin.register(Generation)
 class GenerationAdmin(admin.ModelAdmin):
@@ -140,7 +210,7 @@ class GenerationAdmin(admin.ModelAdmin):
         "latency_ms",
         "created_at",
     ]
-    list_filter = ["status", "streamed", "cancelled", "provider"]
+    list_filter = ["status", "streamed", "cancelled", "is_byok", "provider"]
     search_fields = ["id", "model", "organization__slug"]
     date_hierarchy = "created_at"
 
@@ -156,3 +226,85 @@ class GenerationAdmin(admin.ModelAdmin):
     @admin.display(description="Cost (USD)")
     def cost(self, obj: Generation) -> str:
         return f"{from_units(obj.cost_units).normalize():f}"
+
+
+class ProviderKeyForm(forms.ModelForm):
+    """The secret is write-only: typed in a password box that never renders a value, then encrypted."""
+
+    api_key = forms.CharField(
+        label="API key",
+        required=False,
+        strip=True,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
+        help_text="Write-only: stored encrypted, never shown again. Leave empty to keep the current key.",
+    )
+
+    class Meta:
+        model = ProviderKey
+        fields = ["organization", "provider", "allow_platform_fallback"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if "provider" in self.fields:
+            self.fields["provider"].queryset = byok_provider_list()  # type: ignore[attr-defined]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if data.get("api_key"):
+            try:
+                data["api_key"] = services.provider_key_clean(data["api_key"])
+            except SwitchyardError as exc:
+                self.add_error("api_key", exc.message)
+        elif self.instance.pk is None:
+            self.add_error("api_key", "A new provider key needs the key itself.")
+        return data
+
+
+@admin.register(ProviderKey)
+class ProviderKeyAdmin(admin.ModelAdmin):
+    """BYOK keys: the ciphertext is never displayed, only the last four characters."""
+
+    form = ProviderKeyForm
+    list_display = [
+        "organization",
+        "provider",
+        "masked",
+        "allow_platform_fallback",
+        "created_by",
+        "updated_at",
+    ]
+    list_filter = ["provider", "allow_platform_fallback"]
+    search_fields = ["organization__slug", "organization__name", "provider__slug"]
+    list_select_related = ["organization", "provider", "created_by"]
+    readonly_fields = ["masked", "created_by", "created_at", "updated_at"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: object = None) -> list[str]:
+        fixed = ["organization", "provider"] if obj is not None else []
+        return fixed + self.readonly_fields
+
+    @admin.display(description="Key")
+    def masked(self, obj: ProviderKey) -> str:
+        return obj.masked if obj.pk else "-"
+
+    def save_model(self, request: HttpRequest, obj: ProviderKey, form: forms.ModelForm, change: bool) -> None:
+        secret = form.cleaned_data.get("api_key")
+        if secret:
+            row = services.provider_key_save(
+                organization=obj.organization,
+                provider=obj.provider,
+                api_key=secret,
+                allow_platform_fallback=obj.allow_platform_fallback,
+                user=request.user,
+            )
+            obj.pk, obj.last4, obj.encrypted_key = row.pk, row.last4, row.encrypted_key
+        else:
+            services.provider_key_set_fallback(
+                provider_key=obj, allow_platform_fallback=obj.allow_platform_fallback
+            )
+
+    def delete_model(self, request: HttpRequest, obj: ProviderKey) -> None:
+        services.provider_key_delete(provider_key=obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet) -> None:
+        for obj in queryset:
+            services.provider_key_delete(provider_key=obj)

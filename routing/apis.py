@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from drf_spectacular.types import OpenApiTypes  # the real shapes: switchyard/openapi.py
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
 from rest_framework.permissions import AllowAny
@@ -26,7 +27,7 @@ class ModelsListApi(APIView):
     @extend_schema(
         operation_id="models_list",
         parameters=[OpenApiParameter("search", str, description="Filter by slug or name")],
-        responses=OutputSerializer,
+        responses=OpenApiTypes.OBJECT,
     )
     def get(self, request: Request) -> Response:
         search = request.query_params.get("search")
@@ -40,7 +41,7 @@ class ModelEndpointsApi(APIView):
     class OutputSerializer(serializers.Serializer):
         data = serializers.DictField()  # type: ignore[assignment]
 
-    @extend_schema(operation_id="model_endpoints", responses=OutputSerializer)
+    @extend_schema(operation_id="model_endpoints", responses=OpenApiTypes.OBJECT)
     def get(self, request: Request, author: str, slug: str) -> Response:
         snapshot = catalog.get_sync()
         model = snapshot.models.get(f"{author}/{slug}")
@@ -60,13 +61,16 @@ class GenerationGetApi(APIView):
     @extend_schema(
         operation_id="generation_get",
         parameters=[OpenApiParameter("id", str, required=True, description="Generation id (gen-...)")],
-        responses=OutputSerializer,
+        responses=OpenApiTypes.OBJECT,
     )
     def get(self, request: Request) -> Response:
         gen_id = request.query_params.get("id", "").strip()
         if not gen_id:
             raise BadRequest("Query parameter `id` is required.", metadata={"field": "id"})
-        gen = selectors.generation_get(organization_id=principal(request).org_id, generation_id=gen_id)
+        org_id = principal(request).org_id
+        gen = selectors.generation_get(organization_id=org_id, generation_id=gen_id)
+        if gen is None:
+            gen = selectors.generation_pending(organization_id=org_id, generation_id=gen_id)
         if gen is None:
             raise NotFound(f"Generation {gen_id} not found (it may still be on its way: retry in a second).")
         return Response({"data": selectors.generation_data(gen)})

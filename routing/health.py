@@ -2,57 +2,132 @@
 
 Every web process shares one view. In full mode the numbers live in Redis and are written by the
 settle Lua script (no extra round trip on the request path); each process refreshes its copy of the
-breaker states once a second in the background. In embedded mode (one process) they live here.
+breaker states and recent-failure counts once a second in the background, so the router reads only
+memory. In embedded mode (one process) they live here.
 
-Breaker: after BREAKER_THRESHOLD consecutive failures an endpoint opens and is skipped. After
-BREAKER_COOLDOWN seconds it is half-open: each process lets one request through every
-PROBE_INTERVAL seconds as a probe; a success closes it, a failure re-opens it for another cooldown.
-When every candidate is open they are tried anyway, so a false positive never becomes an outage.
+Three views of an endpoint's health, each for its own purpose:
+
+* minute buckets over the last 30 minutes (`sy:hm:<ep>:<minute>`): uptime, mean latency, TTFT and
+  throughput, shown on `/models/{author}/{slug}/endpoints` and the admin health page;
+* a 30-second window of successes and failures (four 10-second slots per endpoint in `sy:cb`): an
+  endpoint with significant recent failures is *degraded* and the default load balancer tries it only
+  after the stable ones (OpenRouter's "no significant outage in the last 30 seconds");
+* moving averages of latency and throughput (`sy:hp`), which `sort: "latency" | "throughput"` and
+  `preferred_max_latency` / `preferred_min_throughput` use.
+
+Breaker: after SWITCHYARD_BREAKER_THRESHOLD consecutive failures an endpoint opens and is tried only
+as a last resort. After SWITCHYARD_BREAKER_COOLDOWN_SECONDS it is half-open: each process lets one
+request through every SWITCHYARD_BREAKER_PROBE_SECONDS as a probe (tried first); a success closes the
+breaker, a failure re-opens it for another cooldown. When every candidate is open they are tried
+anyway, so a false positive never becomes an outage.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
+
 from switchyard.shared import async_redis, redis_enabled, sync_redis
 
 logger = logging.getLogger("switchyard.health")
 
-BREAKER_THRESHOLD = 5
-BREAKER_COOLDOWN = 30.0
-PROBE_INTERVAL = 5.0
 WINDOW_MINUTES = 30
 BREAKER_KEY = "sy:cb"
+PERF_KEY = "sy:hp"
+STICKY_PREFIX = "sy:st:"
+RECENT_SLOT_SECONDS = 10
+RECENT_SLOTS = 3  # the current slot and the two before it: the last 30 seconds
+# "Significant" recent failures: at least this many in the window, and at least this share of attempts.
+RECENT_MIN_FAILURES = 3
+RECENT_MIN_ERROR_RATE = 0.25
+EWMA_ALPHA = 0.2
+RECORD_FIELDS = 8
+PERF_REFRESH_SECONDS = 5.0
 
-# Appended to the settle script: ARGV from `first` on are records of 7 fields each:
-# endpoint id, ok (1/0), latency ms, ttft ms, completion tokens, generation ms, now (unix seconds).
+# Appended to the settle script. ARGV from `first` on are records of RECORD_FIELDS fields:
+#   endpoint id, ok (1/0), latency ms, ttft ms, completion tokens, generation ms, now (unix s), threshold
+# or a sticky-routing record: 'S', key hash, endpoint id, ttl seconds, and padding.
 HEALTH_LUA = f"""
+local function ewma(field, value)
+  local old = tonumber(redis.call('HGET', '{PERF_KEY}', field))
+  if old then value = old + {EWMA_ALPHA} * (value - old) end
+  redis.call('HSET', '{PERF_KEY}', field, string.format('%.3f', value))
+end
 local function record_health(first)
-  for i = first, #ARGV, 7 do
-    local ep, ok, now = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 6])
-    local bucket = 'sy:hm:' .. ep .. ':' .. math.floor(now / 60)
-    if ok == '1' then
-      redis.call('HINCRBY', bucket, 'ok', 1)
-      redis.call('HINCRBY', bucket, 'lat', ARGV[i + 2])
-      redis.call('HINCRBY', bucket, 'ttft', ARGV[i + 3])
-      redis.call('HINCRBY', bucket, 'tok', ARGV[i + 4])
-      redis.call('HINCRBY', bucket, 'gen', ARGV[i + 5])
-      redis.call('HSET', 'sy:cb', ep .. ':f', 0)
-      redis.call('HDEL', 'sy:cb', ep .. ':open')
+  for i = first, #ARGV, {RECORD_FIELDS} do
+    local ep = ARGV[i]
+    if ep == 'S' then
+      redis.call('SET', '{STICKY_PREFIX}' .. ARGV[i + 1], ARGV[i + 2], 'EX', ARGV[i + 3])
     else
-      redis.call('HINCRBY', bucket, 'fail', 1)
-      local f = redis.call('HINCRBY', 'sy:cb', ep .. ':f', 1)
-      if f >= {BREAKER_THRESHOLD} then redis.call('HSET', 'sy:cb', ep .. ':open', ARGV[i + 6]) end
+      local ok, now = ARGV[i + 1], tonumber(ARGV[i + 6])
+      local bucket = 'sy:hm:' .. ep .. ':' .. math.floor(now / 60)
+      local slot = math.floor(now / {RECENT_SLOT_SECONDS})
+      local ring = ep .. ':r' .. (slot % 4)
+      if redis.call('HGET', '{BREAKER_KEY}', ring) ~= tostring(slot) then
+        redis.call('HSET', '{BREAKER_KEY}', ring, slot, ring .. 'o', 0, ring .. 'f', 0)
+      end
+      if ok == '1' then
+        local tok, gen = tonumber(ARGV[i + 4]), tonumber(ARGV[i + 5])
+        if gen <= 1 then gen = math.max(tonumber(ARGV[i + 2]), 1) end
+        redis.call('HINCRBY', bucket, 'ok', 1)
+        redis.call('HINCRBY', bucket, 'lat', ARGV[i + 2])
+        redis.call('HINCRBY', bucket, 'ttft', ARGV[i + 3])
+        redis.call('HINCRBY', bucket, 'tok', tok)
+        redis.call('HINCRBY', bucket, 'gen', gen)
+        redis.call('HINCRBY', '{BREAKER_KEY}', ring .. 'o', 1)
+        redis.call('HSET', '{BREAKER_KEY}', ep .. ':f', 0)
+        redis.call('HDEL', '{BREAKER_KEY}', ep .. ':open')
+        ewma(ep .. ':lat', tonumber(ARGV[i + 2]))
+        if tok > 0 and gen > 0 then ewma(ep .. ':tps', tok * 1000 / gen) end
+      else
+        redis.call('HINCRBY', bucket, 'fail', 1)
+        redis.call('HINCRBY', '{BREAKER_KEY}', ring .. 'f', 1)
+        local f = redis.call('HINCRBY', '{BREAKER_KEY}', ep .. ':f', 1)
+        if f >= tonumber(ARGV[i + 7]) then redis.call('HSET', '{BREAKER_KEY}', ep .. ':open', ARGV[i + 6]) end
+      end
+      redis.call('EXPIRE', bucket, {(WINDOW_MINUTES + 1) * 60})
     end
-    redis.call('EXPIRE', bucket, {(WINDOW_MINUTES + 1) * 60})
   end
 end
 """
+
+# Set by the router for a request that may be routed sticky; read when the request settles, so that
+# the endpoint that answered is remembered (in the same Redis call that settles the hold).
+sticky_context: contextvars.ContextVar[str | None] = contextvars.ContextVar("sy_sticky", default=None)
+
+
+def threshold() -> int:
+    return int(settings.SWITCHYARD_BREAKER_THRESHOLD)
+
+
+def cooldown() -> float:
+    return float(settings.SWITCHYARD_BREAKER_COOLDOWN_SECONDS)
+
+
+def probe_interval() -> float:
+    return float(settings.SWITCHYARD_BREAKER_PROBE_SECONDS)
+
+
+def sticky_ttl() -> int:
+    return int(settings.SWITCHYARD_STICKY_TTL_SECONDS)
+
+
+def __getattr__(name: str) -> Any:
+    # Older callers (switchyard/metrics.py) import these as constants; they follow the settings.
+    if name == "BREAKER_COOLDOWN":
+        return cooldown()
+    if name == "BREAKER_THRESHOLD":
+        return threshold()
+    if name == "PROBE_INTERVAL":
+        return probe_interval()
+    raise AttributeError(name)
 
 
 @dataclass(slots=True)
@@ -64,6 +139,12 @@ class Outcome:
     tokens: int = 0
     generation_ms: int = 0
 
+    @property
+    def effective_generation_ms(self) -> int:
+        """Time spent generating; for a whole (non-streamed) answer, whose tokens arrive at once, the
+        whole latency, so throughput is end to end."""
+        return self.generation_ms if self.generation_ms > 1 else max(self.latency_ms, 1)
+
     def args(self, now: int) -> list[str]:
         return [
             str(self.endpoint_id),
@@ -73,60 +154,114 @@ class Outcome:
             str(self.tokens),
             str(self.generation_ms),
             str(now),
+            str(threshold()),
         ]
 
 
+@dataclass(frozen=True, slots=True)
+class Perf:
+    """Moving averages from successful requests: latency (ms, time to first token when streamed) and
+    output throughput (tokens per second). None until measured."""
+
+    latency_ms: float | None = None
+    throughput: float | None = None
+
+
+def _ewma(old: float | None, value: float) -> float:
+    return value if old is None else old + EWMA_ALPHA * (value - old)
+
+
 class _Local:
-    """Embedded mode's book: minute buckets and breaker state in this process."""
+    """Embedded mode's book: minute buckets, recent window, moving averages and breaker state here."""
 
     def __init__(self) -> None:
         self.buckets: dict[tuple[int, int], dict[str, int]] = defaultdict(lambda: defaultdict(int))
         self.failures: dict[int, int] = defaultdict(int)
         self.opened: dict[int, float] = {}
+        # endpoint -> slot -> [ok, fail]
+        self.recent: dict[int, dict[int, list[int]]] = defaultdict(dict)
+        self.perf: dict[int, Perf] = {}
+        self.sticky: dict[str, tuple[int, float]] = {}
 
     def record(self, o: Outcome, now: float) -> None:
         bucket = self.buckets[(o.endpoint_id, int(now // 60))]
+        slot = int(now // RECENT_SLOT_SECONDS)
+        window = self.recent[o.endpoint_id]
+        counts = window.setdefault(slot, [0, 0])
+        for old in [s for s in window if s <= slot - RECENT_SLOTS]:
+            del window[old]
         if o.ok:
+            gen = o.effective_generation_ms
             bucket["ok"] += 1
             bucket["lat"] += o.latency_ms
             bucket["ttft"] += o.ttft_ms
             bucket["tok"] += o.tokens
-            bucket["gen"] += o.generation_ms
+            bucket["gen"] += gen
+            counts[0] += 1
             self.failures[o.endpoint_id] = 0
             self.opened.pop(o.endpoint_id, None)
+            old_perf = self.perf.get(o.endpoint_id, Perf())
+            tps = old_perf.throughput
+            if o.tokens > 0 and gen > 0:
+                tps = _ewma(tps, o.tokens * 1000 / gen)
+            self.perf[o.endpoint_id] = Perf(_ewma(old_perf.latency_ms, o.latency_ms), tps)
         else:
             bucket["fail"] += 1
+            counts[1] += 1
             self.failures[o.endpoint_id] += 1
-            if self.failures[o.endpoint_id] >= BREAKER_THRESHOLD:
+            if self.failures[o.endpoint_id] >= threshold():
                 self.opened[o.endpoint_id] = now
         if len(self.buckets) > 50_000:
             horizon = int(now // 60) - WINDOW_MINUTES
             for key in [k for k in self.buckets if k[1] < horizon]:
                 del self.buckets[key]
 
+    def recent_counts(self, endpoint_id: int, now: float) -> tuple[int, int]:
+        slot = int(now // RECENT_SLOT_SECONDS)
+        ok = fail = 0
+        for s, (o, f) in self.recent.get(endpoint_id, {}).items():
+            if s > slot - RECENT_SLOTS:
+                ok, fail = ok + o, fail + f
+        return ok, fail
+
 
 class HealthBook:
     def __init__(self) -> None:
         self.local = _Local()
-        self.opened: dict[int, float] = {}  # shared breaker view (full mode), refreshed in background
+        # Full mode: the shared view, refreshed from Redis in the background.
+        self.opened: dict[int, float] = {}
+        self.recent: dict[int, tuple[int, int]] = {}
+        self.perf: dict[int, Perf] = {}
         self.last_probe: dict[int, float] = {}
         self._task: asyncio.Task[None] | None = None
+        self._perf_at = 0.0
+        self._synced_at = 0.0
 
     # ---- writes ----------------------------------------------------------------------------
 
     def record_local(self, outcomes: list[Outcome]) -> None:
+        """Embedded mode: record the attempts' outcomes (and remember a sticky request's endpoint)."""
         now = time.time()
         for o in outcomes:
             self.local.record(o, now)
+        key, winner = sticky_context.get(), _winner(outcomes)
+        if key and winner is not None:
+            self.local.sticky[key] = (winner, now + sticky_ttl())
+            if len(self.local.sticky) > 100_000:
+                self.local.sticky = {k: v for k, v in self.local.sticky.items() if v[1] > now}
 
     def settle_args(self, outcomes: list[Outcome]) -> list[str]:
+        """Full mode: the outcomes as ARGV records for HEALTH_LUA (run inside the settle script)."""
         now = int(time.time())
         args: list[str] = []
         for o in outcomes:
             args += o.args(now)
+        key, winner = sticky_context.get(), _winner(outcomes)
+        if key and winner is not None:
+            args += ["S", key, str(winner), str(sticky_ttl()), "", "", "", ""]
         return args
 
-    # ---- breaker reads (hot path, memory only) -------------------------------------------------
+    # ---- reads (hot path, memory only) --------------------------------------------------------
 
     def _open_since(self, endpoint_id: int) -> float | None:
         if redis_enabled():
@@ -140,9 +275,9 @@ class HealthBook:
         if since is None:
             return True
         now = now or time.time()
-        if now - since < BREAKER_COOLDOWN:
+        if now - since < cooldown():
             return False
-        if now - self.last_probe.get(endpoint_id, 0.0) >= PROBE_INTERVAL:
+        if now - self.last_probe.get(endpoint_id, 0.0) >= probe_interval():
             self.last_probe[endpoint_id] = now
             return True
         return False
@@ -151,40 +286,122 @@ class HealthBook:
         since = self._open_since(endpoint_id)
         if since is None:
             return "closed"
-        return "open" if (now or time.time()) - since < BREAKER_COOLDOWN else "half_open"
+        return "open" if (now or time.time()) - since < cooldown() else "half_open"
+
+    def recent_counts(self, endpoint_id: int, now: float | None = None) -> tuple[int, int]:
+        """(successes, failures) in the last 30 seconds."""
+        if redis_enabled():
+            self._ensure_refresh()
+            return self.recent.get(endpoint_id, (0, 0))
+        return self.local.recent_counts(endpoint_id, now or time.time())
+
+    def degraded(self, endpoint_id: int, now: float | None = None) -> bool:
+        """Significant failures in the last 30 seconds (the load balancer tries it after stable ones)."""
+        ok, fail = self.recent_counts(endpoint_id, now)
+        return fail >= RECENT_MIN_FAILURES and fail >= RECENT_MIN_ERROR_RATE * (ok + fail)
+
+    def perf_of(self, endpoint_id: int) -> Perf:
+        if redis_enabled():
+            self._ensure_refresh()
+            return self.perf.get(endpoint_id, Perf())
+        return self.local.perf.get(endpoint_id, Perf())
+
+    async def sticky_get(self, key: str) -> int | None:
+        """The endpoint that last answered this sticky key, while the entry lives."""
+        if not redis_enabled():
+            entry = self.local.sticky.get(key)
+            if entry is None or entry[1] <= time.time():
+                return None
+            return entry[0]
+        try:
+            raw = await async_redis().get(STICKY_PREFIX + key)
+        except Exception:
+            logger.warning("sticky routing lookup failed; routing without it", exc_info=True)
+            return None
+        return int(raw) if raw else None
+
+    # ---- the shared view (full mode) ----------------------------------------------------------
 
     def _ensure_refresh(self) -> None:
         if self._task is None or self._task.done():
             try:
                 self._task = asyncio.get_running_loop().create_task(self._refresh_loop())
-            except RuntimeError:
-                self._refresh_sync()
+            except RuntimeError:  # a sync caller (admin, DRF view): read Redis at most once a second
+                if time.monotonic() - self._synced_at >= 1.0:
+                    self._refresh_sync()
 
     async def _refresh_loop(self) -> None:
         while True:
             try:
-                raw = await async_redis().hgetall(BREAKER_KEY)
-                self.opened = _parse_open(raw)
+                client = async_redis()
+                self._apply(await client.hgetall(BREAKER_KEY), time.time())
+                if time.monotonic() - self._perf_at >= PERF_REFRESH_SECONDS:
+                    self.perf = _parse_perf(await client.hgetall(PERF_KEY))
+                    self._perf_at = time.monotonic()
             except Exception:
-                logger.warning("could not refresh breaker states; keeping the last view", exc_info=True)
+                logger.warning("could not refresh endpoint health; keeping the last view", exc_info=True)
             await asyncio.sleep(1.0)
 
     def _refresh_sync(self) -> None:
-        self.opened = _parse_open(sync_redis().hgetall(BREAKER_KEY))
+        self._synced_at = time.monotonic()
+        client = sync_redis()
+        self._apply(client.hgetall(BREAKER_KEY), time.time())
+        self.perf = _parse_perf(client.hgetall(PERF_KEY))
+
+    def _apply(self, raw: dict[Any, Any], now: float) -> None:
+        self.opened = _parse_open(raw)
+        self.recent = _parse_recent(raw, now)
 
     def reset(self) -> None:
         self.local = _Local()
         self.opened = {}
+        self.recent = {}
+        self.perf = {}
         self.last_probe = {}
+        self._perf_at = 0.0
+        self._synced_at = 0.0
+
+
+def _winner(outcomes: list[Outcome]) -> int | None:
+    return next((o.endpoint_id for o in reversed(outcomes) if o.ok), None)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _parse_open(raw: dict[Any, Any]) -> dict[int, float]:
     out = {}
     for key, value in raw.items():
-        name = key.decode() if isinstance(key, bytes) else key
+        name = _text(key)
         if name.endswith(":open"):
             out[int(name.split(":", 1)[0])] = float(value)
     return out
+
+
+def _parse_recent(raw: dict[Any, Any], now: float) -> dict[int, tuple[int, int]]:
+    """Sum the 10-second slots of the last 30 seconds from `<ep>:r<n>` (slot), `...o` and `...f`."""
+    fields = {_text(k): _text(v) for k, v in raw.items()}
+    current = int(now // RECENT_SLOT_SECONDS)
+    out: dict[int, tuple[int, int]] = {}
+    for name, value in fields.items():
+        ep, _, ring = name.partition(":")
+        if len(ring) != 2 or ring[0] != "r" or not ring[1].isdigit():
+            continue
+        if int(value) <= current - RECENT_SLOTS:
+            continue
+        ok, fail = out.get(int(ep), (0, 0))
+        out[int(ep)] = (ok + int(fields.get(name + "o", 0)), fail + int(fields.get(name + "f", 0)))
+    return out
+
+
+def _parse_perf(raw: dict[Any, Any]) -> dict[int, Perf]:
+    lat: dict[int, float] = {}
+    tps: dict[int, float] = {}
+    for key, value in raw.items():
+        ep, _, metric = _text(key).partition(":")
+        (lat if metric == "lat" else tps)[int(ep)] = float(value)
+    return {ep: Perf(lat.get(ep), tps.get(ep)) for ep in lat.keys() | tps.keys()}
 
 
 book = HealthBook()
@@ -199,6 +416,7 @@ def _summarise(buckets: list[dict[str, int]]) -> dict[str, Any]:
     tokens = sum(b.get("tok", 0) for b in buckets)
     return {
         "requests": ok + fail,
+        "failures": fail,
         "uptime": round(100.0 * ok / (ok + fail), 2),
         "latency_ms": round(sum(b.get("lat", 0) for b in buckets) / ok) if ok else None,
         "ttft_ms": round(sum(b.get("ttft", 0) for b in buckets) / ok) if ok else None,
@@ -206,25 +424,57 @@ def _summarise(buckets: list[dict[str, int]]) -> dict[str, Any]:
     }
 
 
+def _live(ep: int, now: float, consecutive: int) -> dict[str, Any]:
+    ok, fail = book.recent_counts(ep, now)
+    return {
+        "circuit": book.state(ep, now),
+        "consecutive_failures": consecutive,
+        "recent_ok": ok,
+        "recent_failures": fail,
+        "degraded": book.degraded(ep, now),
+    }
+
+
 def stats_sync(endpoint_ids: list[int]) -> dict[int, dict[str, Any]]:
-    """Last 30 minutes per endpoint: requests, uptime %, mean latency and TTFT, tokens per second."""
-    minute = int(time.time() // 60)
+    """Per endpoint: the last 30 minutes (requests, uptime %, mean latency and TTFT, tokens per
+    second) and the live state (circuit, consecutive failures, the 30-second window)."""
+    now = time.time()
+    minute = int(now // 60)
     minutes = range(minute - WINDOW_MINUTES + 1, minute + 1)
     out: dict[int, dict[str, Any]] = {}
     if not redis_enabled():
         for ep in endpoint_ids:
             buckets = [book.local.buckets[(ep, m)] for m in minutes if (ep, m) in book.local.buckets]
-            out[ep] = {**_summarise(buckets), "circuit": book.state(ep)}
+            out[ep] = {**_summarise(buckets), **_live(ep, now, book.local.failures.get(ep, 0))}
         return out
     client = sync_redis()
     pipe = client.pipeline(transaction=False)
     for ep in endpoint_ids:
         for m in minutes:
             pipe.hgetall(f"sy:hm:{ep}:{m}")
-    results = pipe.execute() if endpoint_ids else []
-    book._refresh_sync()
+    pipe.hgetall(BREAKER_KEY)
+    results = pipe.execute()
+    breaker = results[-1]
+    book._apply(breaker, now)
+    consecutive = {
+        int(_text(k).split(":", 1)[0]): int(v) for k, v in breaker.items() if _text(k).endswith(":f")
+    }
     for i, ep in enumerate(endpoint_ids):
         chunk = results[i * len(minutes) : (i + 1) * len(minutes)]
-        buckets = [{k.decode(): int(v) for k, v in b.items()} for b in chunk if b]
-        out[ep] = {**_summarise(buckets), "circuit": book.state(ep)}
+        buckets = [{_text(k): int(v) for k, v in b.items()} for b in chunk if b]
+        out[ep] = {**_summarise(buckets), **_live(ep, now, consecutive.get(ep, 0))}
     return out
+
+
+def breaker_reset(endpoint_id: int) -> None:
+    """Close an endpoint's circuit now (admin): forget its failures, in every process's shared view."""
+    book.local.failures.pop(endpoint_id, None)
+    book.local.opened.pop(endpoint_id, None)
+    book.local.recent.pop(endpoint_id, None)
+    book.opened.pop(endpoint_id, None)
+    book.recent.pop(endpoint_id, None)
+    if redis_enabled():
+        fields = [f"{endpoint_id}:open", f"{endpoint_id}:f"]
+        for n in range(4):
+            fields += [f"{endpoint_id}:r{n}", f"{endpoint_id}:r{n}o", f"{endpoint_id}:r{n}f"]
+        sync_redis().hdel(BREAKER_KEY, *fields)

@@ -158,6 +158,8 @@ class Generation(models.Model):
     generation_time_ms = models.PositiveIntegerField(null=True)
     error = models.TextField(blank=True)
     attempts = models.JSONField(default=list)
+    # Served with the organisation's own provider key: cost_units is then only the platform fee.
+    is_byok = models.BooleanField(default=False)
     created_at = models.DateTimeField()
 
     class Meta:
@@ -169,3 +171,43 @@ class Generation(models.Model):
 
     def __str__(self) -> str:
         return self.id
+
+
+class ProviderKey(models.Model):
+    """An organisation's own API key for a provider (BYOK).
+
+    Stored only encrypted (switchyard.crypto, SWITCHYARD_ENCRYPTION_KEYS); after saving, only its last
+    four characters are ever shown. Services in routing/services.py write it; the hot path reads it
+    through routing/byok.py's cache, never the ORM per request.
+    """
+
+    organization = models.ForeignKey(
+        "accounts.Organization", on_delete=models.CASCADE, related_name="provider_keys"
+    )
+    provider = models.ForeignKey(Provider, on_delete=models.CASCADE, related_name="organization_keys")
+    encrypted_key = models.TextField(editable=False)
+    last4 = models.CharField(max_length=4, editable=False)
+    allow_platform_fallback = models.BooleanField(
+        default=True,
+        help_text="When this key fails (401, 429, 5xx), retry the provider with the platform's key at list price.",
+    )
+    created_by = models.ForeignKey(
+        "accounts.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["provider__slug"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "provider"], name="provider_key_org_provider_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.provider.slug} key {self.masked}"
+
+    @property
+    def masked(self) -> str:
+        return f"…{self.last4}"

@@ -1,13 +1,28 @@
-"""Candidate selection and ordering: which endpoints may serve a request, and in what order to try them."""
+"""Candidate selection and ordering: which endpoints may serve a request, and in what order to try them.
+
+`plan()` is pure and synchronous (catalog snapshot + request + live health held in memory): filter each
+requested model's endpoints by what the request needs and by its `provider` preferences (merged over
+the organisation's defaults), order them, then put endpoints with an open circuit last. `route()` is the
+gateway's entry point: `plan()` plus sticky routing for prompt caching (one Redis read, only for long
+prompts where a provider cache can pay off).
+"""
 
 from __future__ import annotations
 
+import hashlib
+import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
+import orjson
+from django.conf import settings
+
 from routing.catalog.snapshot import EndpointInfo, ModelInfo, Snapshot
+from routing.health import book, sticky_context
 from switchyard.errors import BadRequest, NoProviderAvailable, NotFound
 
 VARIANTS = {"free", "floor", "nitro", "online", "thinking", "extended"}
@@ -26,6 +41,10 @@ PREF_KEYS = {
     "preferred_max_latency",
     "sort_by",
 }
+SORTS = ("price", "throughput", "latency")
+QUANTIZATIONS = {"int4", "int8", "fp4", "fp6", "fp8", "fp16", "bf16", "fp32", "unknown"}
+MAX_PRICE_FIELDS = ("prompt", "completion", "request", "image")
+PERCENTILES = ("p50", "p75", "p90", "p99")
 # Request fields that count as "parameters" for require_parameters.
 PARAMETER_FIELDS = (
     "temperature",
@@ -46,6 +65,12 @@ PARAMETER_FIELDS = (
     "logit_bias",
     "reasoning",
 )
+# The load balancer prices "this request": its estimated prompt plus this many completion tokens
+# (fewer when max_tokens says so), plus any per-request price.
+TYPICAL_COMPLETION_TOKENS = 256
+# Sticky routing hashes the organisation, the model and the conversation's opening (first system and
+# first user message, or the prompt) cut to this many characters.
+STICKY_PREFIX_CHARS = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,170 +86,372 @@ def split_variant(slug: str) -> tuple[str, str | None]:
     return slug, None
 
 
-def merge_preferences(org_defaults: dict[str, Any], request: dict[str, Any] | None) -> dict[str, Any]:
-    """Org defaults first, the request's own preferences on top; list filters are combined, not replaced."""
-    prefs = dict(org_defaults or {})
-    for key, value in (request or {}).items():
-        if key == "ignore" and prefs.get("ignore"):
-            prefs["ignore"] = list(dict.fromkeys([*prefs["ignore"], *value]))
-        elif key == "data_collection" and prefs.get("data_collection") == "deny":
-            continue  # an org that denies data collection cannot be overridden per request
-        else:
-            prefs[key] = value
+# ---- preferences ----------------------------------------------------------------------------------
+
+
+def _bad(field: str, message: str) -> BadRequest:
+    return BadRequest(f"provider.{field}: {message}", metadata={"field": f"provider.{field}"})
+
+
+def _number(field: str, value: Any) -> Decimal:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise _bad(field, "must be a number")
+    try:
+        number = Decimal(str(value))
+    except InvalidOperation:
+        raise _bad(field, "must be a number")
+    if not number.is_finite() or number < 0:
+        raise _bad(field, "must be a number >= 0")
+    return number
+
+
+def _cutoffs(field: str, value: Any) -> dict[str, float]:
+    """A number (the p50 cutoff) or an object of percentile cutoffs, as OpenRouter takes them."""
+    if isinstance(value, dict):
+        unknown = set(value) - set(PERCENTILES)
+        if unknown:
+            raise _bad(
+                field, f"unknown percentile(s) {', '.join(sorted(unknown))}; use {', '.join(PERCENTILES)}"
+            )
+        return {p: float(_number(f"{field}.{p}", v)) for p, v in value.items() if v is not None}
+    return {"p50": float(_number(field, value))}
+
+
+def validate_preferences(prefs: dict[str, Any]) -> dict[str, Any]:
+    """Check a `provider` object's fields and types; a 400 names the first bad field."""
+    if not isinstance(prefs, dict):
+        raise BadRequest("provider: must be an object of routing preferences", metadata={"field": "provider"})
     unknown = set(prefs) - PREF_KEYS
     if unknown:
         raise BadRequest(
             f"provider: unknown preference(s) {', '.join(sorted(unknown))}", metadata={"field": "provider"}
         )
+    out = {k: v for k, v in prefs.items() if v is not None}
     for key in ("order", "only", "ignore", "quantizations"):
-        if key in prefs and (
-            not isinstance(prefs[key], list) or not all(isinstance(s, str) for s in prefs[key])
-        ):
-            raise BadRequest(
-                f"provider.{key}: must be a list of strings", metadata={"field": f"provider.{key}"}
-            )
-    if prefs.get("sort") not in (None, "price", "throughput", "latency"):
-        raise BadRequest(
-            'provider.sort: must be "price", "throughput" or "latency"', metadata={"field": "provider.sort"}
-        )
-    if prefs.get("data_collection") not in (None, "allow", "deny"):
-        raise BadRequest(
-            'provider.data_collection: must be "allow" or "deny"',
-            metadata={"field": "provider.data_collection"},
-        )
-    if "max_price" in prefs and not isinstance(prefs["max_price"], dict):
-        raise BadRequest("provider.max_price: must be an object", metadata={"field": "provider.max_price"})
+        if key in out and (not isinstance(out[key], list) or not all(isinstance(s, str) for s in out[key])):
+            raise _bad(key, "must be a list of strings")
+    bad_quant = set(out.get("quantizations") or ()) - QUANTIZATIONS
+    if bad_quant:
+        raise _bad("quantizations", f"unknown level(s) {', '.join(sorted(bad_quant))}")
+    for key in ("allow_fallbacks", "require_parameters", "zdr"):
+        if key in out and not isinstance(out[key], bool):
+            raise _bad(key, "must be true or false")
+    if out.get("data_collection") not in (None, "allow", "deny"):
+        raise _bad("data_collection", 'must be "allow" or "deny"')
+    for key in ("sort", "sort_by"):
+        sort = out.get(key)
+        if isinstance(sort, dict):
+            if sort.get("by") not in SORTS:
+                raise _bad(f"{key}.by", 'must be "price", "throughput" or "latency"')
+            if sort.get("partition") not in (None, "model", "none"):
+                raise _bad(f"{key}.partition", 'must be "model" or "none"')
+        elif sort is not None and sort not in SORTS:
+            raise _bad(key, 'must be "price", "throughput" or "latency"')
+    if "max_price" in out:
+        max_price = out["max_price"]
+        if not isinstance(max_price, dict):
+            raise _bad("max_price", "must be an object with prompt, completion, request and/or image")
+        unknown = set(max_price) - set(MAX_PRICE_FIELDS)
+        if unknown:
+            raise _bad("max_price", f"unknown field(s) {', '.join(sorted(unknown))}")
+        out["max_price"] = {k: _number(f"max_price.{k}", v) for k, v in max_price.items() if v is not None}
+    for key in ("preferred_min_throughput", "preferred_max_latency"):
+        if key in out:
+            out[key] = _cutoffs(key, out[key])
+    return out
+
+
+def merge_preferences(org_defaults: dict[str, Any], request: dict[str, Any] | None) -> dict[str, Any]:
+    """The organisation's defaults with the request's preferences on top.
+
+    The organisation's restrictions hold whatever the request says: `ignore` lists are combined,
+    `only` lists intersected, `data_collection: "deny"` and `zdr: true` stay, and each `max_price`
+    field keeps the lower of the two. Everything else in the request replaces the default."""
+    org = validate_preferences(dict(org_defaults or {}))
+    req = validate_preferences(dict(request or {}))
+    prefs = dict(org)
+    for key, value in req.items():
+        if key == "ignore" and org.get("ignore"):
+            prefs["ignore"] = list(dict.fromkeys([*org["ignore"], *value]))
+        elif key == "only" and org.get("only"):
+            prefs["only"] = [s for s in value if s in org["only"]]
+        elif key == "data_collection" and org.get("data_collection") == "deny":
+            continue
+        elif key == "zdr" and org.get("zdr"):
+            continue
+        elif key == "max_price" and org.get("max_price"):
+            merged = dict(org["max_price"])
+            for field, limit in value.items():
+                merged[field] = min(limit, merged.get(field, limit))
+            prefs["max_price"] = merged
+        else:
+            prefs[key] = value
     return prefs
+
+
+def _sort_spec(prefs: dict[str, Any], variant: str | None) -> tuple[str | None, str]:
+    """(sort by, partition) from the preferences and the model variant (:floor, :nitro)."""
+    sort = prefs.get("sort") or prefs.get("sort_by")
+    partition = "model"
+    if isinstance(sort, dict):
+        partition = sort.get("partition") or "model"
+        sort = sort["by"]
+    if variant == "floor":
+        sort = "price"
+    elif variant == "nitro":
+        sort = "throughput"
+    return sort, partition
+
+
+# ---- filtering ------------------------------------------------------------------------------------
 
 
 def _requested_parameters(req: dict[str, Any]) -> set[str]:
     return {f for f in PARAMETER_FIELDS if req.get(f) is not None}
 
 
-def _price_units(value: Any, per_million: bool) -> int | None:
-    from decimal import Decimal, InvalidOperation
-
-    try:
-        usd = Decimal(str(value))
-    except InvalidOperation:
-        raise BadRequest(
-            "provider.max_price: prices must be numbers", metadata={"field": "provider.max_price"}
-        )
-    units = usd * 10**12
-    return int(units / 10**6) if per_million else int(units)
+def _has_images(req: dict[str, Any]) -> bool:
+    for m in req.get("messages") or ():
+        content = m.get("content") if isinstance(m, dict) else None
+        if isinstance(content, list) and any(
+            isinstance(p, dict) and p.get("type") == "image_url" for p in content
+        ):
+            return True
+    return False
 
 
-def _filter(
+def _per_token_units(usd_per_million: Decimal) -> Decimal:
+    return usd_per_million * 10**12 / 10**6
+
+
+def _max_price_excludes(ep: EndpointInfo, max_price: dict[str, Decimal]) -> str | None:
+    # prompt and completion are USD per million tokens; request and image USD per unit (OpenRouter's).
+    for field, units, limit in (
+        ("prompt", ep.prompt_units, _per_token_units(max_price["prompt"]) if "prompt" in max_price else None),
+        (
+            "completion",
+            ep.completion_units,
+            _per_token_units(max_price["completion"]) if "completion" in max_price else None,
+        ),
+        ("request", ep.request_units, max_price["request"] * 10**12 if "request" in max_price else None),
+        ("image", ep.image_units, max_price["image"] * 10**12 if "image" in max_price else None),
+    ):
+        if limit is not None and units > limit:
+            return f"{field} price above provider.max_price.{field}"
+    return None
+
+
+def _exclusion(
+    model: ModelInfo,
     ep: EndpointInfo,
     req: dict[str, Any],
     prefs: dict[str, Any],
     variant: str | None,
     prompt_estimate: int,
-    reasons: dict[str, str],
-) -> bool:
-    slug = ep.provider_slug
-
-    def drop(reason: str) -> bool:
-        reasons[slug] = reason
-        return False
-
+) -> str | None:
+    """Why this endpoint cannot serve the request, or None when it can."""
+    slug, name = ep.provider_slug, ep.provider_name
     if variant == "free" and not ep.is_free:
-        return drop("not free")
-    if prefs.get("only") and slug not in prefs["only"] and ep.provider_name not in prefs["only"]:
-        return drop("not in provider.only")
-    if slug in (prefs.get("ignore") or []) or ep.provider_name in (prefs.get("ignore") or []):
-        return drop("in provider.ignore")
+        return "not free (:free variant)"
+    if "only" in prefs and slug not in prefs["only"] and name not in prefs["only"]:
+        return "not in provider.only"
+    if slug in (prefs.get("ignore") or ()) or name in (prefs.get("ignore") or ()):
+        return "in provider.ignore"
     if prefs.get("quantizations") and (ep.quantization or "unknown") not in prefs["quantizations"]:
-        return drop("quantization not allowed")
+        return f"quantization {ep.quantization or 'unknown'} not in provider.quantizations"
     if prefs.get("data_collection") == "deny" and ep.data_policy.get("training", False):
-        return drop("provider may train on prompts")
+        return "provider may train on prompts (provider.data_collection is deny)"
     if prefs.get("zdr") and not ep.data_policy.get("zdr", False):
-        return drop("no zero data retention")
-    max_price = prefs.get("max_price") or {}
-    for field, units, per_million in (
-        ("prompt", ep.prompt_units, True),
-        ("completion", ep.completion_units, True),
-        ("request", ep.request_units, False),
-        ("image", ep.image_units, False),
+        return "no zero data retention (provider.zdr)"
+    reason = _max_price_excludes(ep, prefs.get("max_price") or {})
+    if reason:
+        return reason
+    params = ep.supported_parameters
+    if req.get("tools") and params and "tools" not in params:
+        return "does not support tools"
+    fmt = (
+        (req.get("response_format") or {}).get("type")
+        if isinstance(req.get("response_format"), dict)
+        else None
+    )
+    if (
+        fmt in ("json_object", "json_schema")
+        and params
+        and not params & {"response_format", "structured_outputs"}
     ):
-        if field in max_price and units > (_price_units(max_price[field], per_million) or 0):
-            return drop(f"{field} price above max_price")
-    wanted = _requested_parameters(req)
-    if req.get("tools") and ep.supported_parameters and "tools" not in ep.supported_parameters:
-        return drop("does not support tools")
-    if prefs.get("require_parameters") and ep.supported_parameters:
-        missing = wanted - ep.supported_parameters
+        return "does not support JSON mode (response_format)"
+    if _has_images(req) and "image" not in model.input_modalities:
+        return "model does not accept image input"
+    if prefs.get("require_parameters"):
+        missing = _requested_parameters(req) - params
         if missing:
-            return drop(f"does not support {', '.join(sorted(missing))}")
+            return f"does not support {', '.join(sorted(missing))} (provider.require_parameters)"
     max_tokens = req.get("max_tokens") or 0
     if ep.max_completion_tokens and max_tokens > ep.max_completion_tokens:
-        return drop(f"max_tokens above the endpoint's limit of {ep.max_completion_tokens}")
+        return f"max_tokens above the endpoint's limit of {ep.max_completion_tokens}"
     if ep.context_length and prompt_estimate + max_tokens > ep.context_length:
-        return drop("prompt and max_tokens exceed the context length")
-    return True
+        return f"prompt and max_tokens exceed the context length of {ep.context_length}"
+    return None
 
 
-def _price_key(ep: EndpointInfo) -> int:
-    # A blended price per token, weighted towards prompt tokens as typical traffic is.
-    return 3 * ep.prompt_units + ep.completion_units + ep.request_units
+# ---- ordering -------------------------------------------------------------------------------------
+
+
+def request_cost(ep: EndpointInfo, prompt_tokens: int, completion_tokens: int) -> int:
+    """This request's price at an endpoint, in picodollars: what the load balancer weighs."""
+    return prompt_tokens * ep.prompt_units + completion_tokens * ep.completion_units + ep.request_units
+
+
+def weighted_shuffle(items: list[Any], cost: Callable[[Any], int], rng: random.Random) -> list[Any]:
+    """A random order in which each item comes first with probability proportional to 1 / cost^2.
+
+    Weighted sampling without replacement (Efraimidis & Spirakis): sort by u^(1/w), computed as
+    log(u) * cost^2 to stay in range. Free items (cost 0) come first, in random order."""
+    if not items:
+        return []
+    costs = [cost(i) for i in items]
+    paid = [c for c in costs if c > 0]
+    base = min(paid) if paid else 1
+    keyed = []
+    for item, c in zip(items, costs, strict=True):
+        u = 1.0 - rng.random()  # (0, 1]
+        keyed.append((math.inf if c == 0 else math.log(u) * (c / base) ** 2, rng.random(), item))
+    keyed.sort(key=lambda k: (k[0], k[1]), reverse=True)
+    return [item for _, _, item in keyed]
 
 
 def _order(
-    endpoints: list[EndpointInfo], prefs: dict[str, Any], variant: str | None, rng: random.Random
+    endpoints: list[EndpointInfo],
+    prefs: dict[str, Any],
+    sort: str | None,
+    cost: Callable[[EndpointInfo], int],
+    rng: random.Random,
+    now: float,
 ) -> list[EndpointInfo]:
-    sort = prefs.get("sort") or prefs.get("sort_by")
-    if variant == "floor":
-        sort = "price"
-    if variant == "nitro":
-        sort = "throughput"
-    if sort in ("price", "throughput", "latency"):
-        # Throughput and latency ordering come from live health; until it is known, price decides.
-        ordered = sorted(endpoints, key=lambda e: (_price_key(e), e.provider_slug))
+    if sort in SORTS:
+        ordered = sorted(endpoints, key=lambda e: _sort_key(e, sort, cost))
     else:
-        # Default: weighted random by inverse square of price, so the cheapest gets most traffic.
-        weighted = []
-        for ep in endpoints:
-            price = _price_key(ep)
-            weight = 1.0 / (price * price) if price else float("inf")
-            weighted.append((ep, weight))
-        free = [ep for ep, w in weighted if w == float("inf")]
-        paid = [(ep, w) for ep, w in weighted if w != float("inf")]
-        ordered = list(free)
-        while paid:
-            total = sum(w for _, w in paid)
-            pick = rng.random() * total
-            for i, (ep, w) in enumerate(paid):
-                pick -= w
-                if pick <= 0 or i == len(paid) - 1:
-                    ordered.append(ep)
-                    paid.pop(i)
-                    break
+        # Default: price-weighted load balancing among endpoints without significant failures in the
+        # last 30 seconds; the shaky ones after them, so they still serve as fallbacks.
+        stable = [e for e in endpoints if not book.degraded(e.id, now)]
+        shaky = [e for e in endpoints if book.degraded(e.id, now)]
+        ordered = weighted_shuffle(stable, cost, rng) + weighted_shuffle(shaky, cost, rng)
     order = prefs.get("order") or []
     if order:
         rank = {slug: i for i, slug in enumerate(order)}
-        first = sorted((e for e in ordered if e.provider_slug in rank), key=lambda e: rank[e.provider_slug])
-        rest = [e for e in ordered if e.provider_slug not in rank]
+        first = sorted(
+            (e for e in ordered if e.provider_slug in rank or e.provider_name in rank),
+            key=lambda e: rank.get(e.provider_slug, rank.get(e.provider_name, 0)),
+        )
+        rest = [e for e in ordered if e not in first]
         ordered = first + rest if prefs.get("allow_fallbacks", True) else first
     elif prefs.get("allow_fallbacks") is False:
         ordered = ordered[:1]
     return ordered
 
 
-def _apply_breakers(endpoints: list[EndpointInfo]) -> list[EndpointInfo]:
-    """Half-open probes first, healthy endpoints in their order, open circuits only as a last resort."""
-    from routing.health import book
+def _sort_key(ep: EndpointInfo, sort: str | None, cost: Callable[[EndpointInfo], int]) -> tuple[Any, ...]:
+    """Sort keys; an endpoint not measured yet goes after the measured ones, cheapest first."""
+    if sort == "throughput":
+        tps = book.perf_of(ep.id).throughput
+        return (tps is None, -(tps or 0.0), cost(ep), ep.provider_slug)
+    if sort == "latency":
+        lat = book.perf_of(ep.id).latency_ms
+        return (lat is None, lat or 0.0, cost(ep), ep.provider_slug)
+    return (cost(ep), ep.provider_slug)
 
-    now = time.time()
+
+def _meets_performance(ep: EndpointInfo, prefs: dict[str, Any]) -> bool:
+    """preferred_min_throughput / preferred_max_latency (seconds) against the endpoint's moving
+    averages; every given percentile cutoff is compared with the one average we keep. Unmeasured
+    endpoints meet them (they cannot be judged yet)."""
+    perf = book.perf_of(ep.id)
+    for cutoff in (prefs.get("preferred_min_throughput") or {}).values():
+        if perf.throughput is not None and perf.throughput < cutoff:
+            return False
+    for cutoff in (prefs.get("preferred_max_latency") or {}).values():
+        if perf.latency_ms is not None and perf.latency_ms > cutoff * 1000:
+            return False
+    return True
+
+
+def _apply_breakers(candidates: list[Candidate], now: float) -> list[Candidate]:
+    """Half-open probes first, healthy endpoints in their order, open circuits only as a last resort."""
     probes, healthy, tripped = [], [], []
-    for ep in endpoints:
-        state = book.state(ep.id, now)
+    for cand in candidates:
+        state = book.state(cand.endpoint.id, now)
         if state == "closed":
-            healthy.append(ep)
-        elif state == "half_open" and book.allows(ep.id, now):
-            probes.append(ep)
+            healthy.append(cand)
+        elif state == "half_open" and book.allows(cand.endpoint.id, now):
+            probes.append(cand)
         else:
-            tripped.append(ep)
+            tripped.append(cand)
     return probes + healthy + tripped
+
+
+def _plan(
+    snapshot: Snapshot,
+    req: dict[str, Any],
+    org_defaults: dict[str, Any] | None,
+    prompt_estimate: int,
+    rng: random.Random,
+) -> tuple[list[Candidate], dict[str, Any]]:
+    prefs = merge_preferences(org_defaults or {}, req.get("provider"))
+    now = time.time()
+    completion = min(req.get("max_tokens") or TYPICAL_COMPLETION_TOKENS, TYPICAL_COMPLETION_TOKENS)
+
+    def cost(ep: EndpointInfo) -> int:
+        return request_cost(ep, prompt_estimate, completion)
+
+    known_any = False
+    candidates: list[Candidate] = []
+    reasons: dict[str, str] = {}
+    global_sort: str | None = None
+    for requested in req["_models"]:
+        if requested in snapshot.models:
+            slug, variant = requested, None
+        else:
+            slug, variant = split_variant(requested)
+        model = snapshot.models.get(slug)
+        if model is None:
+            continue
+        known_any = True
+        if req["_kind"] == "chat" and "text" not in model.output_modalities:
+            continue
+        if (req["_kind"] == "embedding") != ("embeddings" in model.output_modalities):
+            continue
+        fitting = []
+        for ep in model.endpoints:
+            why = _exclusion(model, ep, req, prefs, variant, prompt_estimate)
+            if why is None:
+                fitting.append(ep)
+            else:
+                name = ep.provider_slug if ep.provider_slug not in reasons else f"{slug}@{ep.provider_slug}"
+                reasons.setdefault(name, why)
+        sort, partition = _sort_spec(prefs, variant)
+        if sort in SORTS and partition == "none" and not prefs.get("order"):
+            global_sort = sort
+        candidates.extend(Candidate(model, ep) for ep in _order(fitting, prefs, sort, cost, rng, now))
+    if not known_any:
+        names = ", ".join(req["_models"])
+        raise NotFound(
+            f"Model {names} does not exist. See GET /api/v1/models for the catalog.",
+            metadata={"models": req["_models"]},
+        )
+    if global_sort is not None:
+        # sort.partition "none": the fallback models' endpoints compete with the first model's.
+        candidates.sort(key=lambda c: _sort_key(c.endpoint, global_sort, cost))
+    if prefs.get("preferred_min_throughput") or prefs.get("preferred_max_latency"):
+        # Deprioritised, not excluded; across models, so a fallback model that meets them goes first.
+        meets = [c for c in candidates if _meets_performance(c.endpoint, prefs)]
+        candidates = meets + [c for c in candidates if c not in meets]
+    candidates = _apply_breakers(candidates, now)
+    if not candidates:
+        raise NoProviderAvailable(
+            "No provider can serve this request with the given preferences.",
+            metadata={"models": req["_models"], "excluded": reasons},
+        )
+    return candidates, prefs
 
 
 def plan(
@@ -235,34 +462,78 @@ def plan(
     prompt_estimate: int = 0,
     rng: random.Random | None = None,
 ) -> list[Candidate]:
-    """All candidates for the request, in the order to try them (model fallbacks last)."""
-    rng = rng or random.Random()
-    prefs = merge_preferences(org_defaults or {}, req.get("provider"))
-    known_any = False
-    candidates: list[Candidate] = []
-    reasons: dict[str, str] = {}
-    for requested in req["_models"]:
-        slug, variant = split_variant(requested)
-        model = snapshot.models.get(slug)
-        if model is None:
-            continue
-        known_any = True
-        if req["_kind"] == "chat" and "text" not in model.output_modalities:
-            continue
-        if (req["_kind"] == "embedding") != ("embeddings" in model.output_modalities):
-            continue
-        fitting = [ep for ep in model.endpoints if _filter(ep, req, prefs, variant, prompt_estimate, reasons)]
-        ordered = _apply_breakers(_order(fitting, prefs, variant, rng))
-        candidates.extend(Candidate(model, ep) for ep in ordered)
-    if not known_any:
-        names = ", ".join(req["_models"])
-        raise NotFound(
-            f"Model {names} does not exist. See GET /api/v1/models for the catalog.",
-            metadata={"models": req["_models"]},
-        )
-    if not candidates:
-        raise NoProviderAvailable(
-            "No provider can serve this request with the given preferences.",
-            metadata={"models": req["_models"], "excluded": reasons},
-        )
+    """All candidates for the request, in the order to try them (model fallbacks after, unless a
+    `sort` with `partition: "none"` or a performance preference mixes them)."""
+    return _plan(snapshot, req, org_defaults, prompt_estimate, rng or random.Random())[0]
+
+
+# ---- sticky routing -------------------------------------------------------------------------------
+
+
+def _caches(ep: EndpointInfo) -> bool:
+    """Prompt caching pays at this endpoint: cache reads are priced below fresh prompt tokens."""
+    return 0 < ep.cache_read_units < ep.prompt_units
+
+
+def _opening(req: dict[str, Any]) -> str:
+    if req["_kind"] == "completion":
+        return str(req.get("prompt") or "")[:STICKY_PREFIX_CHARS]
+    system = user = None
+    for m in req.get("messages") or ():
+        role = m.get("role")
+        if system is None and role in ("system", "developer"):
+            system = m.get("content")
+        elif user is None and role == "user":
+            user = m.get("content")
+        if system is not None and user is not None:
+            break
+    return orjson.dumps([system, user]).decode()[:STICKY_PREFIX_CHARS]
+
+
+def sticky_key(org_id: int, model: str, req: dict[str, Any]) -> str:
+    raw = f"{org_id}\x00{model}\x00{_opening(req)}".encode()
+    return hashlib.blake2b(raw, digest_size=16).hexdigest()
+
+
+async def route(
+    snapshot: Snapshot,
+    req: dict[str, Any],
+    *,
+    org_id: int,
+    org_defaults: dict[str, Any] | None = None,
+    prompt_estimate: int = 0,
+    rng: random.Random | None = None,
+) -> list[Candidate]:
+    """`plan()`, then sticky routing: an organisation's repeated requests to a model with the same
+    opening go to the endpoint that answered last time while it is healthy, so its prompt cache hits.
+
+    Only for the default load balancing (no `order`, no `sort`), prompts of at least
+    SWITCHYARD_STICKY_MIN_PROMPT_TOKENS (providers cache nothing shorter) and endpoints whose cache
+    reads are cheaper than fresh prompt tokens. The endpoint that answers is remembered for
+    SWITCHYARD_STICKY_TTL_SECONDS when the request settles (routing.health)."""
+    sticky_context.set(None)
+    candidates, prefs = _plan(snapshot, req, org_defaults, prompt_estimate, rng or random.Random())
+    if (
+        prefs.get("order")
+        or prefs.get("sort")
+        or prefs.get("sort_by")
+        or prompt_estimate < int(settings.SWITCHYARD_STICKY_MIN_PROMPT_TOKENS)
+        or len(candidates) < 2
+    ):
+        return candidates
+    primary = candidates[0].model.slug
+    if not any(_caches(c.endpoint) for c in candidates if c.model.slug == primary):
+        return candidates
+    key = sticky_key(org_id, req["_models"][0], req)
+    sticky_context.set(key)
+    remembered = await book.sticky_get(key)
+    if remembered is None:
+        return candidates
+    now = time.time()
+    for i, cand in enumerate(candidates):
+        ep = cand.endpoint
+        if ep.id == remembered and cand.model.slug == primary:
+            if _caches(ep) and book.state(ep.id, now) == "closed" and not book.degraded(ep.id, now):
+                return [cand, *candidates[:i], *candidates[i + 1 :]]
+            break
     return candidates

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from billing.money import UNITS_PER_USD, from_units, json_number, price_str
 from routing.catalog.snapshot import EndpointInfo, ModelInfo, Snapshot
-from routing.models import Generation
+from routing.models import Generation, Provider, ProviderKey
 
 
 def _per_token(units: int) -> str:
@@ -113,6 +113,9 @@ def model_endpoints(
                 "uptime_last_30m": stats.get("uptime"),
                 "latency_last_30m": stats.get("latency_ms"),
                 "throughput_last_30m": stats.get("throughput"),
+                "ttft_last_30m": stats.get("ttft_ms"),
+                "requests_last_30m": stats.get("requests", 0),
+                "circuit": stats.get("circuit", "closed"),
             }
         )
     return {
@@ -126,7 +129,20 @@ def model_endpoints(
 
 
 def generation_get(*, organization_id: int, generation_id: str) -> Generation | None:
+    if "\x00" in generation_id:  # no id holds a NUL, and PostgreSQL refuses to compare with one
+        return None
     return Generation.objects.filter(organization_id=organization_id, pk=generation_id).first()
+
+
+def generation_pending(*, organization_id: int, generation_id: str) -> Generation | None:
+    """A settled generation whose row the usage drain has not written yet (full mode), unsaved."""
+    from billing.holds import pending_generation_event
+    from billing.usage import generation_fields
+
+    ev = pending_generation_event(generation_id)
+    if ev is None or int(ev.get("org", 0)) != organization_id:
+        return None
+    return Generation(id=generation_id, **generation_fields(ev))
 
 
 def generation_data(g: Generation) -> dict[str, Any]:
@@ -156,6 +172,7 @@ def generation_data(g: Generation) -> dict[str, Any]:
         "error": g.error or None,
         "created_at": g.created_at.isoformat(),
         "attempts": g.attempts,
+        "is_byok": g.is_byok,
     }
 
 
@@ -394,3 +411,56 @@ def usage_by_day(
             "requests": sum(sum(per_group[g]["requests"]) for g in keep),
         },
     }
+
+
+# --- BYOK -----------------------------------------------------------------------------------------
+
+
+def provider_key_list(*, organization_id: int) -> QuerySet[ProviderKey]:
+    return ProviderKey.objects.filter(organization_id=organization_id).select_related(
+        "provider", "created_by"
+    )
+
+
+def provider_key_get(*, organization_id: int, provider_key_id: int) -> ProviderKey | None:
+    return provider_key_list(organization_id=organization_id).filter(pk=provider_key_id).first()
+
+
+def byok_provider_list() -> QuerySet[Provider]:
+    """Providers an organisation can bring its own key for (enabled, real upstreams)."""
+    return Provider.objects.filter(enabled=True).exclude(api_format="simulated").order_by("name")
+
+
+# --- Endpoint health (admin) ----------------------------------------------------------------------
+
+
+def endpoint_health_list() -> list[dict[str, Any]]:
+    """Every provider with its endpoints (enabled or not), each with its live health: the last 30
+    minutes' uptime, latency, TTFT and throughput, the circuit state, consecutive failures and the
+    30-second window the load balancer uses."""
+    from routing import health
+    from routing.models import Endpoint
+
+    providers = list(Provider.objects.order_by("slug"))
+    endpoints = list(
+        Endpoint.objects.select_related("model", "provider").order_by("provider__slug", "model__slug")
+    )
+    stats = health.stats_sync([ep.pk for ep in endpoints])
+    rows: dict[int, list[dict[str, Any]]] = {}
+    for ep in endpoints:
+        rows.setdefault(ep.provider_id, []).append({"endpoint": ep, **stats.get(ep.pk, {})})
+    out = []
+    for provider in providers:
+        eps = rows.get(provider.pk, [])
+        requests = sum(r.get("requests", 0) for r in eps)
+        failures = sum(r.get("failures", 0) for r in eps)
+        out.append(
+            {
+                "provider": provider,
+                "endpoints": eps,
+                "requests": requests,
+                "uptime": round(100.0 * (requests - failures) / requests, 2) if requests else None,
+                "open_circuits": sum(1 for r in eps if r.get("circuit") != "closed"),
+            }
+        )
+    return out

@@ -6,6 +6,8 @@ import json
 import logging
 from typing import Any
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.response import Response
@@ -171,6 +173,11 @@ class ApiErrorMiddleware:
             return None
         if isinstance(exception, SwitchyardError):
             return JsonResponse(exception.body(), status=exception.status)
+        if isinstance(exception, RequestDataTooBig):  # a body over DATA_UPLOAD_MAX_MEMORY_SIZE
+            limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+            return json_error(413, f"Request body is larger than {limit} bytes.", {"limit": limit})
+        if isinstance(exception, SuspiciousOperation):  # what Django itself would answer with a 400
+            return json_error(400, str(exception) or None)
         logger.exception("unhandled error on %s", request.path, exc_info=exception)
         return json_error(500)
 

@@ -6,12 +6,14 @@ import base64
 import hashlib
 import os
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from switchyard.env import env_bool, env_decimal, env_int, env_list, env_str
+from switchyard.logging import logging_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("SWITCHYARD_VAR_DIR", str(BASE_DIR / "var")))
@@ -47,6 +49,8 @@ INSTALLED_APPS = [
     "django.contrib.humanize",
     "allauth",
     "allauth.account",
+    "axes",
+    "csp",
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",
@@ -57,15 +61,18 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "accounts.audit.AuditContextMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "allauth.account.middleware.AccountMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "switchyard.errors.ApiErrorMiddleware",
+    "axes.middleware.AxesMiddleware",  # last, as django-axes asks: turns a lockout into its 429 page
 ]
 
 ROOT_URLCONF = "switchyard.urls"
@@ -88,6 +95,10 @@ ASGI_APPLICATION = "switchyard.asgi.application"
 
 if DATABASE_URL:
     DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)}
+    # Behind PgBouncer in transaction mode (README "Scale-out guide").
+    DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = env_bool(
+        "DATABASE_DISABLE_SERVER_SIDE_CURSORS", False
+    )
 else:
     DATABASES = {
         "default": {
@@ -107,6 +118,7 @@ else:
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "accounts.User"
 AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # first: refuses a locked-out admin login before any check
     "django.contrib.auth.backends.ModelBackend",  # Django admin
     "allauth.account.auth_backends.AuthenticationBackend",  # the dashboard: email login
 ]
@@ -192,6 +204,11 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    # The gateway's endpoints, response and error shapes (switchyard/openapi.py): what the fuzz tests check.
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "switchyard.openapi.postprocess",
+    ],
 }
 
 # Celery: eager in embedded mode (no broker), Redis in full mode.
@@ -215,18 +232,85 @@ if not _enc:
         raise ImproperlyConfigured("SWITCHYARD_ENCRYPTION_KEYS is required when DEBUG is off.")
     _enc = [base64.urlsafe_b64encode(hashlib.sha256(("enc:" + SECRET_KEY).encode()).digest()).decode()]
 SWITCHYARD_ENCRYPTION_KEYS = _enc
+# BYOK: requests served with an organisation's own provider key are charged this percent of the list
+# cost (rounded up to a whole picodollar); a process trusts its cached copy of an org's keys this long.
+SWITCHYARD_BYOK_FEE_PERCENT = env_decimal("SWITCHYARD_BYOK_FEE_PERCENT", "5")
+if not 0 <= SWITCHYARD_BYOK_FEE_PERCENT <= 100:
+    raise ImproperlyConfigured("SWITCHYARD_BYOK_FEE_PERCENT must be between 0 and 100.")
+SWITCHYARD_BYOK_CACHE_SECONDS = env_int("SWITCHYARD_BYOK_CACHE_SECONDS", 2)
 
 STRIPE_API_KEY = env_str("STRIPE_API_KEY", "")
 STRIPE_WEBHOOK_SECRET = env_str("STRIPE_WEBHOOK_SECRET", "")
 STRIPE_API_BASE = env_str("STRIPE_API_BASE", "")
+# Billing (README "Billing"): purchase bounds and the card fee shown before paying, webhook clock
+# tolerance, auto top-up failure policy, auditor cadence.
+STRIPE_WEBHOOK_TOLERANCE_SECONDS = env_int("STRIPE_WEBHOOK_TOLERANCE_SECONDS", 300)
+SWITCHYARD_PURCHASE_MIN_USD = env_decimal("SWITCHYARD_PURCHASE_MIN_USD", "5")
+SWITCHYARD_PURCHASE_MAX_USD = env_decimal("SWITCHYARD_PURCHASE_MAX_USD", "10000")
+SWITCHYARD_PURCHASE_FEE_PERCENT = env_decimal("SWITCHYARD_PURCHASE_FEE_PERCENT", "5.5")
+SWITCHYARD_PURCHASE_FEE_MIN_USD = env_decimal("SWITCHYARD_PURCHASE_FEE_MIN_USD", "0.80")
+SWITCHYARD_AUTO_TOPUP_MAX_FAILURES = env_int("SWITCHYARD_AUTO_TOPUP_MAX_FAILURES", 3)
+SWITCHYARD_AUTO_TOPUP_RETRY_SECONDS = env_int("SWITCHYARD_AUTO_TOPUP_RETRY_SECONDS", 3600)
+SWITCHYARD_AUDIT_INTERVAL_SECONDS = env_int("SWITCHYARD_AUDIT_INTERVAL_SECONDS", 300)
+SWITCHYARD_HOLDS_REAP_SECONDS = env_int("SWITCHYARD_HOLDS_REAP_SECONDS", 30)
 
 # Hot path knobs.
 SWITCHYARD_KEY_CACHE_SECONDS = env_int("SWITCHYARD_KEY_CACHE_SECONDS", 2)
 SWITCHYARD_CATALOG_CHECK_SECONDS = env_int("SWITCHYARD_CATALOG_CHECK_SECONDS", 1)
 SWITCHYARD_MAX_BODY_BYTES = env_int("SWITCHYARD_MAX_BODY_BYTES", 4 * 1024 * 1024)
+# The same limit for Django's own views (the Stripe webhook, admin, dashboard): over it, 413 under /api/.
+DATA_UPLOAD_MAX_MEMORY_SIZE = SWITCHYARD_MAX_BODY_BYTES
+# Input limits on the completion endpoints (routing/gateway/input_limits.py): each a 400 naming the field.
+SWITCHYARD_MAX_JSON_DEPTH = env_int("SWITCHYARD_MAX_JSON_DEPTH", 64)
+SWITCHYARD_MAX_MESSAGES = env_int("SWITCHYARD_MAX_MESSAGES", 2000)
+SWITCHYARD_MAX_STRING_CHARS = env_int("SWITCHYARD_MAX_STRING_CHARS", 1024 * 1024)
+SWITCHYARD_MAX_OUTPUT_TOKENS = env_int("SWITCHYARD_MAX_OUTPUT_TOKENS", 1_000_000)
+# Rate limits (routing/ratelimit.py). Paid traffic: defaults for every key / organisation, overridable
+# on each in admin; 0 = no limit. Free models: per organisation.
+SWITCHYARD_RATE_LIMIT_KEY_RPM = env_int("SWITCHYARD_RATE_LIMIT_KEY_RPM", 0)
+SWITCHYARD_RATE_LIMIT_KEY_TPM = env_int("SWITCHYARD_RATE_LIMIT_KEY_TPM", 0)
+SWITCHYARD_RATE_LIMIT_ORG_RPM = env_int("SWITCHYARD_RATE_LIMIT_ORG_RPM", 0)
+SWITCHYARD_RATE_LIMIT_ORG_TPM = env_int("SWITCHYARD_RATE_LIMIT_ORG_TPM", 0)
+SWITCHYARD_FREE_REQUESTS_PER_MINUTE = env_int("SWITCHYARD_FREE_REQUESTS_PER_MINUTE", 20)
+SWITCHYARD_FREE_REQUESTS_PER_DAY = env_int("SWITCHYARD_FREE_REQUESTS_PER_DAY", 50)
+SWITCHYARD_FREE_REQUESTS_PER_DAY_PURCHASED = env_int("SWITCHYARD_FREE_REQUESTS_PER_DAY_PURCHASED", 1000)
+SWITCHYARD_FREE_PURCHASED_THRESHOLD_USD = env_decimal("SWITCHYARD_FREE_PURCHASED_THRESHOLD_USD", "10")
+for _name in (
+    "SWITCHYARD_MAX_BODY_BYTES",
+    "SWITCHYARD_MAX_JSON_DEPTH",
+    "SWITCHYARD_MAX_MESSAGES",
+    "SWITCHYARD_MAX_STRING_CHARS",
+    "SWITCHYARD_MAX_OUTPUT_TOKENS",
+):
+    if globals()[_name] < 1:
+        raise ImproperlyConfigured(f"{_name} must be at least 1.")
+for _name in (
+    "SWITCHYARD_RATE_LIMIT_KEY_RPM",
+    "SWITCHYARD_RATE_LIMIT_KEY_TPM",
+    "SWITCHYARD_RATE_LIMIT_ORG_RPM",
+    "SWITCHYARD_RATE_LIMIT_ORG_TPM",
+    "SWITCHYARD_FREE_REQUESTS_PER_MINUTE",
+    "SWITCHYARD_FREE_REQUESTS_PER_DAY",
+    "SWITCHYARD_FREE_REQUESTS_PER_DAY_PURCHASED",
+    "SWITCHYARD_FREE_PURCHASED_THRESHOLD_USD",
+):
+    if globals()[_name] < 0:
+        raise ImproperlyConfigured(f"{_name} must be 0 (no limit) or more.")
 SWITCHYARD_HOLD_TTL_SECONDS = env_int("SWITCHYARD_HOLD_TTL_SECONDS", 900)
 SWITCHYARD_PROCESSING_COMMENT_SECONDS = env_decimal("SWITCHYARD_PROCESSING_COMMENT_SECONDS", "2")
+# Deployment-wide caps on every provider's catalog timeouts (seconds; 0 = the catalog's own values).
+SWITCHYARD_CONNECT_TIMEOUT_SECONDS = env_decimal("SWITCHYARD_CONNECT_TIMEOUT_SECONDS", "0")
+SWITCHYARD_FIRST_BYTE_TIMEOUT_SECONDS = env_decimal("SWITCHYARD_FIRST_BYTE_TIMEOUT_SECONDS", "0")
+SWITCHYARD_IDLE_TIMEOUT_SECONDS = env_decimal("SWITCHYARD_IDLE_TIMEOUT_SECONDS", "0")
+SWITCHYARD_TOTAL_TIMEOUT_SECONDS = env_decimal("SWITCHYARD_TOTAL_TIMEOUT_SECONDS", "0")
 SWITCHYARD_DEMO_CREDITS = env_decimal("SWITCHYARD_DEMO_CREDITS", "10")
+# Routing health (routing/health.py): consecutive failures that open an endpoint's circuit, seconds it
+# stays open before probes, seconds between probes per process; sticky routing (routing/router.py).
+SWITCHYARD_BREAKER_THRESHOLD = env_int("SWITCHYARD_BREAKER_THRESHOLD", 5)
+SWITCHYARD_BREAKER_COOLDOWN_SECONDS = env_decimal("SWITCHYARD_BREAKER_COOLDOWN_SECONDS", "30")
+SWITCHYARD_BREAKER_PROBE_SECONDS = env_decimal("SWITCHYARD_BREAKER_PROBE_SECONDS", "5")
+SWITCHYARD_STICKY_TTL_SECONDS = env_int("SWITCHYARD_STICKY_TTL_SECONDS", 300)
+SWITCHYARD_STICKY_MIN_PROMPT_TOKENS = env_int("SWITCHYARD_STICKY_MIN_PROMPT_TOKENS", 1024)
 # Image URLs fetched for providers that need inline data (Gemini) may never reach private, loopback or
 # link-local addresses; only tests that serve images from 127.0.0.1 turn this on.
 SWITCHYARD_IMAGE_FETCH_ALLOW_PRIVATE = env_bool("SWITCHYARD_IMAGE_FETCH_ALLOW_PRIVATE", False)
@@ -242,14 +326,56 @@ if not DEBUG:
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
-
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-    "loggers": {"django.request": {"level": "ERROR"}},
+SESSION_COOKIE_HTTPONLY = True
+CSRF_COOKIE_HTTPONLY = True  # the pages carry the token in the body (hx-headers); no script reads the cookie
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SAMESITE = "Lax"
+# Content-Security-Policy (django-csp): scripts only from our own static files (no inline script, no
+# eval); inline style attributes are allowed (htmx and Chart.js set them); no framing, no plugins.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'", "'unsafe-inline'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'", "data:"],
+        "connect-src": ["'self'"],
+        "worker-src": ["'self'", "blob:"],  # the API reference (Redoc) indexes in a blob: worker
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
 }
+# Django admin login throttle (django-axes, admin only; the dashboard's sign-in has allauth's own rate
+# limits): after this many failures an IP address, or a username, is locked out for the cool-off time.
+AXES_ONLY_ADMIN_SITE = True
+AXES_HANDLER = "accounts.throttle.AdminOnlyAxesHandler"
+AXES_FAILURE_LIMIT = env_int("SWITCHYARD_ADMIN_LOGIN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("SWITCHYARD_ADMIN_LOGIN_COOLOFF_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]
+AXES_RESET_ON_SUCCESS = True
+AXES_DISABLE_ACCESS_LOG = True  # successful logins: staff ones are in the audit log; failures are kept
+AXES_VERBOSE = False  # no start-up banner; lockouts are still logged as warnings
+AXES_USERNAME_FORM_FIELD = "username"
+# Behind a load balancer, how many proxies append to X-Forwarded-For (0: use the peer address).
+AXES_IPWARE_PROXY_COUNT = env_int("SWITCHYARD_TRUSTED_PROXY_COUNT", 0) or None
+AXES_IPWARE_META_PRECEDENCE_ORDER = (
+    ["HTTP_X_FORWARDED_FOR", "REMOTE_ADDR"] if AXES_IPWARE_PROXY_COUNT else ["REMOTE_ADDR"]
+)
+
+# Production (README "Production"): JSON log lines carrying the request's generation id; graceful
+# shutdown deadline for in-flight streams; who may read /metrics; one beat per deployment.
+LOG_FORMAT = env_str("LOG_FORMAT", "plain" if DEBUG else "json")
+if LOG_FORMAT not in ("json", "plain"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be json or plain, got {LOG_FORMAT!r}.")
+LOGGING = logging_config(fmt=LOG_FORMAT, level=env_str("LOG_LEVEL", "INFO"))
+# django-axes logs every login at INFO; its lockouts (the part worth reading) are warnings.
+LOGGING["loggers"]["axes"] = {"level": "WARNING"}
+SWITCHYARD_SHUTDOWN_DRAIN_SECONDS = env_int("SWITCHYARD_SHUTDOWN_DRAIN_SECONDS", 25)
+SWITCHYARD_METRICS_TOKEN = env_str("SWITCHYARD_METRICS_TOKEN", "")
+SWITCHYARD_METRICS_ALLOWED_NETWORKS = env_list(
+    "SWITCHYARD_METRICS_ALLOWED_NETWORKS", ["127.0.0.1/32", "::1/128"]
+)
+CELERY_BEAT_SCHEDULER = "switchyard.beat:SingleBeatScheduler"
 
 os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(VAR_DIR / "tiktoken"))

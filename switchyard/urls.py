@@ -5,7 +5,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularJSONAPIView, SpectacularRedocView
 
 from accounts.apis import KeyGetApi
-from billing.apis import CreditsGetApi
+from billing.apis import CreditsGetApi, stripe_webhook
 from routing.apis import GenerationGetApi, ModelEndpointsApi, ModelsListApi
 
 api_v1 = [
@@ -18,6 +18,7 @@ api_v1 = [
     path("api/v1/generation", GenerationGetApi.as_view(), name="api-generation"),
     path("api/v1/key", KeyGetApi.as_view(), name="api-key"),
     path("api/v1/credits", CreditsGetApi.as_view(), name="api-credits"),
+    path("api/v1/stripe/webhook", stripe_webhook, name="api-stripe-webhook"),
     path(
         "api/v1/openapi.json",
         SpectacularJSONAPIView.as_view(permission_classes=[], authentication_classes=[]),

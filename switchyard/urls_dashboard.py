@@ -5,6 +5,7 @@ from django.urls import path
 from accounts import views as accounts_views
 from billing import views as billing_views
 from routing import views as routing_views
+from routing import views_byok
 
 urlpatterns = [
     # Public
@@ -43,5 +44,12 @@ urlpatterns = [
     path("dashboard/playground/", routing_views.playground, name="playground"),
     path("dashboard/playground/key", routing_views.playground_key, name="playground-key"),
     path("dashboard/settings/", accounts_views.org_settings, name="settings"),
+    path("dashboard/settings/provider-keys/", views_byok.byok_keys, name="byok"),
+    path(
+        "dashboard/settings/provider-keys/<int:key_id>/<str:action>",
+        views_byok.byok_key_action,
+        name="byok-action",
+    ),
     path("dashboard/profile/", accounts_views.profile, name="profile"),
+    path("dashboard/audit/", accounts_views.audit_log, name="audit"),
 ]

@@ -18,9 +18,12 @@ def _fresh_process_caches():
     """Each test starts with empty in-process caches (keys, catalog snapshot)."""
     from accounts.keys import _local
     from routing.catalog.snapshot import catalog
+    from routing.ratelimit import local_buckets, purchased_cache
 
     _local.clear()
     catalog.clear()
+    local_buckets.clear()  # embedded-mode rate-limit buckets (full mode's live in Redis, cleared below)
+    purchased_cache.clear()
     yield
     _local.clear()
     catalog.clear()

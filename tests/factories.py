@@ -38,7 +38,7 @@ class MembershipFactory(factory.django.DjangoModelFactory):
 
 
 def make_org(*, credits: Decimal | str | None = "10", slug: str | None = None) -> Organization:
-    org = OrganizationFactory(**({"slug": slug} if slug else {}))
+    org: Organization = OrganizationFactory(**({"slug": slug} if slug else {}))  # type: ignore[assignment]
     if credits is not None and Decimal(credits) > 0:
         credits_grant(organization=org, amount_usd=Decimal(credits), reason="test credits")
     return org

@@ -82,9 +82,23 @@ class CallContext:
     # `on_idle` right before waiting on the network again (flush what was forwarded meanwhile).
     on_data: Callable[[], None] | None = None
     on_idle: Callable[[], Awaitable[None]] | None = None
+    # Seconds; 0 means the endpoint's catalog value. The gateway caps them with settings.
+    connect: float = 0.0
+    first_byte: float = 0.0  # from the start of the attempt until the answer starts (first event)
+    idle: float = 0.0  # longest silence between events once the answer has started
+
+    def __post_init__(self) -> None:
+        ep = self.endpoint
+        self.connect = self.connect or ep.timeout_connect
+        self.first_byte = self.first_byte or ep.timeout_first_byte
+        self.idle = self.idle or ep.timeout_between_chunks
 
     def remaining(self) -> float:
         return max(self.deadline - time.monotonic(), 0.001)
+
+    def until_first_byte(self) -> float:
+        """Seconds left before the first-byte deadline (or the total one, if sooner); may be <= 0."""
+        return min(self.started + self.first_byte, self.deadline) - time.monotonic()
 
 
 def platform_key(ep: EndpointInfo, byok: str | None = None) -> str:
@@ -153,20 +167,15 @@ class Adapter:
     async def _open(self, ctx: CallContext, req: dict[str, Any], *, stream: bool) -> aiohttp.ClientResponse:
         url, headers, body = self.build_request(ctx, req, stream=stream)
         ep = ctx.endpoint
-        timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=ep.timeout_connect, connect=ep.timeout_connect
-        )
-        first_byte = min(ep.timeout_first_byte, ctx.remaining())
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=ctx.connect, connect=ctx.connect)
+        wait = ctx.until_first_byte()
         try:
-            async with asyncio.timeout(first_byte):
+            if wait <= 0:
+                raise TimeoutError
+            async with asyncio.timeout(wait):
                 resp = await upstream_session().post(url, data=body, headers=headers, timeout=timeout)
         except TimeoutError:
-            raise UpstreamFailure(
-                408,
-                f"{ep.provider_name} did not answer within {first_byte:g}s.",
-                retriable=True,
-                kind="timeout",
-            )
+            raise _first_byte_timeout(ctx)
         except aiohttp.ClientConnectorError as exc:
             raise UpstreamFailure(
                 502,
@@ -177,7 +186,7 @@ class Adapter:
         except (aiohttp.ClientError, OSError) as exc:
             raise UpstreamFailure(
                 502,
-                f"Connection to {ep.provider_name} failed: {type(exc).__name__}.",
+                f"Connection to {ep.provider_name} failed before it answered: {type(exc).__name__}.",
                 retriable=True,
                 kind="connection",
             )
@@ -185,7 +194,7 @@ class Adapter:
             try:
                 async with asyncio.timeout(min(5.0, ctx.remaining())):
                     raw = await resp.read()
-            except (TimeoutError, aiohttp.ClientError):
+            except (TimeoutError, aiohttp.ClientError, OSError):
                 raw = b""
             finally:
                 resp.release()
@@ -201,6 +210,9 @@ class Adapter:
         data = await self._call_json(ctx, req)
         try:
             return self.parse_response(data)
+        except UpstreamFailure as failure:  # an error object in a 200 body: the provider's own words
+            failure.message = scrub(failure.message, ctx.api_key)
+            raise
         except (ValueError, KeyError, TypeError, IndexError) as exc:
             raise UpstreamFailure(
                 502,
@@ -218,15 +230,24 @@ class Adapter:
         )
 
     async def _call_json(self, ctx: CallContext, req: dict[str, Any]) -> dict[str, Any]:
-        """One non-streamed call: the provider's JSON object, or an UpstreamFailure."""
+        """One non-streamed call: the provider's JSON object, or an UpstreamFailure.
+
+        The headers must come within the first-byte deadline; a non-streamed body is one event, so
+        once the headers are in it must arrive whole within the idle timeout (a provider that
+        trickles its body is cut off rather than holding the request until the total deadline).
+        """
         resp = await self._open(ctx, req, stream=False)
         ep = ctx.endpoint
+        wait = min(ctx.idle, ctx.remaining())
         try:
-            async with asyncio.timeout(min(ep.timeout_total, ctx.remaining())):
+            async with asyncio.timeout(wait):
                 raw = await resp.read()
         except TimeoutError:
             raise UpstreamFailure(
-                408, f"{ep.provider_name} timed out while sending its answer.", retriable=True, kind="timeout"
+                408,
+                f"{ep.provider_name} did not finish sending its answer within {wait:g}s.",
+                retriable=True,
+                kind="timeout",
             )
         except (aiohttp.ClientError, OSError) as exc:
             raise UpstreamFailure(
@@ -256,12 +277,16 @@ class Adapter:
         """Yield OpenAI chunk dicts (choices deltas) and, at most once, a Usage.
 
         Raises UpstreamFailure; the caller decides whether it was before or after the first byte.
+        Deadlines count events, not bytes: the first event must come by the first-byte deadline,
+        and after it the longest silence between events is `ctx.idle` (a provider dripping one
+        byte at a time never completes an event, so it cannot hold the stream open), all within
+        the total deadline.
         """
         resp = await self._open(ctx, req, stream=True)
         ep = ctx.endpoint
+        await _require_event_stream(ctx, resp)
         translator = self.stream_events()
-        gap = ep.timeout_between_chunks
-        first = True
+        progress: float | None = None  # when the last event was handed on; None before the first
         content = resp.content
         tail = b""  # a partial line, completed by the next read
         # Everything already received is parsed without a timer or an await per line; only an
@@ -274,16 +299,22 @@ class Adapter:
                     if not data:
                         if ctx.on_idle is not None:
                             await ctx.on_idle()
-                        wait = min(ep.timeout_first_byte if first else gap, ctx.remaining())
+                        if progress is None:
+                            wait = ctx.until_first_byte()
+                        else:
+                            wait = min(progress + ctx.idle - time.monotonic(), ctx.remaining())
+                        if wait <= 0:
+                            raise TimeoutError
                         async with asyncio.timeout(wait):
                             data = await content.readany()
                 except TimeoutError:
-                    raise UpstreamFailure(
-                        408,
-                        f"{ep.provider_name} went silent for {wait:g}s mid-answer.",
-                        retriable=True,
-                        kind="timeout",
-                    )
+                    if progress is None:
+                        raise _first_byte_timeout(ctx)
+                    if ctx.remaining() <= 0.001:
+                        message = f"{ep.provider_name} did not finish within the total deadline."
+                    else:
+                        message = f"{ep.provider_name} went silent for {ctx.idle:g}s mid-answer."
+                    raise UpstreamFailure(408, message, retriable=True, kind="timeout")
                 except (aiohttp.ClientError, OSError) as exc:
                     raise UpstreamFailure(
                         502,
@@ -306,14 +337,20 @@ class Adapter:
                             kind="truncated",
                         )
                     return
-                first = False
                 if ctx.on_data is not None:
                     ctx.on_data()
                 lines = (tail + data if tail else data).split(b"\n")
                 tail = lines.pop()
                 for line in lines:
-                    for item in translator.feed_line(line):
+                    try:
+                        items = translator.feed_line(line)
+                    except UpstreamFailure as failure:  # an error event: the provider's own words
+                        failure.message = scrub(failure.message, ctx.api_key)
+                        raise
+                    for item in items:
                         yield item
+                    if items:
+                        progress = time.monotonic()
                     if translator.done:
                         return
                 if len(tail) > MAX_SSE_LINE:
@@ -325,6 +362,48 @@ class Adapter:
                     )
         finally:
             resp.release()
+
+
+async def _require_event_stream(ctx: CallContext, resp: aiohttp.ClientResponse) -> None:
+    """A stream request answered with something other than server-sent events is a failed attempt
+    (before the first byte, so the next provider is tried), not a stream to parse."""
+    ctype = resp.headers.get("Content-Type", "")
+    if not ctype or "event-stream" in ctype:
+        return
+    try:
+        async with asyncio.timeout(min(ctx.idle, ctx.remaining())):
+            raw = await resp.content.read(64 * 1024)
+    except (TimeoutError, aiohttp.ClientError, OSError):
+        raw = b""
+    finally:
+        resp.release()
+    name = ctx.endpoint.provider_name
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        data = None
+    if isinstance(data, dict) and data.get("error"):
+        err = data["error"]
+        message = err.get("message") if isinstance(err, dict) else str(err)
+        raise UpstreamFailure(
+            502, scrub(f"{name} error: {message}", ctx.api_key), retriable=True, kind="stream_error"
+        )
+    raise UpstreamFailure(
+        502,
+        f"{name} answered a stream request with {ctype.split(';')[0]} instead of server-sent events.",
+        retriable=True,
+        kind="malformed",
+    )
+
+
+def _first_byte_timeout(ctx: CallContext) -> UpstreamFailure:
+    waited = min(ctx.first_byte, ctx.deadline - ctx.started)
+    return UpstreamFailure(
+        408,
+        f"{ctx.endpoint.provider_name} did not start answering within {waited:g}s.",
+        retriable=True,
+        kind="timeout",
+    )
 
 
 class StreamTranslator:

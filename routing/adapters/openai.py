@@ -106,8 +106,10 @@ class OpenAIAdapter(Adapter):
 
     def parse_response(self, data: dict[str, Any]) -> Completion:
         if "error" in data and "choices" not in data:
+            err = data["error"]
+            message = err.get("message") if isinstance(err, dict) else err
             raise UpstreamFailure(
-                502, str((data["error"] or {}).get("message", "provider error")), retriable=True
+                502, f"Provider error: {message or 'unknown'}", retriable=True, kind="provider_error"
             )
         choices = data["choices"]
         if not isinstance(choices, list):

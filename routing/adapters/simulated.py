@@ -196,14 +196,17 @@ def sim_embedding(text: str, dimensions: int = SIM_EMBEDDING_DIMENSIONS) -> list
 
 
 def sim_embeddings(req: dict[str, Any]) -> Embeddings:
-    inputs = req["input"] if isinstance(req["input"], list) else [req["input"]]
+    value = req["input"]
+    # One string or one token array is a single input; otherwise a list of them.
+    single = not isinstance(value, list) or (bool(value) and all(isinstance(v, int) for v in value))
+    inputs = [value] if single else value
     dims = int(req.get("dimensions") or SIM_EMBEDDING_DIMENSIONS)
     data = []
     for i, text in enumerate(inputs):
         vector = sim_embedding(text if isinstance(text, str) else json.dumps(text), dims)
-        value: Any = vector
+        encoded: Any = vector
         if req.get("encoding_format") == "base64":
-            value = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
-        data.append({"object": "embedding", "index": i, "embedding": value})
+            encoded = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+        data.append({"object": "embedding", "index": i, "embedding": encoded})
     tokens = sum(count_text(t) if isinstance(t, str) else len(t) for t in inputs)
     return Embeddings(data=data, usage=Usage(prompt_tokens=tokens))

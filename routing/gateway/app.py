@@ -24,15 +24,18 @@ from billing.holds import HoldRef, hold_place, hold_settle
 from billing.money import from_units, json_default, json_number
 from routing.adapters.base import CallContext, Completion, UpstreamFailure, Usage, platform_key, scrub
 from routing.adapters.registry import adapter_for
+from routing.byok import BYOK_FAULTS, byok_api_key, byok_candidates, byok_failure, is_byok
 from routing.catalog.snapshot import catalog
 from routing.gateway import tokens
 from routing.gateway.cost import cost_units, worst_case_units
+from routing.gateway.input_limits import check_input, parse_body
 from routing.gateway.upstream import close_upstream_sessions
 from routing.gateway.validate import validate_completion
 from routing.health import Outcome
-from routing.router import Candidate, plan
+from routing.ratelimit import rate_gate, tokens_charge_later, with_headers
+from routing.router import Candidate, route
+from switchyard import drain, metrics
 from switchyard.errors import (
-    BadRequest,
     NoProviderAvailable,
     PayloadTooLarge,
     RequestTimeout,
@@ -41,13 +44,15 @@ from switchyard.errors import (
     UpstreamError,
     error_body,
 )
+from switchyard.logging import generation_id
 from switchyard.shared import redis_enabled
 
 logger = logging.getLogger("switchyard.gateway")
 
-JSON_HEADERS = [(b"content-type", b"application/json")]
+JSON_HEADERS = [(b"content-type", b"application/json"), (b"x-content-type-options", b"nosniff")]
 SSE_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"x-content-type-options", b"nosniff"),
     (b"cache-control", b"no-cache"),
     (b"x-accel-buffering", b"no"),
 ]
@@ -59,12 +64,25 @@ _background: set[asyncio.Task[Any]] = set()
 # on every request (about 2% of a request's CPU in a c=64 profile).
 _rng = random.Random()
 # Failures that say the request was bad, not the provider: they never count against its health.
-CALLER_FAULTS = {"bad_request", "too_large", "unsupported"}
+# An organisation's own key failing (BYOK_FAULTS) is not the provider's fault either.
+CALLER_FAULTS = {"bad_request", "too_large", "unsupported", "cancelled", *BYOK_FAULTS}
+# Settlement is awaited before a response's last bytes (so a client that has read the whole answer
+# finds its hold settled and its usage event queued), but never for longer than this.
+SETTLE_BEFORE_REPLY_SECONDS = 1.0
+
+
+def _capped(seconds: float, setting: str) -> float:
+    """A provider's catalog timeout, capped by the deployment-wide setting when that is set (> 0)."""
+    cap = float(getattr(settings, setting, 0) or 0)
+    return min(seconds, cap) if cap > 0 else seconds
 
 
 def new_generation_id() -> str:
-    """Sortable by creation time (milliseconds first), unguessable after that."""
-    return f"gen-{int(time.time() * 1000):013d}-{secrets.token_urlsafe(15)}"
+    """Sortable by creation time (milliseconds first), unguessable after that. It also becomes the
+    current request's id for every log line it (and the tasks it spawns) writes."""
+    gen_id = f"gen-{int(time.time() * 1000):013d}-{secrets.token_urlsafe(15)}"
+    generation_id.set(gen_id)
+    return gen_id
 
 
 def _spawn(coro: Any) -> asyncio.Task[Any]:
@@ -137,13 +155,13 @@ async def authenticate(scope: dict[str, Any]) -> KeyInfo:
     return info
 
 
-def _usage_json(usage: Usage, cost: int) -> dict[str, Any]:
+def _usage_json(usage: Usage, cost: int, byok: bool = False) -> dict[str, Any]:
     return {
         "prompt_tokens": usage.prompt_tokens,
         "completion_tokens": usage.completion_tokens,
         "total_tokens": usage.prompt_tokens + usage.completion_tokens,
         "cost": json_number(from_units(cost)),
-        "is_byok": False,
+        "is_byok": byok,
         "prompt_tokens_details": {
             "cached_tokens": usage.cached_tokens,
             "cache_write_tokens": usage.cache_write_tokens,
@@ -187,6 +205,7 @@ class Run:
         self.text_parts: list[str] = []
         self.tool_args: list[str] = []
         self.settled = False
+        self._settle_task: asyncio.Task[Any] | None = None
 
     @property
     def object_name(self) -> str:
@@ -196,12 +215,25 @@ class Run:
         ep = cand.endpoint
         now = time.monotonic()
         return CallContext(
-            endpoint=ep, api_key=platform_key(ep), started=now, deadline=now + ep.timeout_total
+            endpoint=ep,
+            api_key=platform_key(ep, byok_api_key(ep)),
+            started=now,
+            deadline=now + _capped(ep.timeout_total, "SWITCHYARD_TOTAL_TIMEOUT_SECONDS"),
+            connect=_capped(ep.timeout_connect, "SWITCHYARD_CONNECT_TIMEOUT_SECONDS"),
+            first_byte=_capped(ep.timeout_first_byte, "SWITCHYARD_FIRST_BYTE_TIMEOUT_SECONDS"),
+            idle=_capped(ep.timeout_between_chunks, "SWITCHYARD_IDLE_TIMEOUT_SECONDS"),
         )
+
+    def record_cancelled(self, cand: Candidate, began: float) -> None:
+        """The client left while this attempt ran: not the provider's fault (see CALLER_FAULTS)."""
+        failure = UpstreamFailure(499, "The client disconnected.", retriable=False, kind="cancelled")
+        self.record(cand, began, ok=False, failure=failure)
 
     def record(
         self, cand: Candidate, began: float, *, ok: bool, failure: UpstreamFailure | None = None
     ) -> None:
+        if failure is not None:
+            byok_failure(cand.endpoint, failure)  # names the org's own key, not the platform's
         entry: dict[str, Any] = {
             "provider": cand.endpoint.provider_slug,
             "model": cand.model.slug,
@@ -213,6 +245,8 @@ class Run:
         if failure is not None:
             entry["error"] = failure.message
             entry["reason"] = failure.kind
+        if is_byok(cand.endpoint):
+            entry["byok"] = True
         self.attempts.append(entry)
 
     def public_attempts(self) -> list[dict[str, Any]]:
@@ -255,11 +289,21 @@ class Run:
         )
 
     def settle(self) -> asyncio.Task[Any]:
-        """Charge exactly once, whatever happened to the client (detached from the request task)."""
-        if self.settled:
-            raise RuntimeError("settled twice")
-        self.settled = True
-        return _spawn(self._settle())
+        """Charge exactly once, whatever happened to the client (detached from the request task).
+
+        Idempotent: a second call returns the first call's task."""
+        if self._settle_task is None:
+            self.settled = True
+            self._settle_task = _spawn(self._settle())
+        return self._settle_task
+
+    async def settle_before_reply(self) -> None:
+        """Settle now and wait for it (bounded), so the hold is settled and the usage event queued
+        before the client can see the response end. The settlement is shielded: a client that
+        leaves meanwhile cancels the request, never the charge."""
+        task = self.settle()
+        if not task.done():
+            await asyncio.wait({task}, timeout=SETTLE_BEFORE_REPLY_SECONDS)
 
     async def _settle(self) -> None:
         ended = time.monotonic()
@@ -279,6 +323,7 @@ class Run:
             "model": self.winner.model.slug if self.winner else self.req["_models"][0],
             "provider": ep.provider_slug if ep else "",
             "endpoint": ep.id if ep else None,
+            "byok": is_byok(ep),
             "kind": self.front.record_kind or self.kind,
             "status": "cancelled" if self.cancelled else self.status,
             "streamed": self.req["stream"],
@@ -303,10 +348,17 @@ class Run:
             "attempts": self.public_attempts(),
             "created": self.created,
         }
+        metrics.request_settled(event)
+        if usage is not None:
+            tokens_charge_later(self.key, usage.prompt_tokens + usage.completion_tokens)
         for attempt in range(3):
             try:
                 await hold_settle(
-                    self.hold, cost_units=cost or 0, event=orjson.dumps(event), outcomes=self.outcomes(usage)
+                    self.hold,
+                    cost_units=cost or 0,
+                    event=orjson.dumps(event),
+                    outcomes=self.outcomes(usage),
+                    generation_id=self.gen_id,
                 )
                 return
             except Exception:
@@ -353,6 +405,9 @@ async def _complete(run: Run, method: str = "complete") -> Any:
         began = time.monotonic()
         try:
             completion = await getattr(adapter, method)(run.context(cand), run.req)
+        except asyncio.CancelledError:
+            run.record_cancelled(cand, began)
+            raise
         except UpstreamFailure as failure:
             run.record(cand, began, ok=False, failure=failure)
             last = failure
@@ -395,6 +450,7 @@ async def _respond_whole(run: Run, send: Any, receive: Any) -> None:
     try:
         left = await _race_disconnect(work, receive)
     except SwitchyardError as exc:
+        await run.settle_before_reply()
         await run.front.send_error(send, exc, gen_header)
         return
     if left:
@@ -412,7 +468,9 @@ async def _respond_whole(run: Run, send: Any, receive: Any) -> None:
     usage = run.final_usage()
     run.usage = usage
     assert run.winner is not None
-    await _send_json(send, 200, run.front.whole_body(run, completion, usage), gen_header)
+    body = run.front.whole_body(run, completion, usage)
+    await run.settle_before_reply()
+    await _send_json(send, 200, body, gen_header)
 
 
 class _BatchedSend:
@@ -506,6 +564,7 @@ class _StreamWriter:
         return b"data: " + dumps(chunk) + b"\n\n"
 
     async def end(self) -> None:
+        await self.run.settle_before_reply()
         await self.send({"type": "http.response.body", "body": DONE, "more_body": False})
 
 
@@ -520,7 +579,12 @@ async def _first_item(agen: Any, writer: _StreamWriter, interval: float) -> Any:
             await writer.raw(PROCESSING)
     finally:
         if not pending.done():
+            # Let the generator unwind (and release its connection) before anyone closes it.
             pending.cancel()
+            try:
+                await pending
+            except BaseException:
+                pass
 
 
 async def _stream(run: Run, writer: _StreamWriter) -> None:
@@ -538,6 +602,7 @@ async def _stream(run: Run, writer: _StreamWriter) -> None:
             ctx.on_data, ctx.on_idle = batched.hold, batched.flush
         agen = adapter.stream(ctx, run.req)
         forwarded = False
+        run.usage = None
         try:
             try:
                 item = await _first_item(agen, writer, interval)
@@ -556,6 +621,9 @@ async def _stream(run: Run, writer: _StreamWriter) -> None:
                     item = await agen.__anext__()
                 except StopAsyncIteration:
                     break
+        except asyncio.CancelledError:
+            run.record_cancelled(cand, began)
+            raise
         except UpstreamFailure as failure:
             run.record(cand, began, ok=False, failure=failure)
             last = failure
@@ -607,7 +675,11 @@ async def _stream_tail(run: Run, writer: _StreamWriter, cand: Candidate) -> None
         run.usage = usage
         await writer.raw(
             writer.chunk_bytes(
-                cand, {"choices": [], "usage": _usage_json(usage, cost_units(cand.endpoint, usage))}
+                cand,
+                {
+                    "choices": [],
+                    "usage": _usage_json(usage, cost_units(cand.endpoint, usage), is_byok(cand.endpoint)),
+                },
             )
         )
     await writer.end()
@@ -616,15 +688,41 @@ async def _stream_tail(run: Run, writer: _StreamWriter, cand: Candidate) -> None
 async def _respond_stream(run: Run, send: Any, receive: Any) -> None:
     writer = run.front.stream_writer(run, _BatchedSend(send))
     work = asyncio.ensure_future(_stream(run, writer))
+    drain.track(work)
     try:
         left = await _race_disconnect(work, receive)
     except SwitchyardError as exc:
         if writer.started:  # pragma: no cover - _stream reports in-stream once started
             raise
+        await run.settle_before_reply()
         await run.front.send_error(send, exc, [(b"x-generation-id", run.gen_id.encode())])
         return
+    except asyncio.CancelledError:
+        if not drain.stopped_for_shutdown(work):
+            raise
+        await _end_for_shutdown(run, writer, send)
+        return
+    finally:
+        drain.untrack(work)
     if left:
         run.cancelled = True
+
+
+async def _end_for_shutdown(run: Run, writer: _StreamWriter, send: Any) -> None:
+    """The process is shutting down and the drain deadline passed: end the stream with an error the
+    client can see, charging what was produced (switchyard/drain.py)."""
+    message = "The server is shutting down; this stream was ended before it finished. Please retry."
+    run.error = message
+    run.finish_reason = "error"
+    if writer.started and run.winner is not None:
+        await writer.fail(run.winner, UpstreamFailure(503, message, retriable=False, kind="shutdown"))
+    elif writer.started:
+        await writer.fail_all(NoProviderAvailable(message))
+    else:
+        await run.settle_before_reply()
+        await run.front.send_error(
+            send, NoProviderAvailable(message), [(b"x-generation-id", run.gen_id.encode())]
+        )
 
 
 class Front:
@@ -658,7 +756,7 @@ class Front:
             "provider": run.winner.endpoint.provider_name,
             "system_fingerprint": None,
             "choices": completion.choices,
-            "usage": _usage_json(usage, cost_units(run.winner.endpoint, usage)),
+            "usage": _usage_json(usage, cost_units(run.winner.endpoint, usage), is_byok(run.winner.endpoint)),
         }
 
     def stream_writer(self, run: Run, send: Any) -> _StreamWriter:
@@ -680,17 +778,24 @@ async def handle_front(scope: dict[str, Any], receive: Any, send: Any, front: Fr
     try:
         key = await front.authenticate(scope)
         raw = await read_body(receive, settings.SWITCHYARD_MAX_BODY_BYTES)
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise BadRequest(f"Request body is not valid JSON: {exc}")
+        body = parse_body(raw)
+        check_input(body)
         req = front.parse(body)
         snapshot = await catalog.get()
         size = tokens.prompt_bytes(req)
         images = tokens.count_images(req)
-        candidates = plan(
-            snapshot, req, org_defaults=key.routing_defaults, prompt_estimate=size // 4, rng=_rng
+        candidates = await route(
+            snapshot,
+            req,
+            org_id=key.org_id,
+            org_defaults=key.routing_defaults,
+            prompt_estimate=size // 4,
+            rng=_rng,
         )
+        candidates = await byok_candidates(key.org_id, candidates)
+        # After routing, when it is known whether the request is on the free tier; in full mode the
+        # gate rides in the hold's Lua call (no extra round trip), embedded it is checked here.
+        gate = await rate_gate(key, free=all(c.endpoint.is_free for c in candidates))
         worst = max(worst_case_units(c.endpoint, req, size, images) for c in candidates)
         hold = await hold_place(
             org_id=key.org_id,
@@ -698,8 +803,11 @@ async def handle_front(scope: dict[str, Any], receive: Any, send: Any, front: Fr
             amount_units=worst,
             limit_units=key.limit_units,
             limit_reset=key.limit_reset,
+            rate=gate,
         )
+        send = with_headers(send, gate)
     except SwitchyardError as exc:
+        metrics.request_refused(kind, exc.status)
         await front.send_error(send, exc)
         return
     run = Run(

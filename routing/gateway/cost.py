@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from routing.adapters.base import Usage
+from routing.byok import charged_units
 from routing.catalog.snapshot import EndpointInfo
 
 # When neither the request nor the endpoint bounds the answer, reserve for this many tokens at most.
@@ -14,10 +15,11 @@ IMAGE_TOKEN_BOUND = 2_000
 
 def cost_units(ep: EndpointInfo, usage: Usage) -> int:
     """Prices x tokens, exactly. Cached and cache-write tokens are part of prompt_tokens and reasoning
-    tokens part of completion_tokens (OpenAI's accounting), so each is priced once at its own rate."""
+    tokens part of completion_tokens (OpenAI's accounting), so each is priced once at its own rate.
+    Through the organisation's own key (BYOK) it is the platform fee on that list cost."""
     uncached = max(usage.prompt_tokens - usage.cached_tokens - usage.cache_write_tokens, 0)
     plain_completion = max(usage.completion_tokens - usage.reasoning_tokens, 0)
-    return (
+    list_units = (
         uncached * ep.prompt_units
         + usage.cached_tokens * (ep.cache_read_units or ep.prompt_units)
         + usage.cache_write_tokens * (ep.cache_write_units or ep.prompt_units)
@@ -26,6 +28,7 @@ def cost_units(ep: EndpointInfo, usage: Usage) -> int:
         + usage.images * ep.image_units
         + ep.request_units
     )
+    return charged_units(ep, list_units)
 
 
 def output_bound(ep: EndpointInfo, req: dict[str, Any], prompt_tokens: int) -> int:
@@ -43,9 +46,10 @@ def worst_case_units(ep: EndpointInfo, req: dict[str, Any], prompt_bytes: int, i
     prompt_tokens = prompt_bytes + images * IMAGE_TOKEN_BOUND
     prompt_rate = max(ep.prompt_units, ep.cache_write_units)
     completion_rate = max(ep.completion_units, ep.reasoning_units)
-    return (
+    list_units = (
         prompt_tokens * prompt_rate
         + output_bound(ep, req, prompt_bytes) * completion_rate
         + images * ep.image_units
         + ep.request_units
     )
+    return charged_units(ep, list_units)

@@ -7,12 +7,12 @@ import logging
 import time
 from typing import Any
 
-import orjson
 from django.conf import settings
 
 from billing.holds import hold_place
 from billing.money import from_units, json_number
 from routing.adapters.base import Embeddings
+from routing.byok import byok_candidates, charged_units
 from routing.catalog.snapshot import catalog
 from routing.gateway.app import (
     CHAT,
@@ -26,7 +26,9 @@ from routing.gateway.app import (
     send_error,
 )
 from routing.gateway.cost import cost_units
+from routing.gateway.input_limits import check_input, parse_body
 from routing.gateway.validate import _models
+from routing.ratelimit import rate_gate, with_headers
 from routing.router import plan
 from switchyard.errors import BadRequest, SwitchyardError
 
@@ -98,22 +100,27 @@ async def handle_embeddings(scope: dict[str, Any], receive: Any, send: Any) -> N
     try:
         key = await authenticate(scope)
         raw = await read_body(receive, settings.SWITCHYARD_MAX_BODY_BYTES)
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise BadRequest(f"Request body is not valid JSON: {exc}")
+        body = parse_body(raw)
+        check_input(body)
         req = validate_embeddings(body)
         snapshot = await catalog.get()
         size = input_bytes(req)
         candidates = plan(snapshot, req, org_defaults=key.routing_defaults, prompt_estimate=size // 4)
-        worst = max(size * c.endpoint.prompt_units + c.endpoint.request_units for c in candidates)
+        candidates = await byok_candidates(key.org_id, candidates)
+        gate = await rate_gate(key, free=all(c.endpoint.is_free for c in candidates))
+        worst = max(
+            charged_units(c.endpoint, size * c.endpoint.prompt_units + c.endpoint.request_units)
+            for c in candidates
+        )
         hold = await hold_place(
             org_id=key.org_id,
             key_id=key.id,
             amount_units=worst,
             limit_units=key.limit_units,
             limit_reset=key.limit_reset,
+            rate=gate,
         )
+        send = with_headers(send, gate)
     except SwitchyardError as exc:
         await send_error(send, exc)
         return

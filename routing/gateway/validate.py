@@ -58,7 +58,11 @@ def _content(field: str, content: Any, *, role: str, has_tool_calls: bool) -> No
         raise _fail(field, "must be a string or a list of content parts")
     for j, part in enumerate(content):
         where = f"{field}[{j}]"
-        if not isinstance(part, dict) or part.get("type") not in PART_TYPES:
+        if (
+            not isinstance(part, dict)
+            or not isinstance(part.get("type"), str)
+            or part["type"] not in PART_TYPES
+        ):
             raise _fail(f"{where}.type", f"must be one of {', '.join(sorted(PART_TYPES))}")
         if part["type"] == "text" and not isinstance(part.get("text"), str):
             raise _fail(f"{where}.text", "must be a string")
@@ -79,7 +83,7 @@ def _messages(messages: Any) -> None:
         if not isinstance(m, dict):
             raise _fail(where, "must be an object")
         role = m.get("role")
-        if role not in ROLES:
+        if not isinstance(role, str) or role not in ROLES:
             raise _fail(f"{where}.role", f"must be one of {', '.join(sorted(ROLES))}, got {role!r}")
         tool_calls = m.get("tool_calls")
         if tool_calls is not None:

@@ -155,7 +155,9 @@ def test_dashboard_journey(live, catalogs, browser, mail_dir):
     shoot(page, "landing")
     page.goto(base + "/models")
     page.get_by_label("Search").fill("claude")
-    page.wait_for_function(f"document.querySelector('[data-testid=result-count]').textContent !== '{count}'")
+    page.wait_for_function(  # an arrow function: a bare expression would need eval, which the CSP forbids
+        f"() => document.querySelector('[data-testid=result-count]').textContent !== '{count}'"
+    )
     assert "q=claude" in page.url  # htmx pushed the filter into the URL
     rows = page.locator("#model-results tbody tr")
     assert rows.count() >= 1 and "openai/" not in page.locator("#model-results").inner_text()
@@ -221,7 +223,7 @@ def test_dashboard_journey(live, catalogs, browser, mail_dir):
     page.goto(base + "/dashboard/activity/")
     assert reply.id in page.content()
     page.wait_for_function(
-        "window.Chart && Chart.getChart('chart-spend') && Chart.getChart('chart-requests')"
+        "() => window.Chart && Chart.getChart('chart-spend') && Chart.getChart('chart-requests')"
     )
     requests_total = page.evaluate(
         "Chart.getChart('chart-requests').data.datasets.reduce((a, d) => a + d.data.reduce((x, y) => x + y, 0), 0)"
@@ -229,7 +231,7 @@ def test_dashboard_journey(live, catalogs, browser, mail_dir):
     assert requests_total == 1
     shoot(page, "activity")
     page.goto(f"{base}/dashboard/activity/?group=provider&days=7")
-    page.wait_for_function("window.Chart && Chart.getChart('chart-tokens')")
+    page.wait_for_function("() => window.Chart && Chart.getChart('chart-tokens')")
     assert page.evaluate("Chart.getChart('chart-spend').data.datasets[0].label") == "simulated"
     page.get_by_role("link", name=re.compile(r"\d+:\d+:\d+")).first.click()
     page.wait_for_url(f"**/dashboard/activity/{reply.id}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import dataclasses
 import hashlib
@@ -26,8 +27,7 @@ from tests.fakes.base import (
     ThreadedServer,
     drop_connection,
     serve_forever,
-    sleep_unless_shutdown,
-    wait_for_shutdown,
+    shutdown_event,
 )
 
 DEFAULT_MODELS: tuple[str, ...] = (
@@ -52,6 +52,7 @@ BehaviourKind = Literal[
     "drop_mid_stream",
     "garbage",
     "garbage_raw",
+    "error_in_body",
 ]
 BEHAVIOUR_KINDS: frozenset[str] = frozenset(get_args(BehaviourKind))
 
@@ -104,7 +105,7 @@ class Behaviour:
     retry_after: str | int | float | None = None
     # drip
     interval_ms: float = 50
-    # drop_mid_stream
+    # drop_mid_stream, error_in_body (streamed: this many chunks before the error event)
     after_chunks: int = 2
     # garbage / garbage_raw
     size: int = 256
@@ -181,6 +182,10 @@ class RecordedRequest:
     json: Any
     text: str
     behaviour: str | None = None  # kind applied, None when not an inference request or rejected early
+    # How the exchange ended, for inference requests: "complete" (the whole answer was written),
+    # "client_closed" (the client hung up before the answer was complete), or None (still running,
+    # or an error/failure behaviour that ends on its own terms).
+    outcome: str | None = None
     received_at: float = field(default_factory=time.time)
 
     @property
@@ -494,15 +499,52 @@ class FakeOpenAIUpstream(ThreadedServer):
                 )
             behaviour, model = self._next_behaviour(model)
             recorded.behaviour = behaviour.kind
-            return await self._apply(request, endpoint, body, model, behaviour)
+            return await self._apply(request, endpoint, body, model, behaviour, recorded)
         except _Reject as reject:
             return reject.response
 
+    async def _pause(self, request: web.Request, recorded: RecordedRequest, seconds: float | None) -> bool:
+        """Sleep `seconds` (None: until the server stops). True when the caller should give up: the
+        server is stopping, or the client hung up (then recorded as `outcome="client_closed"`)."""
+        stopping = shutdown_event(request.app)
+        loop = asyncio.get_running_loop()
+        deadline = None if seconds is None else loop.time() + max(seconds, 0)
+        while True:
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                self._set_outcome(recorded, "client_closed")
+                return True
+            if stopping.is_set():
+                return True
+            step = 0.02 if deadline is None else min(0.02, deadline - loop.time())
+            if step <= 0:
+                return False
+            try:
+                await asyncio.wait_for(stopping.wait(), timeout=step)
+            except TimeoutError:
+                pass
+
+    def _set_outcome(self, recorded: RecordedRequest, outcome: str) -> None:
+        with self._lock:
+            if recorded.outcome is None:
+                recorded.outcome = outcome
+
+    async def _write(self, response: web.StreamResponse, recorded: RecordedRequest, data: bytes) -> bool:
+        if await _write_quietly(response, data):
+            return True
+        self._set_outcome(recorded, "client_closed")
+        return False
+
     async def _apply(
-        self, request: web.Request, endpoint: str, body: dict[str, Any], model: str, behaviour: Behaviour
+        self,
+        request: web.Request,
+        endpoint: str,
+        body: dict[str, Any],
+        model: str,
+        behaviour: Behaviour,
+        recorded: RecordedRequest,
     ) -> web.StreamResponse:
-        app = request.app
-        if await sleep_unless_shutdown(app, behaviour.latency_ms / 1000):
+        if await self._pause(request, recorded, behaviour.latency_ms / 1000):
             drop_connection(request)
             return web.Response()
         stream = endpoint != "embeddings" and body.get("stream") is True
@@ -514,7 +556,7 @@ class FakeOpenAIUpstream(ThreadedServer):
             drop_connection(request)
             return web.Response()
         if kind == "hang":
-            await wait_for_shutdown(app)
+            await self._pause(request, recorded, None)
             drop_connection(request)
             return web.Response()
         if kind == "garbage":
@@ -544,15 +586,16 @@ class FakeOpenAIUpstream(ThreadedServer):
                 )
             response = await self._start_stream(request, True)
             for index, part in enumerate(rendered.parts):
-                if index and await sleep_unless_shutdown(app, behaviour.chunk_delay_ms / 1000):
+                if index and await self._pause(request, recorded, behaviour.chunk_delay_ms / 1000):
                     drop_connection(request)
                     return response
-                if not await _write_quietly(response, part):
+                if not await self._write(response, recorded, part):
                     return response
+            self._set_outcome(recorded, "complete")
             return response
         if kind == "hang_after_headers":
             await self._start_stream(request, rendered.stream)
-            await wait_for_shutdown(app)
+            await self._pause(request, recorded, None)
             drop_connection(request)
             return web.Response()
         if kind == "drip":
@@ -561,11 +604,30 @@ class FakeOpenAIUpstream(ThreadedServer):
                 request, rendered.stream, None if rendered.stream else len(payload)
             )
             for index in range(len(payload)):
-                if index and await sleep_unless_shutdown(app, behaviour.interval_ms / 1000):
+                if index and await self._pause(request, recorded, behaviour.interval_ms / 1000):
                     drop_connection(request)
                     return response
-                if not await _write_quietly(response, payload[index : index + 1]):
+                if not await self._write(response, recorded, payload[index : index + 1]):
                     return response
+            self._set_outcome(recorded, "complete")
+            return response
+        if kind == "error_in_body":
+            # HTTP 200 whose body is an error, as OpenAI does when a stream fails server-side: an
+            # `error` event after some chunks, or (not streamed) a 200 JSON error object.
+            error = {
+                "error": {
+                    "message": behaviour.message or "The server had an error processing your request.",
+                    "type": behaviour.error_type or "server_error",
+                    "param": None,
+                    "code": behaviour.code,
+                }
+            }
+            if not rendered.stream:
+                return web.json_response(error, headers=_headers())
+            response = await self._start_stream(request, True)
+            for part in rendered.parts[: behaviour.after_chunks]:
+                await self._write(response, recorded, part)
+            await self._write(response, recorded, _sse(error))
             return response
         if kind == "drop_mid_stream":
             if rendered.stream:

@@ -1,0 +1,1 @@
+"""Security tests: fuzzing, isolation, secrets, headers and settings, the audit log (README "Security")."""
