@@ -20,7 +20,7 @@ import django  # noqa: E402
 
 django.setup()
 
-from django.db.models import Count, Sum  # noqa: E402
+from django.db.models import Count, Q, Sum  # noqa: E402
 
 from accounts.keys import key_hash  # noqa: E402
 from accounts.models import ApiKey, Organization  # noqa: E402
@@ -71,6 +71,9 @@ def main() -> None:
         "drained": drained,
         "drain_seconds": round(drain_s, 2),
         "generations": gens.count(),
+        # Every charged generation (a cost, or a success even at $0) has exactly one usage entry;
+        # a request that failed everywhere produced nothing and leaves none.
+        "charged_generations": gens.filter(Q(cost_units__gt=0) | Q(status="success")).count(),
         "per_key": per_key,
         "usage_entries": usage_entries,
         "sum_generation_cost_units": gen_cost,

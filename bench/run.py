@@ -544,9 +544,9 @@ def report(results: dict[str, dict[str, Any]], books: dict[str, Any] | None, met
                 wrk_ok <= wk.get("success", 0) and wk_total <= wrk_ok + inflight,
             ),
             (
-                "usage ledger entries == generations",
-                f"{books['usage_entries']} == {books['generations']}",
-                books["usage_entries"] == books["generations"],
+                "usage ledger entries == charged generations",
+                f"{books['usage_entries']} == {books['charged_generations']} (of {books['generations']})",
+                books["usage_entries"] == books["charged_generations"],
             ),
             (
                 "sum usage ledger == sum generation costs (picodollars)",
