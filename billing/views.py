@@ -16,6 +16,7 @@ from django.views.decorators.http import require_POST
 
 from accounts.views import DashboardRequest, dashboard_view, render_dashboard
 from billing import selectors, services
+from billing.models import PurchaseKind, PurchaseStatus
 from billing.money import from_units
 from billing.stripe_client import stripe_enabled
 from switchyard.errors import SwitchyardError
@@ -123,7 +124,20 @@ def _credits_context(request: DashboardRequest, **extra: Any) -> dict[str, Any]:
 def credits(request: DashboardRequest) -> HttpResponse:
     status = request.GET.get("checkout")
     if status == "success":
-        messages.success(request, "Thank you! Your credits appear here as soon as the payment is confirmed.")
+        latest = (
+            selectors.purchase_list(organization_id=request.org.pk)
+            .filter(kind=PurchaseKind.CHECKOUT)
+            .order_by("-created_at")
+            .first()
+        )
+        if latest is not None and latest.status == PurchaseStatus.PAID:
+            messages.success(
+                request, "Thank you! The payment is confirmed and the credits are in your balance."
+            )
+        else:
+            messages.success(
+                request, "Thank you! Your credits appear here as soon as the payment is confirmed."
+            )
     elif status == "cancelled":
         messages.info(request, "Checkout cancelled; nothing was charged.")
     return render_dashboard(request, "dashboard/credits.html", _credits_context(request))

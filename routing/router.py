@@ -167,6 +167,8 @@ def merge_preferences(org_defaults: dict[str, Any], request: dict[str, Any] | No
     The organisation's restrictions hold whatever the request says: `ignore` lists are combined,
     `only` lists intersected, `data_collection: "deny"` and `zdr: true` stay, and each `max_price`
     field keeps the lower of the two. Everything else in the request replaces the default."""
+    if not org_defaults and not request:
+        return {}  # the common case, kept off the hot path's profile
     org = validate_preferences(dict(org_defaults or {}))
     req = validate_preferences(dict(request or {}))
     prefs = dict(org)

@@ -368,7 +368,10 @@ AXES_IPWARE_META_PRECEDENCE_ORDER = (
 LOG_FORMAT = env_str("LOG_FORMAT", "plain" if DEBUG else "json")
 if LOG_FORMAT not in ("json", "plain"):
     raise ImproperlyConfigured(f"LOG_FORMAT must be json or plain, got {LOG_FORMAT!r}.")
-LOGGING = logging_config(fmt=LOG_FORMAT, level=env_str("LOG_LEVEL", "INFO"))
+LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
+# uvicorn's per-request access lines: off unless asked for (`manage.py serve --access-log` sets it).
+SWITCHYARD_ACCESS_LOG = env_bool("SWITCHYARD_ACCESS_LOG", False)
+LOGGING = logging_config(fmt=LOG_FORMAT, level=LOG_LEVEL, access=SWITCHYARD_ACCESS_LOG)
 # django-axes logs every login at INFO; its lockouts (the part worth reading) are warnings.
 LOGGING["loggers"]["axes"] = {"level": "WARNING"}
 SWITCHYARD_SHUTDOWN_DRAIN_SECONDS = env_int("SWITCHYARD_SHUTDOWN_DRAIN_SECONDS", 25)

@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 from django.conf import settings
+from django.core.signals import setting_changed
 
 from accounts.keys import KeyInfo, key_lookup
 from billing.holds import HoldRef, hold_place, hold_settle
@@ -73,8 +74,22 @@ SETTLE_BEFORE_REPLY_SECONDS = 1.0
 
 def _capped(seconds: float, setting: str) -> float:
     """A provider's catalog timeout, capped by the deployment-wide setting when that is set (> 0)."""
-    cap = float(getattr(settings, setting, 0) or 0)
+    cap = _caps.get(setting)
+    if cap is None:
+        cap = _caps[setting] = float(getattr(settings, setting, 0) or 0)
     return min(seconds, cap) if cap > 0 else seconds
+
+
+# Settings are fixed for a process's life; reading them through Django's lazy settings object on every
+# request showed up in profiles. Tests that override a cap clear this (setting_changed below).
+_caps: dict[str, float] = {}
+
+
+def _clear_caps(**_: Any) -> None:
+    _caps.clear()
+
+
+setting_changed.connect(_clear_caps)
 
 
 def new_generation_id() -> str:

@@ -6,12 +6,19 @@ The `stripe` library is pointed at it with `StripeClient(base_addresses={"api": 
 (Switchyard: `STRIPE_API_BASE`). Tests play the customer (`checkout_pay`), the bank (`card_outcome`)
 and the dashboard (`refund`, `dispute`), then deliver the resulting events with `deliver`, signed
 exactly as Stripe signs them: `Stripe-Signature: t=<unix>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`.
+
+A session's `url` is a small hosted checkout page (`GET /pay/<id>`, no API key: it is for a browser).
+Its "Pay" button (`POST /pay/<id>`) does `checkout_pay`, delivers the events, signed, to `webhook_url`
+(set it and `webhook_secret` first, as one registers an endpoint in Stripe's dashboard) and redirects
+to the session's `success_url`; "Cancel" goes to `cancel_url`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
+import html
 import json
 import secrets
 import threading
@@ -71,6 +78,44 @@ def _error(status: int, message: str, *, type_: str = "invalid_request_error", *
     return web.json_response({"error": {"type": type_, "message": message, **extra}}, status=status)
 
 
+def _dollars(cents: int) -> str:
+    return f"${cents // 100:,}.{cents % 100:02d}"
+
+
+HOSTED_PAGE = """<!doctype html>
+<html lang=en><head><meta charset=utf-8><meta name=viewport content="width=device-width, initial-scale=1">
+<title>Checkout (test mode)</title>
+<style>
+body{{margin:0;font:16px/1.5 system-ui,sans-serif;background:#f6f9fc;color:#1a1f36}}
+main{{max-width:420px;margin:48px auto;padding:0 16px}}
+.card{{background:#fff;border-radius:12px;box-shadow:0 2px 12px rgba(0,0,0,.08);padding:28px}}
+.test{{display:inline-block;background:#ffde92;color:#7a4b00;font-size:12px;font-weight:600;
+border-radius:4px;padding:2px 8px;margin-bottom:12px}}
+h1{{font-size:20px;margin:0 0 4px}} .total{{font-size:34px;font-weight:700;margin:0 0 20px}}
+table{{width:100%;border-collapse:collapse;margin-bottom:20px;font-size:14px}}
+td{{padding:8px 0;border-bottom:1px solid #e6ebf1}} .num{{text-align:right}}
+label{{display:block;font-size:14px;margin-bottom:4px}}
+input{{width:100%;box-sizing:border-box;padding:10px;border:1px solid #cfd7df;border-radius:6px;
+font:inherit;margin-bottom:16px;background:#f6f9fc}}
+button{{width:100%;padding:12px;border:0;border-radius:6px;background:#635bff;color:#fff;
+font:600 16px system-ui,sans-serif;cursor:pointer}}
+.cancel{{display:block;text-align:center;margin-top:16px;font-size:14px;color:#635bff}}
+</style></head>
+<body><main><div class=card>
+<span class=test>TEST MODE</span>
+<h1>Pay Switchyard</h1>
+<p class=total data-testid=checkout-total>{total}</p>
+<table>{rows}</table>
+<form method=post action="{action}">
+<label for=card>Card number</label>
+<input id=card value="4242 4242 4242 4242" readonly>
+<button type=submit>Pay {total}</button>
+</form>
+{cancel}
+</div></main></body></html>
+"""
+
+
 class FakeStripe(ThreadedServer):
     """A threaded aiohttp server holding Stripe objects in memory; inspect `.requests` and the stores."""
 
@@ -88,6 +133,10 @@ class FakeStripe(ThreadedServer):
         # payment method id -> "ok" | a card error code ("card_declined", "authentication_required", ...)
         self.card_outcomes: dict[str, str] = {}
         self.latency = 0.0
+        # where the hosted checkout page delivers its events (a registered webhook endpoint)
+        self.webhook_url: str | None = None
+        self.webhook_secret: str | None = None
+        self.deliveries: list[tuple[str, int]] = []  # (event type, HTTP status) from the hosted page
         self._idempotency: dict[str, tuple[str, int, bytes]] = {}
 
     # ---- the HTTP API ------------------------------------------------------------------------------
@@ -102,13 +151,15 @@ class FakeStripe(ThreadedServer):
         app.router.add_get("/v1/payment_intents/{id}", self._get(self.payment_intents, "payment_intent"))
         app.router.add_post("/v1/refunds", self._refund_create)
         app.router.add_get("/v1/charges/{id}", self._get(self.charges, "charge"))
+        app.router.add_get("/pay/{id}", self._hosted_page)
+        app.router.add_post("/pay/{id}", self._hosted_pay)
         return app
 
     @web.middleware
     async def _auth_and_idempotency(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.path.startswith("/pay/"):  # the hosted page: a browser, not an API client
+            return await handler(request)
         if self.latency:
-            import asyncio
-
             await asyncio.sleep(self.latency)
         auth = request.headers.get("Authorization", "")
         if auth != f"Bearer {self.api_key}":
@@ -275,6 +326,45 @@ class FakeStripe(ThreadedServer):
             )
         refund = self._apply_refund(charge, amount)
         return web.json_response(refund)
+
+    # ---- the hosted checkout page -------------------------------------------------------------------
+
+    async def _hosted_page(self, request: web.Request) -> web.Response:
+        session = self.sessions.get(request.match_info["id"])
+        if session is None:
+            return web.Response(status=404, text="This checkout session does not exist.")
+        if session["status"] != "open":
+            return web.Response(status=410, text=f"This checkout session is {session['status']}.")
+        rows = "".join(
+            f"<tr><td>{html.escape(str(item['price_data'].get('product_data', {}).get('name', 'Item')))}</td>"
+            f"<td class=num>{_dollars(int(item['price_data']['unit_amount']) * int(item.get('quantity', 1)))}</td></tr>"
+            for item in session["_line_items"]
+        )
+        cancel = session.get("cancel_url")
+        cancel_link = f'<a class=cancel href="{html.escape(cancel)}">Cancel and go back</a>' if cancel else ""
+        page = HOSTED_PAGE.format(
+            total=_dollars(session["amount_total"]),
+            rows=rows,
+            action=html.escape(f"/pay/{session['id']}"),
+            cancel=cancel_link,
+        )
+        return web.Response(text=page, content_type="text/html")
+
+    async def _hosted_pay(self, request: web.Request) -> web.StreamResponse:
+        sid = request.match_info["id"]
+        session = self.sessions.get(sid)
+        if session is None or session["status"] != "open":
+            return web.Response(status=410, text="This checkout session is no longer open.")
+        events = self.checkout_pay(sid)
+        if self.webhook_url and self.webhook_secret:
+            for event in events:
+                # In a thread: the app may call this fake's API while it handles the webhook.
+                response = await asyncio.to_thread(
+                    self.deliver, self.webhook_url, event, secret=self.webhook_secret
+                )
+                with self.lock:
+                    self.deliveries.append((event["type"], response.status_code))
+        raise web.HTTPSeeOther(session["success_url"])
 
     # ---- object helpers ------------------------------------------------------------------------------
 

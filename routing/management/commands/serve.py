@@ -62,7 +62,11 @@ class Command(BaseCommand):
         connections.close_all()
         import uvicorn
 
+        from switchyard.logging import logging_config
+
         drain = int(settings.SWITCHYARD_SHUTDOWN_DRAIN_SECONDS)
+        if options["access_log"]:
+            os.environ["SWITCHYARD_ACCESS_LOG"] = "1"  # read by the workers' LOGGING (settings)
         uvicorn.run(
             "switchyard.asgi:application",
             host=options["host"],
@@ -72,7 +76,9 @@ class Command(BaseCommand):
             http="httptools",
             lifespan="on",
             access_log=options["access_log"],
-            log_config=settings.LOGGING,
+            log_config=logging_config(
+                fmt=settings.LOG_FORMAT, level=settings.LOG_LEVEL, access=options["access_log"]
+            ),
             proxy_headers=True,
             # uvicorn's own limit is a backstop: the app ends streams itself at the drain deadline.
             timeout_graceful_shutdown=drain + 10,
