@@ -215,8 +215,10 @@ def build_body(
         body["metadata"] = {"user_id": str(req["user"])[:256]}
     if not supported or "reasoning" in supported:
         budget = thinking_budget(req.get("reasoning"), max_tokens)
-        if budget is not None:
-            body["thinking"] = {"type": "enabled", "budget_tokens": min(budget, max(max_tokens - 1, 1))}
+        # Anthropic wants MIN_THINKING_BUDGET <= budget_tokens < max_tokens: with room for less than
+        # that, the request runs without extended thinking rather than being refused upstream.
+        if budget is not None and max_tokens > MIN_THINKING_BUDGET:
+            body["thinking"] = {"type": "enabled", "budget_tokens": min(budget, max_tokens - 1)}
             # Anthropic refuses sampling changes alongside extended thinking.
             for name in ("temperature", "top_p", "top_k"):
                 body.pop(name, None)

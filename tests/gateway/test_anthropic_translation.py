@@ -163,6 +163,21 @@ def test_reasoning_to_thinking():
     assert "thinking" not in body
 
 
+@pytest.mark.parametrize(("max_tokens", "thinking"), [(800, None), (1024, None), (1500, 1024), (4000, 2000)])
+def test_thinking_budget_fits_inside_max_tokens(max_tokens, thinking):
+    """Anthropic needs 1024 <= budget_tokens < max_tokens: too little room means no thinking, not a 400."""
+    req = chat(
+        messages=[{"role": "user", "content": "q"}], reasoning={"effort": "medium"}, max_tokens=max_tokens
+    )
+    body = build_body(req, model="m", supported=frozenset({"max_tokens", "reasoning"}), max_default=None)
+    assert body["max_tokens"] == max_tokens
+    if thinking is None:
+        assert "thinking" not in body
+    else:
+        assert body["thinking"] == {"type": "enabled", "budget_tokens": thinking}
+        assert 1024 <= body["thinking"]["budget_tokens"] < max_tokens
+
+
 def test_response_golden():
     data = {
         "id": "msg_1",
