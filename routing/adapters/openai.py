@@ -66,6 +66,23 @@ def forwardable(req: dict[str, Any], supported: frozenset[str]) -> dict[str, Any
     return out
 
 
+# OpenRouter's `reasoning: {max_tokens}` as the nearest effort level, by share of the answer budget.
+EFFORT_BY_SHARE = ((0.15, "minimal"), (0.35, "low"), (0.65, "medium"))
+
+
+def reasoning_effort(reasoning: Any, max_tokens: Any) -> str | None:
+    """OpenRouter's unified `reasoning` object as the OpenAI wire format's `reasoning_effort`."""
+    if not isinstance(reasoning, dict) or reasoning.get("enabled") is False:
+        return None
+    if reasoning.get("effort") in ("minimal", "low", "medium", "high"):
+        return str(reasoning["effort"])
+    budget = reasoning.get("max_tokens")
+    if isinstance(budget, int) and isinstance(max_tokens, int) and max_tokens > 0:
+        share = budget / max_tokens
+        return next((name for limit, name in EFFORT_BY_SHARE if share <= limit), "high")
+    return "medium"  # reasoning asked for without a level: the providers' own default
+
+
 class OpenAIAdapter(Adapter):
     def build_request(
         self, ctx: CallContext, req: dict[str, Any], *, stream: bool
@@ -92,6 +109,9 @@ class OpenAIAdapter(Adapter):
             body[MAX_TOKENS_FIELD.get(ep.provider_slug, "max_tokens")] = req["max_tokens"]
         if req.get("user"):
             body["user"] = req["user"]
+        effort = reasoning_effort(req.get("reasoning"), req.get("max_tokens"))
+        if effort and "reasoning" in ep.supported_parameters:
+            body["reasoning_effort"] = effort
         if stream:
             body["stream"] = True
             if ep.provider_slug not in NO_STREAM_OPTIONS:
