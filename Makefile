@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PORT ?= 8000
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: run test test-only lint format serve worker beat bench migrate catalog clean fuzz
+.PHONY: run test test-only lint format serve worker beat bench migrate catalog clean fuzz soak
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -57,6 +57,11 @@ worker: $(STAMP)
 
 beat: $(STAMP)
 	$(VENV)/bin/celery -A switchyard beat --loglevel INFO -s var/celerybeat-schedule
+
+# Soak (README "Soak"): two web workers, a Celery worker and beat under a steady mixed load for
+# SOAK_SECONDS (default 600). Full mode: DATABASE_URL and REDIS_URL (a database and Redis DB of its own).
+soak: $(STAMP)
+	$(PY) bench/soak.py
 
 bench: $(STAMP)
 	$(PY) bench/run.py

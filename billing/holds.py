@@ -83,10 +83,13 @@ return {1, tostring(after)}
 # zset, usage stream, key hash, and optionally the pending-generation key (a short-lived copy of the
 # event, so GET /generation answers before the drain has written the row). ARGV: cost, amount - cost,
 # event, hold id, then health records. A hold the reaper already expired still charges its cost.
+# A retried settlement (its first reply lost to a Redis blip) finds the pending-generation key and does
+# nothing, so it never charges twice.
 SETTLE_LUA = (
     NEG
     + HEALTH_LUA
     + """
+if KEYS[6] and redis.call('EXISTS', KEYS[6]) == 1 then return 0 end
 local amount = redis.call('HGET', KEYS[2], 'amount')
 if amount then
   local lim = redis.call('HGET', KEYS[2], 'lim')

@@ -8,6 +8,7 @@ import socket
 
 import orjson
 from celery import shared_task
+from django.conf import settings
 
 from billing.holds import USAGE_STREAM, holds_reap_expired, redis_usage_applied
 from billing.usage import usage_events_apply
@@ -16,7 +17,6 @@ from switchyard.shared import redis_enabled, sync_redis
 logger = logging.getLogger("switchyard.usage")
 GROUP = "ledger"
 BATCH = 500
-CLAIM_IDLE_MS = 30_000
 
 
 def _consumer() -> str:
@@ -34,14 +34,16 @@ def _ensure_group(client) -> None:  # type: ignore[no-untyped-def]
 def drain_once(max_batches: int = 20) -> int:
     """Read batches from the stream, write them, then ack them (ack = XDEL inside APPLY_LUA).
 
-    Entries another consumer read but never acked (it died mid-batch) are claimed after 30 s and
-    redone; the database write is idempotent and APPLY_LUA only counts an entry it deletes.
+    Entries another consumer read but never acked (it died mid-batch) are claimed after
+    SWITCHYARD_USAGE_CLAIM_IDLE_MS (30 s) and redone; the database write is idempotent and APPLY_LUA
+    only counts an entry it deletes.
     """
     client = sync_redis()
     _ensure_group(client)
     total = 0
     consumer = _consumer()
-    claimed = client.xautoclaim(USAGE_STREAM, GROUP, consumer, CLAIM_IDLE_MS, "0-0", count=BATCH)
+    idle_ms = settings.SWITCHYARD_USAGE_CLAIM_IDLE_MS
+    claimed = client.xautoclaim(USAGE_STREAM, GROUP, consumer, idle_ms, "0-0", count=BATCH)
     batches = [claimed[1]] if claimed and claimed[1] else []
     for _ in range(max_batches):
         if not batches:

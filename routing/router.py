@@ -406,6 +406,7 @@ def _plan(
         return request_cost(ep, prompt_estimate, completion)
 
     known_any = False
+    wrong_kind: list[str] = []  # known models that do not serve this kind of request at all
     candidates: list[Candidate] = []
     reasons: dict[str, str] = {}
     global_sort: str | None = None
@@ -418,9 +419,10 @@ def _plan(
         if model is None:
             continue
         known_any = True
-        if req["_kind"] == "chat" and "text" not in model.output_modalities:
-            continue
-        if (req["_kind"] == "embedding") != ("embeddings" in model.output_modalities):
+        if (req["_kind"] == "chat" and "text" not in model.output_modalities) or (
+            (req["_kind"] == "embedding") != ("embeddings" in model.output_modalities)
+        ):
+            wrong_kind.append(slug)
             continue
         fitting = []
         for ep in model.endpoints:
@@ -434,6 +436,12 @@ def _plan(
         if sort in SORTS and partition == "none" and not prefs.get("order"):
             global_sort = sort
         candidates.extend(Candidate(model, ep) for ep in _order(fitting, prefs, sort, cost, rng, now))
+    if known_any and not candidates and len(wrong_kind) == len(req["_models"]):
+        what = "embeddings" if req["_kind"] == "embedding" else "text generation"
+        raise BadRequest(
+            f"Model {', '.join(wrong_kind)} does not serve {what}; see its output_modalities in GET /api/v1/models.",
+            metadata={"field": "model"},
+        )
     if not known_any:
         names = ", ".join(req["_models"])
         raise NotFound(

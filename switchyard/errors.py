@@ -84,6 +84,37 @@ class NoProviderAvailable(SwitchyardError):
     status, code = 503, "no_provider_available"
 
 
+class ServiceUnavailable(SwitchyardError):
+    status, code = 503, "service_unavailable"
+
+
+UNAVAILABLE_RETRY_AFTER = "2"
+
+
+def store_unavailable(exc: BaseException) -> ServiceUnavailable | None:
+    """Redis or the database unreachable (refused, reset, timed out): a 503 the client may retry, never
+    a 500 or a hang (the clients' socket timeouts bound the wait). See README "Failure policy"."""
+    from django.db import InterfaceError, OperationalError
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    if isinstance(exc, RedisConnectionError | RedisTimeoutError):
+        store = "Redis"
+    elif isinstance(exc, RuntimeError) and "handler is closed" in str(exc):
+        # uvloop's error for a write on a connection the peer reset (redis-py drops the connection and
+        # passes it on instead of a ConnectionError): the store went away under the request.
+        store = "Redis"
+    elif isinstance(exc, OperationalError | InterfaceError):
+        store = "the database"
+    else:
+        return None
+    logger.warning("%s unavailable: %s", store, type(exc).__name__)
+    return ServiceUnavailable(
+        "The service is temporarily unavailable; retry shortly.",
+        headers={"Retry-After": UNAVAILABLE_RETRY_AFTER},
+    )
+
+
 def error_body(status: int, message: str, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
     body: dict[str, Any] = {"code": status, "message": message}
     if metadata:
@@ -111,6 +142,8 @@ def drf_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     if isinstance(exc, SwitchyardError):
         return Response(exc.body(), status=exc.status, headers=exc.headers)
     response = drf_default_handler(exc, context)
+    if response is None and (down := store_unavailable(exc)) is not None:
+        return Response(down.body(), status=down.status, headers=down.headers)
     if response is None:
         logger.exception("unhandled error in API view", exc_info=exc)
         return Response(error_body(500, "Internal server error."), status=500)
@@ -178,6 +211,10 @@ class ApiErrorMiddleware:
             return json_error(413, f"Request body is larger than {limit} bytes.", {"limit": limit})
         if isinstance(exception, SuspiciousOperation):  # what Django itself would answer with a 400
             return json_error(400, str(exception) or None)
+        if (down := store_unavailable(exception)) is not None:
+            response = JsonResponse(down.body(), status=down.status)
+            response["Retry-After"] = UNAVAILABLE_RETRY_AFTER
+            return response
         logger.exception("unhandled error on %s", request.path, exc_info=exception)
         return json_error(500)
 

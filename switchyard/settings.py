@@ -297,6 +297,10 @@ for _name in (
     if globals()[_name] < 0:
         raise ImproperlyConfigured(f"{_name} must be 0 (no limit) or more.")
 SWITCHYARD_HOLD_TTL_SECONDS = env_int("SWITCHYARD_HOLD_TTL_SECONDS", 900)
+# Failure policy: how long a settlement keeps retrying while Redis is unreachable, and how long a usage
+# batch a dead Celery worker read stays unclaimed before another worker redoes it (milliseconds).
+SWITCHYARD_SETTLE_RETRY_SECONDS = env_int("SWITCHYARD_SETTLE_RETRY_SECONDS", 300)
+SWITCHYARD_USAGE_CLAIM_IDLE_MS = env_int("SWITCHYARD_USAGE_CLAIM_IDLE_MS", 30_000)
 SWITCHYARD_PROCESSING_COMMENT_SECONDS = env_decimal("SWITCHYARD_PROCESSING_COMMENT_SECONDS", "2")
 # Deployment-wide caps on every provider's catalog timeouts (seconds; 0 = the catalog's own values).
 SWITCHYARD_CONNECT_TIMEOUT_SECONDS = env_decimal("SWITCHYARD_CONNECT_TIMEOUT_SECONDS", "0")

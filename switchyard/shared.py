@@ -22,13 +22,18 @@ def async_redis() -> Any:
     global _async_redis
     if _async_redis is None:
         import redis.asyncio as aioredis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import ExponentialBackoff
 
+        # Failure policy: a call to an unreachable Redis fails within about 2 x 2 s (one retry, for a
+        # pooled connection that went stale), never the client's default of four tries with backoff.
         _async_redis = aioredis.from_url(
             settings.REDIS_URL,
             socket_connect_timeout=2,
             socket_timeout=2,
             health_check_interval=30,
             max_connections=512,
+            retry=Retry(ExponentialBackoff(cap=0.25, base=0.05), 1),
         )
     return _async_redis
 

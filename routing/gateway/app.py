@@ -44,6 +44,7 @@ from switchyard.errors import (
     Unauthorized,
     UpstreamError,
     error_body,
+    store_unavailable,
 )
 from switchyard.logging import generation_id
 from switchyard.shared import redis_enabled
@@ -366,7 +367,13 @@ class Run:
         metrics.request_settled(event)
         if usage is not None:
             tokens_charge_later(self.key, usage.prompt_tokens + usage.completion_tokens)
-        for attempt in range(3):
+        # Failure policy: a settlement that cannot reach Redis is retried with backoff for
+        # SETTLE_RETRY_SECONDS (the Lua call is idempotent on the generation id), so a request answered
+        # while Redis blinked is still charged once when it returns.
+        deadline = time.monotonic() + float(settings.SWITCHYARD_SETTLE_RETRY_SECONDS)
+        attempt = 0
+        while True:
+            attempt += 1
             try:
                 await hold_settle(
                     self.hold,
@@ -377,9 +384,14 @@ class Run:
                 )
                 return
             except Exception:
-                logger.exception("settlement of %s failed (attempt %d)", self.gen_id, attempt + 1)
-                await asyncio.sleep(0.2 * (attempt + 1))
-        logger.error("could not settle %s; its hold will expire and the auditor will see it", self.gen_id)
+                if attempt <= 3:
+                    logger.exception("settlement of %s failed (attempt %d)", self.gen_id, attempt)
+                if time.monotonic() >= deadline:
+                    break
+                await asyncio.sleep(min(0.2 * 2 ** min(attempt, 5), 5.0))
+        logger.error(
+            "could not settle %s; its hold will expire and the auditor will see it: %s", self.gen_id, event
+        )
 
 
 async def _watch_disconnect(receive: Any) -> None:
@@ -447,6 +459,14 @@ def _all_failed(run: Run, last: UpstreamFailure | None) -> SwitchyardError:
         metadata["provider_name"] = run.attempts[-1]["provider"]
         return SwitchyardError(last.message, status=last.status, code=last.kind, metadata=metadata)
     metadata["provider_name"] = run.attempts[-1]["provider"]
+    if all(a.get("reason") == "unsupported" for a in run.attempts):
+        # No endpoint can take this kind of request at all: the request is at fault, not a provider.
+        return SwitchyardError(
+            f"No endpoint of this model supports this request. {last.message}",
+            status=400,
+            code="unsupported",
+            metadata=metadata,
+        )
     if all(a.get("reason") == "timeout" for a in run.attempts):
         return RequestTimeout(
             f"Every provider timed out. Tried {len(run.attempts)}: " + "; ".join(tried), metadata=metadata
@@ -825,6 +845,12 @@ async def handle_front(scope: dict[str, Any], receive: Any, send: Any, front: Fr
         metrics.request_refused(kind, exc.status)
         await front.send_error(send, exc)
         return
+    except Exception as exc:  # Redis or the database unreachable before the hold: a clean 503
+        if (down := store_unavailable(exc)) is None:
+            raise
+        metrics.request_refused(kind, down.status)
+        await front.send_error(send, down)
+        return
     run = Run(
         gen_id=gen_id,
         kind=kind,
@@ -901,10 +927,15 @@ class GatewayApp:
                 await handler(scope, receive, send)
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                logger.exception("unhandled error on %s", scope["path"])
+            except Exception as exc:
+                down = store_unavailable(exc)
+                if down is None:
+                    logger.exception("unhandled error on %s", scope["path"])
                 try:
-                    await _send_json(send, 500, error_body(500, "Internal server error."))
+                    if down is not None:
+                        await send_error(send, down)
+                    else:
+                        await _send_json(send, 500, error_body(500, "Internal server error."))
                 except Exception:
                     pass  # the response had already started; the client sees a truncated stream
             return

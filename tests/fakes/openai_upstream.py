@@ -701,8 +701,8 @@ class FakeOpenAIUpstream(ThreadedServer):
         return usage
 
     def _render_chat(self, body: dict[str, Any], model: str, behaviour: Behaviour, stream: bool) -> _Rendered:
-        messages = body.get("messages") if isinstance(body.get("messages"), list) else []
-        messages = [m for m in messages if isinstance(m, dict)]
+        raw = body.get("messages")
+        messages = [m for m in raw if isinstance(m, dict)] if isinstance(raw, list) else []
         prompt_tokens = sum(count_words(content_text(m.get("content"))) + 3 for m in messages)
 
         tool = self._chat_tool_call(body, behaviour)

@@ -607,10 +607,27 @@ def test_embeddings_errors(oai, live, secret):
         oai.embeddings.create(model="test/sim-embed", input="")
     with pytest.raises(openai.NotFoundError):
         oai.embeddings.create(model="nobody/nothing", input="x")
-    # A chat model is not an embedding model, and vice versa.
-    with pytest.raises(openai.APIStatusError) as err:
+    # A chat model is not an embedding model, and vice versa: the request is wrong (400), not a provider.
+    with pytest.raises(openai.BadRequestError, match="does not serve embeddings"):
         oai.embeddings.create(model="test/sim", input="x")
-    assert err.value.status_code == 503
-    with pytest.raises(openai.APIStatusError) as err:
+    with pytest.raises(openai.BadRequestError, match="does not serve text generation"):
         oai.chat.completions.create(model="test/sim-embed", messages=[{"role": "user", "content": "x"}])
-    assert err.value.status_code == 503
+
+
+@pytest.mark.parametrize("model", ["test/claude", "test/gemini"])
+def test_a_request_no_endpoint_can_serve_is_a_400_not_a_502(oai, org, fakes, model):
+    """Legacy /completions and embeddings to chat-only wire formats: the request is at fault, so 400
+    naming why, nothing sent upstream and nothing charged."""
+    before = {name: len(server.requests) for name, server in fakes.items() if hasattr(server, "requests")}
+    with pytest.raises(openai.BadRequestError) as info:
+        oai.completions.create(model=model, prompt="Say hi")
+    assert info.value.status_code == 400
+    assert "only serve chat" in str(info.value)
+    with pytest.raises(openai.BadRequestError) as info:
+        oai.embeddings.create(model=model, input="hi")
+    assert "does not serve embeddings" in str(info.value)
+    after = {name: len(server.requests) for name, server in fakes.items() if hasattr(server, "requests")}
+    assert after == before
+    flush_usage()
+    org.refresh_from_db()
+    assert from_units(org.balance_units) == Decimal(5)
