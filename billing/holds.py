@@ -12,7 +12,6 @@ holds), pending (settled costs not yet written to the ledger), avail = bal - hel
 
 from __future__ import annotations
 
-import secrets
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -26,8 +25,10 @@ from django.db.models import Q, Sum
 from django.utils import timezone
 
 from routing.health import HEALTH_LUA, Outcome, book
+from switchyard import ids
 from switchyard.errors import InsufficientCredits
-from switchyard.shared import async_redis, redis_enabled, sync_redis
+from switchyard.fastredis import Script
+from switchyard.shared import redis_enabled, setting, sync_redis
 
 USAGE_STREAM = "sy:usage"
 HOLDS_ZSET = "sy:holds"
@@ -240,22 +241,20 @@ class HoldRef:
 
 
 def new_hold_id() -> str:
-    return "hold-" + secrets.token_hex(12)
+    return "hold-" + ids.token_hex(12)
 
 
 class _Scripts:
     def __init__(self) -> None:
         self._sync: dict[str, Any] = {}
+        self._async: dict[str, Script] = {}
 
-    def async_(self, name: str) -> Any:
-        client = async_redis()
-        cache = getattr(client, "_sy_scripts", None)
-        if cache is None:
-            cache = {}
-            client._sy_scripts = cache
-        if name not in cache:
-            cache[name] = client.register_script(globals()[name])
-        return cache[name]
+    def async_(self, name: str) -> Script:
+        """The hot path's scripts run over the lean pipelined connection (switchyard/fastredis.py)."""
+        script = self._async.get(name)
+        if script is None:
+            script = self._async[name] = Script(globals()[name])
+        return script
 
     def sync(self, name: str) -> Any:
         if name not in self._sync:
@@ -374,7 +373,7 @@ async def hold_place(
             org_id, key_id, amount_units, limit_units, limit_reset
         )
     hold_id = new_hold_id()
-    expires = int(time.time()) + settings.SWITCHYARD_HOLD_TTL_SECONDS
+    expires = int(time.time()) + setting("SWITCHYARD_HOLD_TTL_SECONDS")
     period = limit_period(limit_reset) if limit_units is not None and key_id else ""
     place = scripts.async_("PLACE_LUA") if rate is None else rate.script(PLACE_LUA)
     keys = [org_hash(org_id), hold_hash(hold_id), HOLDS_ZSET, key_hash_name(key_id)]

@@ -10,7 +10,6 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
-import stripe
 from django.conf import settings
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
@@ -224,6 +223,8 @@ def checkout_session_create(
 
     The card is saved on the organisation's Stripe customer for later off-session top-ups.
     """
+    import stripe  # lazily: the web process only needs it for purchases (~15 MB of modules)
+
     from billing.selectors import purchase_fee_usd
 
     if not stripe_enabled():
@@ -353,6 +354,8 @@ def stripe_webhook_receive(*, payload: bytes, signature: str | None) -> tuple[st
     Returns (event id, newly recorded). Raises WebhookRejected for a bad signature, a stale timestamp
     or a body that is not an event.
     """
+    import stripe  # lazily: the web process only needs it for purchases (~15 MB of modules)
+
     if not settings.STRIPE_WEBHOOK_SECRET:
         raise PaymentsUnavailable("Stripe webhooks are not configured (set STRIPE_WEBHOOK_SECRET).")
     try:
@@ -731,6 +734,8 @@ def auto_topup_run(*, organization_id: int) -> Purchase | None:
 
 
 def _auto_topup_charge(purchase: Purchase, profile: BillingProfile) -> Purchase:
+    import stripe  # lazily: the web process only needs it for purchases (~15 MB of modules)
+
     try:
         intent = stripe_client().v1.payment_intents.create(
             params={

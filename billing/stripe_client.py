@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import threading
+from typing import TYPE_CHECKING
 
-import stripe
 from django.conf import settings
 
 from switchyard.errors import SwitchyardError
+
+if TYPE_CHECKING:
+    import stripe
 
 
 class PaymentsUnavailable(SwitchyardError):
@@ -25,6 +28,8 @@ def stripe_enabled() -> bool:
 def stripe_client() -> stripe.StripeClient:
     """A StripeClient for the current settings (rebuilt if they change, e.g. between tests)."""
     global _client
+    import stripe  # lazily: most processes never talk to Stripe, and the library is large
+
     if not settings.STRIPE_API_KEY:
         raise PaymentsUnavailable("Purchases are not configured (set STRIPE_API_KEY).")
     config = (settings.STRIPE_API_KEY, settings.STRIPE_API_BASE)

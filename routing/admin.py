@@ -115,7 +115,7 @@ class EndpointAdmin(EnableActions, admin.ModelAdmin):
         "quantization",
         "circuit",
     ]
-    list_filter = ["enabled", "provider", "quantization"]
+    list_filter = ["enabled", "provider", "quantization", "prompt_caching"]
     search_fields = ["model__slug", "provider__slug", "provider_model_id"]
     list_select_related = ["model", "provider"]
     readonly_fields = ["prompt_per_m", "completion_per_m", "cache_read_per_m"]

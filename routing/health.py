@@ -32,9 +32,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from django.conf import settings
-
-from switchyard.shared import async_redis, redis_enabled, sync_redis
+from switchyard.shared import async_redis, redis_enabled, setting, sync_redis
 
 logger = logging.getLogger("switchyard.health")
 
@@ -104,19 +102,19 @@ sticky_context: contextvars.ContextVar[str | None] = contextvars.ContextVar("sy_
 
 
 def threshold() -> int:
-    return int(settings.SWITCHYARD_BREAKER_THRESHOLD)
+    return int(setting("SWITCHYARD_BREAKER_THRESHOLD"))
 
 
 def cooldown() -> float:
-    return float(settings.SWITCHYARD_BREAKER_COOLDOWN_SECONDS)
+    return float(setting("SWITCHYARD_BREAKER_COOLDOWN_SECONDS"))
 
 
 def probe_interval() -> float:
-    return float(settings.SWITCHYARD_BREAKER_PROBE_SECONDS)
+    return float(setting("SWITCHYARD_BREAKER_PROBE_SECONDS"))
 
 
 def sticky_ttl() -> int:
-    return int(settings.SWITCHYARD_STICKY_TTL_SECONDS)
+    return int(setting("SWITCHYARD_STICKY_TTL_SECONDS"))
 
 
 def __getattr__(name: str) -> Any:

@@ -86,6 +86,13 @@ class Endpoint(models.Model):
     max_completion_tokens = models.PositiveIntegerField(null=True, blank=True)
     quantization = models.CharField(max_length=32, blank=True)
     supported_parameters = models.JSONField(default=list)
+    prompt_caching = models.CharField(
+        max_length=16,
+        blank=True,
+        choices=[("explicit", "explicit (cache_control)"), ("implicit", "implicit"), ("none", "none")],
+        help_text="Empty: explicit for Anthropic-format endpoints with a cache price, implicit for others "
+        "with a cache-read price, else none.",
+    )
     data_policy = models.JSONField(default=dict, blank=True)
     enabled = models.BooleanField(default=True)
     pruned = models.BooleanField(default=False, editable=False, help_text="Disabled by load_catalog --prune.")

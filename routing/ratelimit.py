@@ -27,7 +27,8 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from switchyard.errors import RateLimited
-from switchyard.shared import TTLCache, async_redis, redis_enabled
+from switchyard.fastredis import Script
+from switchyard.shared import TTLCache, redis_enabled
 
 if TYPE_CHECKING:
     from accounts.keys import KeyInfo
@@ -322,15 +323,15 @@ class LocalBuckets:
 local_buckets = LocalBuckets()
 
 
-def _script(name: str, source: str) -> Any:
-    client = async_redis()
-    cache = getattr(client, "_sy_rl_scripts", None)
-    if cache is None:
-        cache = {}
-        client._sy_rl_scripts = cache
-    if name not in cache:
-        cache[name] = client.register_script(source)
-    return cache[name]
+_scripts: dict[str, Script] = {}
+
+
+def _script(name: str, source: str) -> Script:
+    """Scripts run over the hot path's pipelined connection (switchyard/fastredis.py)."""
+    script = _scripts.get(name)
+    if script is None:
+        script = _scripts[name] = Script(source)
+    return script
 
 
 # ---- the interface the hot path uses -------------------------------------------------------------

@@ -19,11 +19,11 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import orjson
-from django.conf import settings
 
 from routing.catalog.snapshot import EndpointInfo, ModelInfo, Snapshot
 from routing.health import book, sticky_context
 from switchyard.errors import BadRequest, NoProviderAvailable, NotFound
+from switchyard.shared import setting
 
 VARIANTS = {"free", "floor", "nitro", "online", "thinking", "extended"}
 PREF_KEYS = {
@@ -227,6 +227,8 @@ def _per_token_units(usd_per_million: Decimal) -> Decimal:
 
 
 def _max_price_excludes(ep: EndpointInfo, max_price: dict[str, Decimal]) -> str | None:
+    if not max_price:
+        return None
     # prompt and completion are USD per million tokens; request and image USD per unit (OpenRouter's).
     for field, units, limit in (
         ("prompt", ep.prompt_units, _per_token_units(max_price["prompt"]) if "prompt" in max_price else None),
@@ -335,9 +337,12 @@ def _order(
     else:
         # Default: price-weighted load balancing among endpoints without significant failures in the
         # last 30 seconds; the shaky ones after them, so they still serve as fallbacks.
-        stable = [e for e in endpoints if not book.degraded(e.id, now)]
-        shaky = [e for e in endpoints if book.degraded(e.id, now)]
+        stable: list[EndpointInfo] = []
+        shaky: list[EndpointInfo] = []
+        for e in endpoints:
+            (shaky if book.degraded(e.id, now) else stable).append(e)
         ordered = weighted_shuffle(stable, cost, rng) + weighted_shuffle(shaky, cost, rng)
+
     order = prefs.get("order") or []
     if order:
         rank = {slug: i for i, slug in enumerate(order)}
@@ -527,7 +532,7 @@ async def route(
         prefs.get("order")
         or prefs.get("sort")
         or prefs.get("sort_by")
-        or prompt_estimate < int(settings.SWITCHYARD_STICKY_MIN_PROMPT_TOKENS)
+        or prompt_estimate < int(setting("SWITCHYARD_STICKY_MIN_PROMPT_TOKENS"))
         or len(candidates) < 2
     ):
         return candidates

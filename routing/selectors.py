@@ -108,6 +108,9 @@ def model_endpoints(
                 "quantization": ep.quantization or None,
                 "pricing": _pricing(ep),
                 "supported_parameters": sorted(ep.supported_parameters),
+                # OpenRouter's name for a provider that caches on its own; ours for `cache_control`.
+                "supports_implicit_caching": ep.prompt_caching == "implicit",
+                "supports_explicit_caching": ep.explicit_caching,
                 "data_policy": ep.data_policy,
                 "status": 0,
                 "uptime_last_30m": stats.get("uptime"),

@@ -318,6 +318,10 @@ SWITCHYARD_STICKY_MIN_PROMPT_TOKENS = env_int("SWITCHYARD_STICKY_MIN_PROMPT_TOKE
 # Image URLs fetched for providers that need inline data (Gemini) may never reach private, loopback or
 # link-local addresses; only tests that serve images from 127.0.0.1 turn this on.
 SWITCHYARD_IMAGE_FETCH_ALLOW_PRIVATE = env_bool("SWITCHYARD_IMAGE_FETCH_ALLOW_PRIVATE", False)
+# Limits of one image download: its size, the time for all of it (redirects included), redirect hops.
+SWITCHYARD_IMAGE_FETCH_MAX_BYTES = env_int("SWITCHYARD_IMAGE_FETCH_MAX_BYTES", 10 * 1024 * 1024)
+SWITCHYARD_IMAGE_FETCH_TIMEOUT_SECONDS = env_decimal("SWITCHYARD_IMAGE_FETCH_TIMEOUT_SECONDS", "10")
+SWITCHYARD_IMAGE_FETCH_MAX_REDIRECTS = env_int("SWITCHYARD_IMAGE_FETCH_MAX_REDIRECTS", 3)
 
 if not DEBUG:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")

@@ -1,4 +1,5 @@
-"""Anthropic Messages wire format: OpenAI-style requests to `POST /messages` and answers back to OpenAI pieces."""
+"""Anthropic Messages wire format: OpenAI-style requests to `POST /messages` and answers back to OpenAI
+pieces; and pass-through of a customer's own Anthropic request (from the `/messages` front door)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from typing import Any
 import orjson
 
 from routing.adapters.base import Adapter, CallContext, Completion, StreamTranslator, UpstreamFailure, Usage
+from routing.adapters.caching import tools_without_cache_control, without_cache_control
 from routing.adapters.openai import forwardable
+from routing.catalog.snapshot import EndpointInfo
 from routing.gateway.tokens import count_text
 
 API_VERSION = "2023-06-01"
@@ -25,6 +28,27 @@ STOP_REASONS = {
     "model_context_window_exceeded": "length",
     "tool_use": "tool_calls",
     "refusal": "content_filter",
+}
+
+# Pass-through: the internal request carries the customer's own /messages body under PASSTHROUGH_BODY;
+# this adapter then sends that body (see passthrough_body) rather than a translation, keeps the
+# provider's answer on the Completion (extra[MESSAGE]), and tags stream items with the provider's own
+# events (EVENTS) for the /messages front door to pass on.
+PASSTHROUGH_BODY = "_anthropic_body"
+MESSAGE = "anthropic_message"
+EVENTS = "_anthropic_events"
+# Never sent upstream: Switchyard's own fields, and `service_tier` (a priority tier is billed at other
+# prices than the catalog's).
+NOT_FORWARDED = frozenset({"models", "provider", "usage", "transforms", "route", "plugins", "service_tier"})
+# Anthropic fields sent only to endpoints whose supported_parameters list this name (or list nothing).
+PARAMETER_OF = {
+    "temperature": "temperature",
+    "top_p": "top_p",
+    "top_k": "top_k",
+    "stop_sequences": "stop",
+    "tools": "tools",
+    "tool_choice": "tool_choice",
+    "thinking": "reasoning",
 }
 
 
@@ -188,10 +212,18 @@ def reasoning_excluded(req: dict[str, Any]) -> bool:
 
 
 def build_body(
-    req: dict[str, Any], *, model: str, supported: frozenset[str], max_default: int | None
+    req: dict[str, Any],
+    *,
+    model: str,
+    supported: frozenset[str],
+    max_default: int | None,
+    caching: bool = True,
 ) -> dict[str, Any]:
-    """The Anthropic request body for an OpenAI-style chat request (only the parameters the endpoint takes)."""
-    system, messages = convert_messages(req["messages"])
+    """The Anthropic request body for an OpenAI-style chat request (only the parameters the endpoint
+    takes; `cache_control` only when the endpoint takes explicit caching)."""
+    strip = not caching and req.get("_cache_control", True)
+    messages_in = without_cache_control(req["messages"]) if strip else req["messages"]
+    system, messages = convert_messages(messages_in)
     max_tokens = int(req.get("max_tokens") or max_default or DEFAULT_MAX_TOKENS)
     body: dict[str, Any] = {"model": model, "max_tokens": max_tokens, "messages": messages}
     if system:
@@ -207,7 +239,8 @@ def build_body(
     if stop:
         body["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
     if params.get("tools"):
-        body["tools"] = convert_tools(params["tools"])
+        tools = tools_without_cache_control(params["tools"]) if strip else params["tools"]
+        body["tools"] = convert_tools(tools)
         choice = convert_tool_choice(params.get("tool_choice"), params.get("parallel_tool_calls"))
         if choice is not None:
             body["tool_choice"] = choice
@@ -222,6 +255,32 @@ def build_body(
             # Anthropic refuses sampling changes alongside extended thinking.
             for name in ("temperature", "top_p", "top_k"):
                 body.pop(name, None)
+    return body
+
+
+def passthrough_body(raw: dict[str, Any], ep: EndpointInfo, *, stream: bool) -> dict[str, Any]:
+    """The customer's own Anthropic request for this endpoint: its model id, Switchyard's fields
+    removed, parameters the endpoint does not list dropped, `cache_control` only where it is taken;
+    everything else (thinking blocks with signatures, documents, citations, metadata, ...) as sent."""
+    supported = ep.supported_parameters
+    body = {
+        k: v
+        for k, v in raw.items()
+        if k not in NOT_FORWARDED and (not supported or k not in PARAMETER_OF or PARAMETER_OF[k] in supported)
+    }
+    body["model"] = ep.provider_model_id
+    if stream:
+        body["stream"] = True
+    else:
+        body.pop("stream", None)
+    if not ep.explicit_caching:
+        body.pop("cache_control", None)
+        if isinstance(body.get("messages"), list):
+            body["messages"] = without_cache_control(body["messages"])
+        if isinstance(body.get("system"), list):
+            body["system"] = tools_without_cache_control(body["system"])
+        if isinstance(body.get("tools"), list):
+            body["tools"] = tools_without_cache_control(body["tools"])
     return body
 
 
@@ -296,14 +355,19 @@ class AnthropicAdapter(Adapter):
             raise UpstreamFailure(
                 400, "Anthropic models only serve chat requests.", retriable=True, kind="unsupported"
             )
-        body = build_body(
-            req,
-            model=ep.provider_model_id,
-            supported=ep.supported_parameters,
-            max_default=ep.max_completion_tokens,
-        )
-        if stream:
-            body["stream"] = True
+        raw = req.get(PASSTHROUGH_BODY)
+        if raw is not None:
+            body = passthrough_body(raw, ep, stream=stream)
+        else:
+            body = build_body(
+                req,
+                model=ep.provider_model_id,
+                supported=ep.supported_parameters,
+                max_default=ep.max_completion_tokens,
+                caching=ep.explicit_caching,
+            )
+            if stream:
+                body["stream"] = True
         headers = {
             "Content-Type": "application/json",
             "Accept": "text/event-stream" if stream else "application/json",
@@ -321,7 +385,9 @@ class AnthropicAdapter(Adapter):
         return completion
 
     def parse_response(self, data: dict[str, Any]) -> Completion:
-        return parse_message(data)
+        completion = parse_message(data)
+        completion.extra[MESSAGE] = data  # what pass-through answers with
+        return completion
 
     def stream_events(self) -> StreamTranslator:
         return AnthropicStream()
@@ -329,6 +395,11 @@ class AnthropicAdapter(Adapter):
     async def stream(
         self, ctx: CallContext, req: dict[str, Any]
     ) -> AsyncGenerator[dict[str, Any] | Usage, None]:
+        if req.get(PASSTHROUGH_BODY) is not None:
+            # The same HTTP and deadline machinery, with a translator that keeps the provider's events.
+            async for item in Adapter.stream(_PASSTHROUGH, ctx, req):
+                yield item
+            return
         exclude = reasoning_excluded(req)
         async for item in super().stream(ctx, req):
             if exclude and isinstance(item, dict):
@@ -439,3 +510,47 @@ class AnthropicStream(StreamTranslator):
                 kind="rate_limited" if etype == "rate_limit_error" else "stream_error",
             )
         return []  # ping and unknown future events
+
+
+class AnthropicPassthroughStream(AnthropicStream):
+    """The translation above, plus the provider's own events, each (event name, data bytes), under
+    EVENTS on the items: the first translated chunk of an event carries them, an event that
+    translates to nothing rides on an empty chunk. Events before the first content (message_start,
+    ping, an empty block start) are held back with it, so a provider that fails before saying anything
+    can still be failed over, as on the translation path."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: list[tuple[str | None, bytes]] = []
+        self.usage_sent = False
+
+    def on_event(self, event: str | None, data: bytes) -> list[dict[str, Any] | Usage]:
+        items = super().on_event(event, data)
+        self.held.append((event, data))
+        kind = event or str(orjson.loads(data).get("type") or "")  # Anthropic always names its events
+        if kind == "message_delta":
+            # The usage goes in first, so the /messages writer can put the cost in this event.
+            usage = usage_from_anthropic(self.usage, "".join(self.thinking))
+            if usage is not None:
+                items.insert(0, usage)
+                self.usage_sent = True
+        elif kind == "message_stop" and self.usage_sent:
+            items = [i for i in items if not isinstance(i, Usage)]
+        if not self.started and kind != "message_stop":
+            return items  # nothing real yet: hold the events back
+        events, self.held = self.held, []
+        chunks = [i for i in items if isinstance(i, dict)]
+        if not chunks:
+            items.append({"choices": [], EVENTS: events})
+            return items
+        for n, chunk in enumerate(chunks):
+            chunk[EVENTS] = events if n == 0 else []
+        return items
+
+
+class _PassthroughAdapter(AnthropicAdapter):
+    def stream_events(self) -> StreamTranslator:
+        return AnthropicPassthroughStream()
+
+
+_PASSTHROUGH = _PassthroughAdapter()

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
+import struct
 from collections.abc import AsyncGenerator
 from typing import Any
 
 import orjson
 
 from routing.adapters.anthropic import EFFORT_SHARE, parse_data_uri, reasoning_excluded, strip_reasoning
-from routing.adapters.base import Adapter, CallContext, Completion, StreamTranslator, UpstreamFailure, Usage
+from routing.adapters.base import (
+    Adapter,
+    CallContext,
+    Completion,
+    Embeddings,
+    StreamTranslator,
+    UpstreamFailure,
+    Usage,
+)
 from routing.adapters.openai import forwardable
 
 FILTERED = {"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY", "LANGUAGE"}
@@ -275,17 +285,66 @@ def parse_generate(data: dict[str, Any], *, exclude_reasoning: bool = False) -> 
     )
 
 
+# batchEmbedContents takes at most this many inputs in one call.
+MAX_EMBED_INPUTS = 100
+
+
+def _unsupported(message: str) -> UpstreamFailure:
+    return UpstreamFailure(400, message, retriable=True, kind="unsupported")
+
+
+def embed_body(req: dict[str, Any], model: str) -> dict[str, Any]:
+    """An OpenAI embeddings request as a batchEmbedContents body: one request per input string."""
+    value = req["input"]
+    inputs = [value] if isinstance(value, str) else value
+    if not all(isinstance(text, str) for text in inputs):
+        raise _unsupported("Gemini embeddings take text, not token arrays.")
+    if len(inputs) > MAX_EMBED_INPUTS:
+        raise _unsupported(f"Gemini embeds at most {MAX_EMBED_INPUTS} inputs per request.")
+    requests = []
+    for text in inputs:
+        one: dict[str, Any] = {"model": f"models/{model}", "content": {"parts": [{"text": text}]}}
+        if req.get("dimensions"):
+            one["outputDimensionality"] = req["dimensions"]
+        requests.append(one)
+    return {"requests": requests}
+
+
+def parse_embeddings(data: dict[str, Any], req: dict[str, Any]) -> Embeddings:
+    """`embeddings[].values` as OpenAI's `data` items (float lists, or base64 float32 when asked).
+    Gemini reports no usage: the gateway counts the input's tokens and marks them estimated."""
+    items = data.get("embeddings")
+    if not isinstance(items, list) or not all(
+        isinstance(i, dict) and isinstance(i.get("values"), list) for i in items
+    ):
+        raise ValueError("no embeddings[].values")
+    out = []
+    for index, item in enumerate(items):
+        vector = item["values"]
+        encoded: Any = vector
+        if req.get("encoding_format") == "base64":
+            encoded = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+        out.append({"object": "embedding", "index": index, "embedding": encoded})
+    return Embeddings(data=out, usage=None)
+
+
 class GeminiAdapter(Adapter):
     def build_request(
         self, ctx: CallContext, req: dict[str, Any], *, stream: bool
     ) -> tuple[str, dict[str, str], bytes]:
         ep = ctx.endpoint
+        model = ep.provider_model_id.removeprefix("models/")
+        if req["_kind"] == "embedding":
+            headers = {"Content-Type": "application/json", "Accept": "application/json"}
+            if ctx.api_key:
+                headers["x-goog-api-key"] = ctx.api_key
+            url = f"{ep.base_url.rstrip('/')}/models/{model}:batchEmbedContents"
+            return url, headers, orjson.dumps(embed_body(req, model))
         if req["_kind"] != "chat":
             raise UpstreamFailure(
                 400, "Gemini models only serve chat requests.", retriable=True, kind="unsupported"
             )
         body = build_body(req, supported=ep.supported_parameters, images=req.get("_inlined_images"))
-        model = ep.provider_model_id.removeprefix("models/")
         method = "streamGenerateContent?alt=sse" if stream else "generateContent"
         headers = {
             "Content-Type": "application/json",
@@ -300,6 +359,27 @@ class GeminiAdapter(Adapter):
 
     def stream_events(self) -> StreamTranslator:
         return GeminiStream()
+
+    async def embed(self, ctx: CallContext, req: dict[str, Any]) -> Embeddings:
+        data = await self._call_json(ctx, req)
+        try:
+            result = parse_embeddings(data, req)
+        except (ValueError, TypeError, struct.error) as exc:
+            raise UpstreamFailure(
+                502,
+                f"{ctx.endpoint.provider_name} sent a malformed embeddings response ({exc}).",
+                retriable=True,
+                kind="malformed",
+            )
+        expected = 1 if isinstance(req["input"], str) else len(req["input"])
+        if len(result.data) != expected:
+            raise UpstreamFailure(
+                502,
+                f"{ctx.endpoint.provider_name} sent {len(result.data)} embeddings for {expected} inputs.",
+                retriable=True,
+                kind="malformed",
+            )
+        return result
 
     async def _inline(self, req: dict[str, Any]) -> None:
         from routing.gateway.images import ImageFetchError, image_urls, inline_images

@@ -15,6 +15,7 @@ from routing.adapters.base import (
     UpstreamFailure,
     Usage,
 )
+from routing.adapters.caching import tools_without_cache_control, without_cache_control
 
 # Fields the gateway may forward, keyed by the `supported_parameters` name that allows them.
 PARAM_FIELDS: dict[str, tuple[str, ...]] = {
@@ -105,6 +106,10 @@ class OpenAIAdapter(Adapter):
             path = "/chat/completions"
             body["messages"] = req["messages"]
         body.update(forwardable(req, ep.supported_parameters))
+        if req.get("_cache_control") and not ep.explicit_caching:
+            body["messages"] = without_cache_control(body["messages"])
+            if body.get("tools"):
+                body["tools"] = tools_without_cache_control(body["tools"])
         if req.get("max_tokens") is not None:
             body[MAX_TOKENS_FIELD.get(ep.provider_slug, "max_tokens")] = req["max_tokens"]
         if req.get("user"):

@@ -12,6 +12,7 @@ import yaml
 from django.db import transaction
 
 from billing.money import PER_MILLION, PICO, per_million_to_per_token
+from routing.adapters.caching import PROMPT_CACHING
 from routing.models import ApiFormat, Endpoint, Model, Provider
 
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
@@ -69,6 +70,7 @@ ENDPOINT_KEYS = {
     "max_completion_tokens",
     "quantization",
     "supported_parameters",
+    "prompt_caching",
     "data_policy",
     "enabled",
 }
@@ -212,6 +214,9 @@ def _parse_endpoint(ctx: _Ctx, model_slug: str, idx: int, raw: Any, providers: s
         bad = [p for p in params if p not in KNOWN_PARAMETERS] if isinstance(params, list) else params
         raise ctx.fail(where, f"supported_parameters has unknown names: {bad}")
     quant = data.get("quantization")
+    caching = data.get("prompt_caching")
+    if caching is not None and caching not in PROMPT_CACHING:
+        raise ctx.fail(where, f"prompt_caching must be one of {', '.join(PROMPT_CACHING)}, got {caching!r}")
     return {
         "provider": provider,
         "provider_model_id": str(data["provider_model_id"]),
@@ -233,6 +238,8 @@ def _parse_endpoint(ctx: _Ctx, model_slug: str, idx: int, raw: Any, providers: s
         ),
         "quantization": str(quant) if quant else "",
         "supported_parameters": list(params),
+        # Empty: derived from the format and the cache prices (routing/adapters/caching.py).
+        "prompt_caching": caching or "",
         "data_policy": _data_policy(ctx, where, data.get("data_policy")),
         # Only an explicit `enabled` in the file overrides an admin's enable/disable.
         **({"enabled": bool(data["enabled"])} if "enabled" in data else {}),

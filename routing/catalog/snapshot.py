@@ -12,6 +12,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from billing.money import UNITS_PER_USD
+from routing.adapters.caching import default_prompt_caching
 from routing.models import CatalogState, Endpoint, Model
 from switchyard.shared import async_redis, redis_enabled
 
@@ -45,10 +46,16 @@ class EndpointInfo:
     quantization: str
     supported_parameters: frozenset[str]
     data_policy: dict
+    prompt_caching: str  # explicit | implicit | none (routing/adapters/caching.py)
 
     @property
     def is_free(self) -> bool:
         return not (self.prompt_units or self.completion_units or self.request_units)
+
+    @property
+    def explicit_caching(self) -> bool:
+        """Whether `cache_control` is sent to this endpoint (it is removed otherwise)."""
+        return self.prompt_caching == "explicit"
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +120,12 @@ def build_snapshot() -> Snapshot:
                 quantization=ep.quantization,
                 supported_parameters=frozenset(ep.supported_parameters or []),
                 data_policy=policy,
+                prompt_caching=ep.prompt_caching
+                or default_prompt_caching(
+                    api_format=prov.api_format,
+                    cache_read=bool(ep.price_cache_read),
+                    cache_write=bool(ep.price_cache_write),
+                ),
             )
         )
     models = {}

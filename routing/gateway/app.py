@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import secrets
 import time
 from typing import Any
 
@@ -35,7 +34,7 @@ from routing.gateway.validate import validate_completion
 from routing.health import Outcome
 from routing.ratelimit import rate_gate, tokens_charge_later, with_headers
 from routing.router import Candidate, route
-from switchyard import drain, metrics
+from switchyard import drain, ids, metrics
 from switchyard.errors import (
     NoProviderAvailable,
     PayloadTooLarge,
@@ -47,7 +46,7 @@ from switchyard.errors import (
     store_unavailable,
 )
 from switchyard.logging import generation_id
-from switchyard.shared import redis_enabled
+from switchyard.shared import redis_enabled, setting
 
 logger = logging.getLogger("switchyard.gateway")
 
@@ -96,7 +95,7 @@ setting_changed.connect(_clear_caps)
 def new_generation_id() -> str:
     """Sortable by creation time (milliseconds first), unguessable after that. It also becomes the
     current request's id for every log line it (and the tasks it spawns) writes."""
-    gen_id = f"gen-{int(time.time() * 1000):013d}-{secrets.token_urlsafe(15)}"
+    gen_id = f"gen-{int(time.time() * 1000):013d}-{ids.token_urlsafe(15)}"
     generation_id.set(gen_id)
     return gen_id
 
@@ -370,7 +369,7 @@ class Run:
         # Failure policy: a settlement that cannot reach Redis is retried with backoff for
         # SETTLE_RETRY_SECONDS (the Lua call is idempotent on the generation id), so a request answered
         # while Redis blinked is still charged once when it returns.
-        deadline = time.monotonic() + float(settings.SWITCHYARD_SETTLE_RETRY_SECONDS)
+        deadline = time.monotonic() + float(setting("SWITCHYARD_SETTLE_RETRY_SECONDS"))
         attempt = 0
         while True:
             attempt += 1
@@ -399,6 +398,43 @@ async def _watch_disconnect(receive: Any) -> None:
         message = await receive()
         if message["type"] == "http.disconnect":
             return
+
+
+class _ClientWatch:
+    """Cancels the request's own task when its client disconnects, so the upstream call stops at once.
+
+    The work runs inline in the request's task (no second task per request, no asyncio.wait): one
+    watcher task waits on `receive` and, when the client leaves, cancels the request's task. `left`
+    tells that cancellation apart from any other (server shutdown, drain deadline)."""
+
+    __slots__ = ("active", "left", "task", "watcher")
+
+    def __init__(self, receive: Any) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.task = task
+        self.left = False
+        self.active = True
+        self.watcher = asyncio.get_running_loop().create_task(_watch_disconnect(receive))
+        self.watcher.add_done_callback(self._gone)
+
+    def _gone(self, watcher: asyncio.Task[Any]) -> None:
+        if not self.active or watcher.cancelled() or watcher.exception() is not None:
+            return
+        self.left = True
+        self.task.cancel()
+
+    def stop(self) -> None:
+        self.active = False
+        if not self.watcher.done():
+            self.watcher.cancel()
+
+    def absorb(self) -> bool:
+        """In an `except CancelledError`: True (and the cancellation undone) when the client left."""
+        if not self.left:
+            return False
+        self.task.uncancel()
+        return True
 
 
 async def _race_disconnect(work: asyncio.Task[Any], receive: Any) -> bool:
@@ -480,18 +516,22 @@ def _all_failed(run: Run, last: UpstreamFailure | None) -> SwitchyardError:
 
 
 async def _respond_whole(run: Run, send: Any, receive: Any) -> None:
-    work = asyncio.ensure_future(_complete(run))
     gen_header = [(b"x-generation-id", run.gen_id.encode())]
+    watch = _ClientWatch(receive)
     try:
-        left = await _race_disconnect(work, receive)
+        try:
+            completion = await _complete(run)
+        finally:
+            watch.stop()
+    except asyncio.CancelledError:
+        if not watch.absorb():
+            raise
+        run.cancelled = True
+        return
     except SwitchyardError as exc:
         await run.settle_before_reply()
         await run.front.send_error(send, exc, gen_header)
         return
-    if left:
-        run.cancelled = True
-        return
-    completion = work.result()
     run.status = "success"
     run.usage = completion.usage
     run.finish_reason = completion.native_finish_reason
@@ -603,27 +643,48 @@ class _StreamWriter:
         await self.send({"type": "http.response.body", "body": DONE, "more_body": False})
 
 
-async def _first_item(agen: Any, writer: _StreamWriter, interval: float) -> Any:
-    """Wait for a stream's first item, sending processing comments while the provider thinks."""
-    pending = asyncio.ensure_future(agen.__anext__())
-    try:
-        while True:
-            done, _ = await asyncio.wait({pending}, timeout=interval)
-            if done:
-                return pending.result()
-            await writer.raw(PROCESSING)
-    finally:
-        if not pending.done():
-            # Let the generator unwind (and release its connection) before anyone closes it.
-            pending.cancel()
+class _Processing:
+    """Sends `: SWITCHYARD PROCESSING` every `interval` while the request's task waits for the first
+    upstream event. A timer, not a second task racing the wait: the comment is written by a short
+    task only when the timer fires (a provider slower than the interval), which is rare."""
+
+    __slots__ = ("interval", "loop", "timer", "writer", "writing")
+
+    def __init__(self, writer: _StreamWriter, interval: float) -> None:
+        self.writer = writer
+        self.interval = interval
+        self.loop = asyncio.get_running_loop()
+        self.writing: asyncio.Task[Any] | None = None
+        self.timer: asyncio.TimerHandle | None = self.loop.call_later(interval, self._fire)
+
+    def _fire(self) -> None:
+        self.timer = None
+        if self.writing is None or self.writing.done():
+            self.writing = self.loop.create_task(self.writer.raw(PROCESSING))
+        self.timer = self.loop.call_later(self.interval, self._fire)
+
+    async def stop(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.writing is not None and not self.writing.done():
             try:
-                await pending
-            except BaseException:
+                await asyncio.shield(self.writing)  # never interleave a comment with the first chunk
+            except Exception:
                 pass
 
 
+async def _first_item(agen: Any, writer: _StreamWriter, interval: float) -> Any:
+    """Wait for a stream's first item, sending processing comments while the provider thinks."""
+    comments = _Processing(writer, interval)
+    try:
+        return await agen.__anext__()
+    finally:
+        await comments.stop()
+
+
 async def _stream(run: Run, writer: _StreamWriter) -> None:
-    interval = float(settings.SWITCHYARD_PROCESSING_COMMENT_SECONDS)
+    interval = float(setting("SWITCHYARD_PROCESSING_COMMENT_SECONDS"))
     last: UpstreamFailure | None = None
     for cand in run.candidates:
         adapter = adapter_for(cand.endpoint.api_format)
@@ -722,10 +783,13 @@ async def _stream_tail(run: Run, writer: _StreamWriter, cand: Candidate) -> None
 
 async def _respond_stream(run: Run, send: Any, receive: Any) -> None:
     writer = run.front.stream_writer(run, _BatchedSend(send))
-    work = asyncio.ensure_future(_stream(run, writer))
-    drain.track(work)
+    watch = _ClientWatch(receive)
+    drain.track(watch.task)
     try:
-        left = await _race_disconnect(work, receive)
+        try:
+            await _stream(run, writer)
+        finally:
+            watch.stop()
     except SwitchyardError as exc:
         if writer.started:  # pragma: no cover - _stream reports in-stream once started
             raise
@@ -733,14 +797,16 @@ async def _respond_stream(run: Run, send: Any, receive: Any) -> None:
         await run.front.send_error(send, exc, [(b"x-generation-id", run.gen_id.encode())])
         return
     except asyncio.CancelledError:
-        if not drain.stopped_for_shutdown(work):
+        if watch.absorb():
+            run.cancelled = True
+            return
+        if not drain.stopped_for_shutdown(watch.task):
             raise
+        watch.task.uncancel()
         await _end_for_shutdown(run, writer, send)
         return
     finally:
-        drain.untrack(work)
-    if left:
-        run.cancelled = True
+        drain.untrack(watch.task)
 
 
 async def _end_for_shutdown(run: Run, writer: _StreamWriter, send: Any) -> None:
@@ -775,6 +841,10 @@ class Front:
 
     def parse(self, body: Any) -> dict[str, Any]:
         return validate_completion(body, kind=self.kind)
+
+    def admit(self, req: dict[str, Any], candidates: list[Candidate]) -> list[Candidate]:
+        """The routed candidates this front door can serve `req` with (all of them by default)."""
+        return candidates
 
     async def send_error(
         self, send: Any, exc: SwitchyardError, extra: list[tuple[bytes, bytes]] | None = None
@@ -812,7 +882,7 @@ async def handle_front(scope: dict[str, Any], receive: Any, send: Any, front: Fr
     kind = front.kind
     try:
         key = await front.authenticate(scope)
-        raw = await read_body(receive, settings.SWITCHYARD_MAX_BODY_BYTES)
+        raw = await read_body(receive, setting("SWITCHYARD_MAX_BODY_BYTES"))
         body = parse_body(raw)
         check_input(body)
         req = front.parse(body)
@@ -827,7 +897,7 @@ async def handle_front(scope: dict[str, Any], receive: Any, send: Any, front: Fr
             prompt_estimate=size // 4,
             rng=_rng,
         )
-        candidates = await byok_candidates(key.org_id, candidates)
+        candidates = front.admit(req, await byok_candidates(key.org_id, candidates))
         # After routing, when it is known whether the request is on the free tier; in full mode the
         # gate rides in the hold's Lua call (no extra round trip), embedded it is checked here.
         gate = await rate_gate(key, free=all(c.endpoint.is_free for c in candidates))

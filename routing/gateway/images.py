@@ -1,8 +1,8 @@
 """Fetch image URLs server-side for providers that only take inline image data (Gemini), safely.
 
-Limits: size, time, content type, and never a private, loopback, link-local, multicast or otherwise
-non-public address (every resolved address is checked, on every redirect hop). Failures are the
-caller's: a 400 that names the message part.
+Limits: size, time and redirects (the SWITCHYARD_IMAGE_FETCH_* settings), content type, and never a
+private, loopback, link-local, multicast or otherwise non-public address (every resolved address is
+checked, on every redirect hop). Failures are the caller's: a 400 that names the message part.
 """
 
 from __future__ import annotations
@@ -18,10 +18,20 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from django.conf import settings
 
-MAX_IMAGE_BYTES = 10 * 1024 * 1024
-FETCH_SECONDS = 10.0
-MAX_REDIRECTS = 3
+# What Gemini takes inline (and what is safe to hand on: no SVG).
 ALLOWED_TYPES = {"image/png", "image/jpeg", "image/gif", "image/webp"}
+
+
+def max_bytes() -> int:
+    return int(settings.SWITCHYARD_IMAGE_FETCH_MAX_BYTES)
+
+
+def fetch_seconds() -> float:
+    return float(settings.SWITCHYARD_IMAGE_FETCH_TIMEOUT_SECONDS)
+
+
+def max_redirects() -> int:
+    return int(settings.SWITCHYARD_IMAGE_FETCH_MAX_REDIRECTS)
 
 
 class ImageFetchError(Exception):
@@ -84,7 +94,8 @@ def _check_url(url: str) -> None:
 
 
 async def _fetch(session: aiohttp.ClientSession, url: str) -> tuple[str, bytes]:
-    for _ in range(MAX_REDIRECTS + 1):
+    limit, redirects = max_bytes(), max_redirects()
+    for _ in range(redirects + 1):
         _check_url(url)
         async with session.get(url, allow_redirects=False) as resp:
             if resp.status in (301, 302, 303, 307, 308) and resp.headers.get("Location"):
@@ -97,19 +108,22 @@ async def _fetch(session: aiohttp.ClientSession, url: str) -> tuple[str, bytes]:
                 raise ImageFetchError(
                     f"content type {ctype or 'unknown'!r} is not one of {', '.join(sorted(ALLOWED_TYPES))}"
                 )
-            if resp.content_length is not None and resp.content_length > MAX_IMAGE_BYTES:
-                raise ImageFetchError(f"the image is larger than {MAX_IMAGE_BYTES} bytes")
+            if resp.content_length is not None and resp.content_length > limit:
+                raise ImageFetchError(f"the image is larger than {limit} bytes")
             data = bytearray()
             async for piece in resp.content.iter_chunked(65536):
                 data.extend(piece)
-                if len(data) > MAX_IMAGE_BYTES:
-                    raise ImageFetchError(f"the image is larger than {MAX_IMAGE_BYTES} bytes")
+                if len(data) > limit:
+                    raise ImageFetchError(f"the image is larger than {limit} bytes")
             return ctype, bytes(data)
-    raise ImageFetchError(f"more than {MAX_REDIRECTS} redirects")
+    raise ImageFetchError(f"more than {redirects} redirects")
 
 
-async def fetch_image(url: str, *, timeout: float = FETCH_SECONDS) -> tuple[str, str]:
-    """(media type, base64 data) for an image URL, or ImageFetchError saying why not."""
+async def fetch_image(url: str, *, timeout: float | None = None) -> tuple[str, str]:
+    """(media type, base64 data) for an image URL, or ImageFetchError saying why not. The whole
+    download, redirects included, must end within `timeout` (default: the setting)."""
+    if timeout is None:
+        timeout = fetch_seconds()
     connector = aiohttp.TCPConnector(resolver=_PublicResolver(), limit=4, force_close=True)
     try:
         async with aiohttp.ClientSession(connector=connector, auto_decompress=True) as session:

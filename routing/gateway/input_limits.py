@@ -15,6 +15,7 @@ import orjson
 from django.conf import settings
 
 from switchyard.errors import BadRequest
+from switchyard.shared import setting
 
 TOKEN_FIELDS = ("max_tokens", "max_completion_tokens")
 
@@ -45,8 +46,8 @@ def parse_body(raw: bytes) -> Any:
 
 def check_input(body: Any) -> None:
     """Raise a 400 naming the first field over a limit."""
-    max_depth = settings.SWITCHYARD_MAX_JSON_DEPTH
-    max_chars = settings.SWITCHYARD_MAX_STRING_CHARS
+    max_depth = setting("SWITCHYARD_MAX_JSON_DEPTH")
+    max_chars = setting("SWITCHYARD_MAX_STRING_CHARS")
     stack: list[tuple[Any, int, tuple[str | int, ...]]] = (
         [(body, 1, ())] if isinstance(body, dict | list) else []
     )
@@ -70,10 +71,10 @@ def check_input(body: Any) -> None:
     if not isinstance(body, dict):
         return
     messages = body.get("messages")
-    max_messages = settings.SWITCHYARD_MAX_MESSAGES
+    max_messages = setting("SWITCHYARD_MAX_MESSAGES")
     if isinstance(messages, list) and len(messages) > max_messages:
         raise _fail("messages", f"at most {max_messages} messages, got {len(messages)}", limit=max_messages)
-    max_output = settings.SWITCHYARD_MAX_OUTPUT_TOKENS
+    max_output = setting("SWITCHYARD_MAX_OUTPUT_TOKENS")
     for field in TOKEN_FIELDS:
         value = body.get(field)
         if isinstance(value, int) and not isinstance(value, bool) and not 1 <= value <= max_output:

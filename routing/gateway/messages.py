@@ -1,7 +1,10 @@
 """`POST /api/v1/messages`: Anthropic's Messages API in front of the same routing, holds and billing.
 
-The request is translated into the internal OpenAI-style chat request (so it can go to any provider,
-whatever its wire format), and the answer is written back as an Anthropic message or event stream.
+The request is translated into the internal OpenAI-style chat request (routing, holds, estimates and
+any provider whatever its wire format use that), and the customer's own body rides along in it: an
+Anthropic-format endpoint is sent that body nearly as is and its answer is passed back (pass-through);
+any other endpoint gets the translation, and its answer is written back as an Anthropic message or
+event stream.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import orjson
 
 from accounts.keys import KeyInfo, key_lookup
 from billing.money import from_units, json_number
+from routing.adapters.anthropic import EVENTS, MESSAGE, PASSTHROUGH_BODY
 from routing.adapters.base import Completion, UpstreamFailure, Usage
 from routing.gateway.app import (
     Front,
@@ -51,6 +55,12 @@ STOP_REASONS = {
 }
 NATIVE_ANTHROPIC = {"end_turn", "stop_sequence", "max_tokens", "tool_use", "refusal", "pause_turn"}
 PASSTHROUGH = ("models", "provider", "usage", "temperature", "top_p", "top_k")
+# Block types the internal (OpenAI-style) request cannot carry: such a request can only be served by
+# an Anthropic-format endpoint, through pass-through.
+NATIVE_ONLY_BLOCKS = {"document", "search_result", "container_upload"}
+NATIVE_ONLY_IN_TOOL_RESULTS = {"image", "document", "search_result"}
+# Set in the internal request when it has such a block: the first one's field path and kind.
+NATIVE_ONLY = "_native_only"
 
 
 def error_type(status: int) -> str:
@@ -102,25 +112,59 @@ def _collapse(parts: list[dict[str, Any]]) -> str | list[dict[str, Any]]:
     return parts
 
 
-def _tool_result_text(block: dict[str, Any], where: str) -> str:
+def _stand_in(block: dict[str, Any]) -> str:
+    """The text of a block only pass-through can send (a `document` or `search_result`), for the
+    internal request's accounting: the hold's bound and an estimate when usage is missing. A PDF or a
+    file counts for nothing there (its tokens are known only from the provider's usage)."""
+    source = block.get("source")
+    if isinstance(source, dict) and source.get("type") == "text" and isinstance(source.get("data"), str):
+        return source["data"]
+    inner = source.get("content") if isinstance(source, dict) else block.get("content")
+    if isinstance(inner, str):
+        return inner
+    if isinstance(inner, list):
+        texts = [str(b.get("text", "")) for b in inner if isinstance(b, dict) and b.get("type") == "text"]
+        return "\n".join(texts)
+    return ""
+
+
+def _tool_result(block: dict[str, Any], where: str, native: list[str]) -> dict[str, Any]:
     content = block.get("content")
+    prefix = "Error: " if block.get("is_error") else ""
     if content is None or isinstance(content, str):
-        text = content or ""
-    elif isinstance(content, list):
-        pieces = []
-        for k, sub in enumerate(content):
-            if isinstance(sub, dict) and sub.get("type") == "text":
-                pieces.append(str(sub.get("text", "")))
-            else:
-                raise _fail(f"{where}.content[{k}]", "only text content is supported in tool results")
-        text = "".join(pieces)
-    else:
-        raise _fail(f"{where}.content", "must be a string or a list of text blocks")
-    return f"Error: {text}" if block.get("is_error") else text
+        return {"role": "tool", "tool_call_id": block["tool_use_id"], "content": prefix + (content or "")}
+    if not isinstance(content, list):
+        raise _fail(f"{where}.content", "must be a string or a list of content blocks")
+    parts: list[dict[str, Any]] = []
+    for k, sub in enumerate(content):
+        kind = sub.get("type") if isinstance(sub, dict) else None
+        if kind == "text":
+            parts.append(_text_part(sub, f"{where}.content[{k}]"))
+            continue
+        if kind not in NATIVE_ONLY_IN_TOOL_RESULTS:
+            raise _fail(f"{where}.content[{k}].type", f"content block type {kind!r} is not supported here")
+        # Images and documents in a tool result: Anthropic takes them, the internal format does not.
+        native.append(f"{where}.content[{k}]: a {kind} block in a tool result")
+        if kind == "image":
+            parts.append(_image_part(sub, f"{where}.content[{k}]"))
+        else:
+            parts.append({"type": "text", "text": _stand_in(sub)})
+    if prefix:
+        parts.insert(0, {"type": "text", "text": prefix})
+    if all(p["type"] == "text" for p in parts):
+        return {
+            "role": "tool",
+            "tool_call_id": block["tool_use_id"],
+            "content": "".join(p["text"] for p in parts),
+        }
+    return {"role": "tool", "tool_call_id": block["tool_use_id"], "content": parts}
 
 
-def _user_turn(content: list[Any], where: str) -> list[dict[str, Any]]:
-    """A user turn: its tool results become tool messages (first), the rest one user message."""
+def _user_turn(content: list[Any], where: str, native: list[str]) -> list[dict[str, Any]]:
+    """A user turn: its tool results become tool messages (first), the rest one user message.
+
+    Blocks only an Anthropic-format endpoint can take (documents, search results, images in tool
+    results) are noted in `native`, with a stand-in for accounting (see MessagesFront.admit)."""
     out: list[dict[str, Any]] = []
     parts: list[dict[str, Any]] = []
     for j, block in enumerate(content):
@@ -133,13 +177,12 @@ def _user_turn(content: list[Any], where: str) -> list[dict[str, Any]]:
         elif kind == "tool_result":
             if not isinstance(block.get("tool_use_id"), str):
                 raise _fail(f"{at}.tool_use_id", "is required")
-            out.append(
-                {
-                    "role": "tool",
-                    "tool_call_id": block["tool_use_id"],
-                    "content": _tool_result_text(block, at),
-                }
-            )
+            out.append(_tool_result(block, at, native))
+        elif kind in NATIVE_ONLY_BLOCKS:
+            native.append(f"{at}: a {kind} block")
+            stand_in = _stand_in(block)
+            if stand_in:
+                parts.append({"type": "text", "text": stand_in})
         else:
             raise _fail(f"{at}.type", f"content block type {kind!r} is not supported here")
     if parts:
@@ -232,6 +275,7 @@ def to_internal(body: Any) -> dict[str, Any]:
     if not isinstance(raw_messages, list) or not raw_messages:
         raise _fail("messages", "must be a non-empty list")
     messages: list[dict[str, Any]] = []
+    native: list[str] = []
     system = body.get("system")
     if isinstance(system, str):
         if system:
@@ -253,7 +297,7 @@ def to_internal(body: Any) -> dict[str, Any]:
         if not isinstance(content, list):
             raise _fail(f"{where}.content", "must be a string or a list of content blocks")
         if m["role"] == "user":
-            messages.extend(_user_turn(content, f"{where}.content"))
+            messages.extend(_user_turn(content, f"{where}.content", native))
         else:
             messages.append(_assistant_turn(content, f"{where}.content"))
     out: dict[str, Any] = {"model": body["model"], "max_tokens": max_tokens, "messages": messages}
@@ -278,6 +322,8 @@ def to_internal(body: Any) -> dict[str, Any]:
         if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
             raise _fail("thinking.budget_tokens", "must be a positive integer")
         out["reasoning"] = {"max_tokens": budget}
+    if native:
+        out[NATIVE_ONLY] = native[0]
     return out
 
 
@@ -336,7 +382,24 @@ class MessagesFront(Front):
         return info
 
     def parse(self, body: Any) -> dict[str, Any]:
-        return validate_completion(to_internal(body), kind="chat")
+        req = validate_completion(to_internal(body), kind="chat")
+        req[PASSTHROUGH_BODY] = body  # what an Anthropic-format endpoint is sent (pass-through)
+        return req
+
+    def admit(self, req: dict[str, Any], candidates: list[Candidate]) -> list[Candidate]:
+        """A request with blocks the internal format cannot carry goes only to Anthropic-format
+        endpoints (pass-through); if the model has none, that is the request's fault: a 400."""
+        where = req.get(NATIVE_ONLY)
+        if where is None:
+            return candidates
+        native = [c for c in candidates if c.endpoint.api_format == "anthropic"]
+        if not native:
+            raise BadRequest(
+                f"{where} can only be sent to an Anthropic-format endpoint, and this request has none "
+                "(see the model's endpoints).",
+                metadata={"field": where.split(":", 1)[0]},
+            )
+        return native
 
     async def send_error(
         self, send: Any, exc: SwitchyardError, extra: list[tuple[bytes, bytes]] | None = None
@@ -347,6 +410,18 @@ class MessagesFront(Front):
 
     def whole_body(self, run: Run, completion: Completion, usage: Usage) -> dict[str, Any]:
         assert run.winner is not None
+        cost = cost_units(run.winner.endpoint, usage)
+        message = completion.extra.get(MESSAGE)
+        if message is not None:
+            # Pass-through: the provider's message, with our id (the generation's), our model name,
+            # the provider's name and the cost added to its own usage.
+            return {
+                **message,
+                "id": run.gen_id,
+                "model": run.winner.model.slug,
+                "provider": run.winner.endpoint.provider_name,
+                "usage": {**(message.get("usage") or {}), "cost": json_number(from_units(cost))},
+            }
         choice = completion.choices[0] if completion.choices else {}
         native = completion.native_finish_reason if run.winner.endpoint.api_format == "anthropic" else None
         return {
@@ -358,7 +433,7 @@ class MessagesFront(Front):
             "content": content_blocks(choice.get("message") or {}),
             "stop_reason": stop_reason(choice.get("finish_reason"), native),
             "stop_sequence": None,
-            "usage": usage_json(usage, cost_units(run.winner.endpoint, usage)),
+            "usage": usage_json(usage, cost),
         }
 
     def stream_writer(self, run: Run, send: Any) -> _StreamWriter:
@@ -369,12 +444,24 @@ def sse_event(name: str, data: dict[str, Any]) -> bytes:
     return b"event: " + name.encode() + b"\ndata: " + dumps(data) + b"\n\n"
 
 
+def sse_frame(name: str | None, data: bytes) -> bytes:
+    """One server-sent event as received (its data lines as they were)."""
+    head = b"event: " + name.encode() + b"\n" if name else b""
+    return head + b"".join(b"data: " + line + b"\n" for line in data.split(b"\n")) + b"\n"
+
+
 class MessagesStreamWriter(_StreamWriter):
     """OpenAI chunks in, Anthropic's event sequence out: message_start, ping, one content block at a
-    time (start, deltas, stop), message_delta with the stop reason and usage, message_stop."""
+    time (start, deltas, stop), message_delta with the stop reason and usage, message_stop.
+
+    From an Anthropic-format endpoint the chunks carry the provider's own events (pass-through): those
+    go out as received, except message_start (our id and model name) and message_delta (the cost
+    added to its usage); message_stop is held back until the request is settled."""
 
     def __init__(self, run: Run, send: Any) -> None:
         super().__init__(run, send)
+        self.passthrough = False
+        self.last = b""  # pass-through: the provider's message_stop, sent after settlement
         self.opened = False
         self.block: tuple[str, int] | None = None  # (kind, OpenAI tool index or 0)
         self.block_index = -1
@@ -423,7 +510,39 @@ class MessagesStreamWriter(_StreamWriter):
             "content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}
         )
 
+    def _own(self, cand: Candidate, name: str | None, data: bytes) -> bytes:
+        """A provider's event with the fields Switchyard owns rewritten."""
+        if name not in ("message_start", "message_delta"):
+            return data
+        try:
+            payload = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return data
+        if name == "message_start" and isinstance(payload.get("message"), dict):
+            payload["message"] = {**payload["message"], "id": self.run.gen_id, "model": cand.model.slug}
+        elif name == "message_delta":
+            usage = self.run.final_usage()
+            cost = json_number(from_units(cost_units(cand.endpoint, usage)))
+            payload["usage"] = {**(payload.get("usage") or {}), "cost": cost}
+        return dumps(payload)
+
+    async def _pass_on(self, cand: Candidate, events: list[tuple[str | None, bytes]]) -> None:
+        out = []
+        for name, data in events:
+            if name == "message_stop":
+                self.last = sse_frame(name, data)
+            else:
+                out.append(sse_frame(name, self._own(cand, name, data)))
+        if out:
+            await self.raw(b"".join(out))
+
     async def chunk(self, cand: Candidate, payload: dict[str, Any]) -> None:
+        events = payload.get(EVENTS)
+        if events is not None:
+            self.passthrough = True
+            if events:
+                await self._pass_on(cand, events)
+            return
         out = self._open(cand)
         for choice in payload.get("choices") or ():
             delta = choice.get("delta") or {}
@@ -467,6 +586,9 @@ class MessagesStreamWriter(_StreamWriter):
         run = self.run
         usage = run.final_usage()
         run.usage = usage
+        if self.passthrough:
+            await self.end(self.last)
+            return
         out = self._open(cand) + self._close_block()
         delta = {"stop_reason": stop_reason(self.finish_reason), "stop_sequence": None}
         out.append(
@@ -480,19 +602,20 @@ class MessagesStreamWriter(_StreamWriter):
             )
         )
         out.append(sse_event("message_stop", {"type": "message_stop"}))
-        await self.raw(b"".join(out))
-        await self.end()
+        await self.end(b"".join(out))
 
     async def fail(self, cand: Candidate, failure: UpstreamFailure) -> None:
-        await self.raw(sse_event("error", anthropic_error(failure.status, failure.message)))
-        await self.end()
+        await self.end(sse_event("error", anthropic_error(failure.status, failure.message)))
 
     async def fail_all(self, exc: SwitchyardError) -> None:
-        await self.raw(sse_event("error", anthropic_error(exc.status, exc.message)))
-        await self.end()
+        await self.end(sse_event("error", anthropic_error(exc.status, exc.message)))
 
-    async def end(self) -> None:
-        await self.send({"type": "http.response.body", "body": b"", "more_body": False})
+    async def end(self, last: bytes = b"") -> None:
+        """The last bytes go out once the request is settled (as on /chat/completions), so a client
+        that has read the whole stream never finds its credit still held."""
+        await self.start()
+        await self.run.settle_before_reply()
+        await self.send({"type": "http.response.body", "body": last, "more_body": False})
 
 
 MESSAGES = MessagesFront("chat")

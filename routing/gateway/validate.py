@@ -45,15 +45,16 @@ def _bool(body: dict[str, Any], field: str) -> None:
         raise _fail(field, "must be true or false")
 
 
-def _content(field: str, content: Any, *, role: str, has_tool_calls: bool) -> None:
+def _content(field: str, content: Any, *, role: str, has_tool_calls: bool) -> bool:
+    """Check one message's content; True when a part carries `cache_control`."""
     if content is None:
         if role == "assistant" and has_tool_calls:
-            return
+            return False
         if role == "assistant":
-            return
+            return False
         raise _fail(field, "is required")
     if isinstance(content, str):
-        return
+        return False
     if not isinstance(content, list):
         raise _fail(field, "must be a string or a list of content parts")
     for j, part in enumerate(content):
@@ -71,13 +72,16 @@ def _content(field: str, content: Any, *, role: str, has_tool_calls: bool) -> No
             url = image.get("url") if isinstance(image, dict) else image
             if not isinstance(url, str) or not url:
                 raise _fail(f"{where}.image_url.url", "must be a URL or a data: URI")
+    return any("cache_control" in part for part in content)
 
 
-def _messages(messages: Any) -> None:
+def _messages(messages: Any) -> bool:
+    """Check the messages; True when a content part carries `cache_control`."""
     if not isinstance(messages, list) or not messages:
         raise _fail("messages", "must be a non-empty list")
     if len(messages) > MAX_MESSAGES:
         raise _fail("messages", f"at most {MAX_MESSAGES} messages")
+    cache_control = False
     for i, m in enumerate(messages):
         where = f"messages[{i}]"
         if not isinstance(m, dict):
@@ -95,7 +99,9 @@ def _messages(messages: Any) -> None:
                     raise _fail(f"{where}.tool_calls[{j}].function.name", "is required")
         if role == "tool" and not isinstance(m.get("tool_call_id"), str):
             raise _fail(f"{where}.tool_call_id", "is required for tool messages")
-        _content(f"{where}.content", m.get("content"), role=role, has_tool_calls=bool(tool_calls))
+        if _content(f"{where}.content", m.get("content"), role=role, has_tool_calls=bool(tool_calls)):
+            cache_control = True
+    return cache_control
 
 
 def _tools(body: dict[str, Any]) -> None:
@@ -177,7 +183,10 @@ def validate_completion(body: Any, *, kind: str) -> dict[str, Any]:
     req["_kind"] = kind
     req["_models"] = _models(body)
     if kind == "chat":
-        _messages(body.get("messages"))
+        # Marks requests whose cache_control an endpoint without explicit caching must not be sent.
+        req["_cache_control"] = _messages(body.get("messages")) or any(
+            isinstance(t, dict) and "cache_control" in t for t in body.get("tools") or ()
+        )
     else:
         prompt = body.get("prompt")
         if isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt):

@@ -42,6 +42,7 @@ class Recorded:
     headers: dict[str, str]
     json: Any
     problems: list[str] = field(default_factory=list)
+    sent: list[str] = field(default_factory=list)  # the SSE event names streamed back, in order
 
 
 def _words(text: str) -> int:
@@ -77,7 +78,7 @@ def validate(body: Any) -> list[str]:
         problems.append("max_tokens: required positive integer")
     allowed = {
         "model", "max_tokens", "messages", "system", "stop_sequences", "stream", "temperature",
-        "top_p", "top_k", "tools", "tool_choice", "metadata", "thinking",
+        "top_p", "top_k", "tools", "tool_choice", "metadata", "thinking", "cache_control", "container",
     }  # fmt: skip
     for key in set(body) - allowed:
         problems.append(f"{key}: Extra inputs are not permitted")
@@ -129,6 +130,10 @@ def validate(body: Any) -> list[str]:
                     problems.append(f"messages.{i}.content.{j}.source: bad image source")
             if kind == "text" and not isinstance(block.get("text"), str):
                 problems.append(f"messages.{i}.content.{j}.text: required")
+            if kind == "thinking" and not block.get("signature"):
+                problems.append(f"messages.{i}.content.{j}.signature: required on thinking blocks")
+            if kind == "document" and not isinstance(block.get("source"), dict):
+                problems.append(f"messages.{i}.content.{j}.source: required")
     for k, tool in enumerate(body.get("tools") or []):
         if not tool.get("name") or not isinstance(tool.get("input_schema"), dict):
             problems.append(f"tools.{k}: name and input_schema are required")
@@ -213,7 +218,7 @@ class FakeAnthropicUpstream(ThreadedServer):
                     "usage": usage,
                 }
             )
-        return await self._stream(request, body, script, content, usage, stop)
+        return await self._stream(request, record, script, content, usage, stop)
 
     def _answer(
         self, body: dict[str, Any], script: Script
@@ -295,7 +300,7 @@ class FakeAnthropicUpstream(ThreadedServer):
     async def _stream(
         self,
         request: web.Request,
-        body: dict[str, Any],
+        record: Recorded,
         script: Script,
         content: list[dict[str, Any]],
         usage: dict[str, Any],
@@ -303,8 +308,10 @@ class FakeAnthropicUpstream(ThreadedServer):
     ) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await resp.prepare(request)
+        body = record.json
 
         async def send(event: str, data: dict[str, Any]) -> None:
+            record.sent.append(event)
             await resp.write(f"event: {event}\ndata: {json.dumps(data)}\n\n".encode())
             await asyncio.sleep(0)
 

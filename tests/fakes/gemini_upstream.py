@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
 import threading
 from collections import deque
@@ -185,6 +186,8 @@ class FakeGeminiUpstream(ThreadedServer):
             script = self._queue.popleft() if self._queue else Script()
         if request.headers.get("x-goog-api-key") != self.api_key:
             return self._error(403, "Method doesn't allow unregistered callers. API key not valid.")
+        if method == "batchEmbedContents":
+            return self._embed(model, body, script, record)
         if method not in ("generateContent", "streamGenerateContent"):
             return self._error(404, f"unknown method {method}")
         record.problems = validate(body)
@@ -238,6 +241,30 @@ class FakeGeminiUpstream(ThreadedServer):
         last["candidates"][0]["finishReason"] = finish
         last["usageMetadata"] = usage
         return await self._sse(request, chunks)
+
+    def _embed(self, model: str, body: Any, script: Script, record: Recorded) -> web.Response:
+        """batchEmbedContents: each request names this model and holds text parts; the answer is one
+        vector per request (derived from its text), and, like Gemini's, no usage."""
+        requests = body.get("requests") if isinstance(body, dict) else None
+        if not isinstance(requests, list) or not requests or len(requests) > 100:
+            record.problems.append("requests: 1 to 100 required")
+        for i, one in enumerate(requests or []):
+            if one.get("model") != f"models/{model}":
+                record.problems.append(f"requests[{i}].model: must be models/{model}")
+            parts = (one.get("content") or {}).get("parts")
+            if not isinstance(parts, list) or not all(isinstance(p.get("text"), str) for p in parts):
+                record.problems.append(f"requests[{i}].content.parts: text parts required")
+        if record.problems:
+            return self._error(400, "; ".join(record.problems))
+        if script.kind == "status":
+            return self._error(script.status, script.message)
+        embeddings = []
+        for one in requests or []:
+            text = "".join(p["text"] for p in one["content"]["parts"])
+            digest = hashlib.sha256(text.encode()).digest()
+            size = one.get("outputDimensionality") or 8
+            embeddings.append({"values": [round(digest[k % 32] / 255, 4) for k in range(size)]})
+        return web.json_response({"embeddings": embeddings})
 
     async def _sse(self, request: web.Request, chunks: list[dict[str, Any]]) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})

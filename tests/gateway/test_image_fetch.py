@@ -14,12 +14,15 @@ import asyncio
 import base64
 import re
 import threading
+from decimal import Decimal
 from urllib.parse import urlencode
 
 import anthropic
 import openai
 import pytest
 from aiohttp import web
+from django.conf import settings
+from django.test import override_settings
 
 from routing.gateway import images
 from tests.fakes.base import ThreadedServer, sleep_unless_shutdown, wait_for_shutdown
@@ -33,7 +36,7 @@ from tests.gateway.test_native_providers import (  # noqa: F401  (fixtures)
     secret,
 )
 
-LIMIT = images.MAX_IMAGE_BYTES
+LIMIT = settings.SWITCHYARD_IMAGE_FETCH_MAX_BYTES
 
 
 class ImageServer(ThreadedServer):
@@ -60,6 +63,7 @@ class ImageServer(ThreadedServer):
         app.middlewares.append(count)
         r = app.router
         r.add_get("/pixel.png", self._pixel)
+        r.add_get("/chunked-pixel", self._chunked_pixel)
         r.add_get("/typed", self._typed)
         r.add_get("/exact", self._exact)
         r.add_get("/declared-too-big", self._declared_too_big)
@@ -73,6 +77,14 @@ class ImageServer(ThreadedServer):
 
     async def _pixel(self, request: web.Request) -> web.Response:
         return web.Response(body=PIXEL_PNG, content_type="image/png")
+
+    async def _chunked_pixel(self, request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "image/png"})
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        await resp.write(PIXEL_PNG)
+        await resp.write_eof()
+        return resp
 
     async def _exact(self, request: web.Request) -> web.Response:
         return web.Response(body=b"\0" * LIMIT, content_type="image/png")
@@ -248,9 +260,19 @@ async def test_redirect_to_another_scheme_is_refused(public, allow_private):
 
 async def test_redirect_loop_stops(public, allow_private):
     before = public.hit_count("/loop")
-    with pytest.raises(images.ImageFetchError, match=f"more than {images.MAX_REDIRECTS} redirects"):
+    with pytest.raises(images.ImageFetchError, match="more than 3 redirects"):
         await images.fetch_image(public.url("/loop"))
-    assert public.hit_count("/loop") - before == images.MAX_REDIRECTS + 1
+    assert public.hit_count("/loop") - before == 3 + 1
+
+
+async def test_lowered_redirect_limit(public, allow_private):
+    target = public.url("/pixel.png")
+    once = public.url("/redirect?" + urlencode({"to": target}))
+    with override_settings(SWITCHYARD_IMAGE_FETCH_MAX_REDIRECTS=0):
+        with pytest.raises(images.ImageFetchError, match="more than 0 redirects"):
+            await images.fetch_image(once)
+    with override_settings(SWITCHYARD_IMAGE_FETCH_MAX_REDIRECTS=1):
+        assert decoded(await images.fetch_image(once)) == ("image/png", PIXEL_PNG)
 
 
 # ---- size, time, content type ----------------------------------------------------------------------
@@ -271,16 +293,27 @@ async def test_undeclared_size_over_the_limit_is_refused(public, public_loopback
         await images.fetch_image(public.url("/chunked-too-big"))
 
 
+async def test_lowered_size_limit(public, public_loopback):
+    """The pixel is fetched at the default limit and refused one byte under its size, declared or not."""
+    size = len(PIXEL_PNG)
+    with override_settings(SWITCHYARD_IMAGE_FETCH_MAX_BYTES=size):
+        assert decoded(await images.fetch_image(public.url("/pixel.png")))[1] == PIXEL_PNG
+    with override_settings(SWITCHYARD_IMAGE_FETCH_MAX_BYTES=size - 1):
+        with pytest.raises(images.ImageFetchError, match=f"larger than {size - 1} bytes"):
+            await images.fetch_image(public.url("/pixel.png"))
+        with pytest.raises(images.ImageFetchError, match=f"larger than {size - 1} bytes"):
+            await images.fetch_image(public.url("/chunked-pixel"))
+
+
 @pytest.mark.parametrize("path", ["/stall", "/slow-headers", "/trickle"])
 async def test_download_time_limit(public, public_loopback, path):
     with pytest.raises(images.ImageFetchError, match=r"did not download within 0\.5s"):
         await images.fetch_image(public.url(path), timeout=0.5)
 
 
-async def test_default_time_limit_is_applied(public, public_loopback, monkeypatch):
-    """The gateway calls fetch_image without a timeout: the default must bound a server that never ends."""
-    assert images.fetch_image.__kwdefaults__["timeout"] == images.FETCH_SECONDS
-    monkeypatch.setitem(images.fetch_image.__kwdefaults__, "timeout", 0.5)
+@override_settings(SWITCHYARD_IMAGE_FETCH_TIMEOUT_SECONDS=Decimal("0.5"))
+async def test_default_time_limit_is_applied(public, public_loopback):
+    """The gateway calls fetch_image without a timeout: the setting must bound a server that never ends."""
     req = {
         "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": public.url("/stall")}]}]
     }

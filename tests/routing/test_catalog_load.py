@@ -7,6 +7,7 @@ from decimal import Decimal
 from io import StringIO
 from pathlib import Path
 
+import orjson
 import pytest
 import yaml
 from django.core.management import CommandError, call_command
@@ -125,6 +126,47 @@ def test_load_creates_providers_models_and_endpoints_with_exact_prices(tmp_path)
     assert alpha.timeout_first_byte == 60  # default
     assert alpha.api_key_env == "ALPHA_API_KEY"
     assert Model.objects.get(slug="acme/small").input_modalities == ["text", "image"]
+
+
+@pytest.mark.django_db
+def test_prompt_caching_is_derived_unless_the_file_says(tmp_path):
+    """Default: explicit for Anthropic-format endpoints with a cache price, implicit for others with a
+    cache-read price, none otherwise; an endpoint's `prompt_caching` overrides it, and the OpenAI
+    adapter then sends `cache_control` on."""
+    from routing.adapters.base import CallContext
+    from routing.adapters.openai import OpenAIAdapter
+    from routing.catalog.snapshot import build_snapshot
+    from routing.gateway.validate import validate_completion
+
+    doc = copy.deepcopy(BASE)
+    doc["models"][1]["endpoints"][0]["pricing"]["cache_write"] = "3.75"
+    _load(_write(tmp_path, doc))
+
+    def caching() -> dict[tuple[str, str], str]:
+        models = build_snapshot().models
+        return {(m.slug, e.provider_slug): e.prompt_caching for m in models.values() for e in m.endpoints}
+
+    assert caching() == {
+        ("acme/small", "alpha"): "implicit",
+        ("acme/small", "beta"): "none",
+        ("acme/large", "beta"): "explicit",
+    }
+    assert _endpoint("acme/small", "alpha").prompt_caching == ""
+    doc["models"][0]["endpoints"][0]["prompt_caching"] = "explicit"
+    doc["models"][1]["endpoints"][0]["prompt_caching"] = "none"
+    _load(_write(tmp_path, doc))
+    assert caching()[("acme/small", "alpha")] == "explicit"
+    assert caching()[("acme/large", "beta")] == "none"
+
+    part = {"type": "text", "text": "long", "cache_control": {"type": "ephemeral"}}
+    req = validate_completion(
+        {"model": "acme/small", "messages": [{"role": "user", "content": [part]}]}, kind="chat"
+    )
+    for ep in build_snapshot().models["acme/small"].endpoints:
+        if ep.provider_slug == "alpha":
+            ctx = CallContext(endpoint=ep, api_key="k", started=0.0, deadline=1.0)
+            _, _, body = OpenAIAdapter().build_request(ctx, req, stream=False)
+            assert orjson.loads(body)["messages"][0]["content"] == [part]
 
 
 @pytest.mark.django_db
@@ -302,6 +344,10 @@ BAD_CASES = {
     "unknown supported parameter": (
         _set(["models", 0, "endpoints", 0, "supported_parameters"], ["telepathy"]),
         ["acme/small", "telepathy"],
+    ),
+    "bad prompt_caching": (
+        _set(["models", 0, "endpoints", 0, "prompt_caching"], "sometimes"),
+        ["acme/small", "prompt_caching", "sometimes"],
     ),
     "bad context length": (
         _set(["models", 1, "endpoints", 0, "context_length"], "lots"),

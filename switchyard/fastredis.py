@@ -1,0 +1,239 @@
+"""A lean, pipelined Redis connection for the hot path's Lua calls (place a hold; settle it).
+
+Why not redis-py's asyncio client here: each of its calls takes a pooled connection, health-checks
+it, wraps the command in retry and deprecation shims and packs it in Python -- about 120-180 µs of
+CPU a call on the bench box, which was a fifth of a whole request (README "Performance"). This module
+keeps one connection per process and event loop, packs commands with hiredis, writes each command
+straight to the transport and matches replies to callers in order (Redis answers in order), so
+concurrent requests share the socket and their commands pipeline. Everything else (the dashboard,
+Celery, the cache, the rest of the gateway's occasional reads) still uses redis-py.
+
+Failure policy (README "Failure policy"): connecting is bounded by CONNECT_TIMEOUT, every reply by
+REPLY_TIMEOUT. A connection that times out, is refused or drops fails its pending calls with
+redis-py's own ConnectionError / TimeoutError (so `store_unavailable` maps them to a 503) and the next
+call connects afresh. A call is never re-sent once written: the Lua scripts are not all idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import hashlib
+import ssl
+from typing import Any
+
+import hiredis
+from redis.connection import parse_url
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+CONNECT_TIMEOUT = 2.0
+REPLY_TIMEOUT = 2.0
+
+
+def _pack(*args: Any) -> bytes:
+    """A command in RESP, packed by hiredis (C)."""
+    packed: bytes = hiredis.pack_command(args)
+    return packed
+
+
+class _Protocol(asyncio.Protocol):
+    """Replies arrive in the order the commands were written: each completes the oldest waiter."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.reader = hiredis.Reader(replyError=ResponseError)
+        self.waiting: collections.deque[tuple[asyncio.Future[Any], float]] = collections.deque()
+        self.transport: asyncio.Transport | None = None
+        self.lost: BaseException | None = None
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._out: list[bytes] = []  # commands of this loop iteration, written together by _flush
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is no asyncio.Transport subclass
+
+    def data_received(self, data: bytes) -> None:
+        self.reader.feed(data)
+        waiting = self.waiting
+        while True:
+            try:
+                reply = self.reader.gets()
+            except Exception as exc:  # a protocol error: the stream cannot be trusted any more
+                self._fail(RedisConnectionError(f"Redis protocol error: {exc}"))
+                return
+            if reply is False:
+                return
+            if not waiting:  # pragma: no cover - a reply nobody asked for
+                self._fail(RedisConnectionError("Redis sent an unexpected reply"))
+                return
+            fut, _ = waiting.popleft()
+            if not fut.done():  # a caller that was cancelled meanwhile gets nothing
+                if isinstance(reply, ResponseError):
+                    fut.set_exception(reply)
+                else:
+                    fut.set_result(reply)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail(RedisConnectionError(f"Connection to Redis lost: {exc or 'closed by the server'}"))
+
+    def _fail(self, exc: BaseException) -> None:
+        if self.lost is None:
+            self.lost = exc
+        while self.waiting:
+            fut, _ = self.waiting.popleft()
+            if not fut.done():
+                fut.set_exception(exc)
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.abort()
+
+    def send(self, packed: bytes) -> asyncio.Future[Any]:
+        if self.lost is not None or self.transport is None or self.transport.is_closing():
+            raise RedisConnectionError("Connection to Redis is closed")
+        fut = self.loop.create_future()
+        if not self.waiting:
+            self.transport.write(packed)  # an idle connection: no one to wait for, write at once
+        else:
+            # Replies are pending: gather this loop iteration's commands into one write.
+            if not self._out:
+                self.loop.call_soon(self._flush)
+            self._out.append(packed)
+        self.waiting.append((fut, self.loop.time() + REPLY_TIMEOUT))
+        if self._watchdog is None:
+            self._watchdog = self.loop.call_at(self.waiting[0][1], self._check)
+        return fut
+
+    def _flush(self) -> None:
+        """One write (one syscall) for every command the requests of this loop iteration sent."""
+        out, self._out = self._out, []
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+
+    def _check(self) -> None:
+        """One timer per connection, set for the oldest pending reply's deadline."""
+        self._watchdog = None
+        if not self.waiting:
+            return
+        deadline = self.waiting[0][1]
+        if self.loop.time() >= deadline:
+            self._fail(RedisTimeoutError(f"Redis did not answer within {REPLY_TIMEOUT:g} s"))
+            return
+        self._watchdog = self.loop.call_at(deadline, self._check)
+
+
+class FastRedis:
+    """One pipelined connection to `url`, (re)connected on demand, bound to one event loop."""
+
+    def __init__(self, url: str, loop: asyncio.AbstractEventLoop) -> None:
+        self.params = parse_url(url)
+        self.loop = loop
+        self._proto: _Protocol | None = None
+        self._connecting: asyncio.Future[_Protocol] | None = None
+
+    async def _connect(self) -> _Protocol:
+        p = self.params
+        proto = _Protocol(self.loop)
+        try:
+            if "path" in p:
+                connect = self.loop.create_unix_connection(lambda: proto, p["path"])
+            else:
+                secure = "SSL" in getattr(p.get("connection_class"), "__name__", "")
+                tls = ssl.create_default_context() if secure else None
+                connect = self.loop.create_connection(
+                    lambda: proto, p.get("host", "localhost"), p.get("port", 6379), ssl=tls
+                )
+            await asyncio.wait_for(connect, CONNECT_TIMEOUT)
+            hello = []
+            if p.get("password"):
+                auth = [b"AUTH", *([p["username"]] if p.get("username") else []), p["password"]]
+                hello.append(proto.send(_pack(*auth)))
+            if p.get("db"):
+                hello.append(proto.send(_pack(b"SELECT", str(p["db"]))))
+            if hello:
+                await asyncio.gather(*hello)
+        except TimeoutError as exc:
+            proto._fail(RedisTimeoutError("Timed out connecting to Redis"))
+            raise RedisTimeoutError("Timed out connecting to Redis") from exc
+        except OSError as exc:
+            proto._fail(RedisConnectionError(str(exc)))
+            raise RedisConnectionError(f"Error connecting to Redis: {exc}") from exc
+        return proto
+
+    async def _connection(self) -> _Protocol:
+        proto = self._proto
+        if proto is not None and proto.lost is None:
+            return proto
+        if self._connecting is None:
+            # Concurrent callers share one connection attempt.
+            self._connecting = self.loop.create_task(self._connect())
+        try:
+            proto = await asyncio.shield(self._connecting)
+        finally:
+            if self._connecting is not None and self._connecting.done():
+                self._connecting = None
+        self._proto = proto
+        return proto
+
+    async def execute(self, *args: Any) -> Any:
+        proto = self._proto
+        if proto is None or proto.lost is not None:
+            proto = await self._connection()
+        return await proto.send(_pack(*args))
+
+    async def evalsha(self, script: Script, keys: list[Any], args: list[Any]) -> Any:
+        try:
+            return await self.execute(b"EVALSHA", script.sha, len(keys), *keys, *args)
+        except ResponseError as exc:
+            if not str(exc).startswith("NOSCRIPT"):
+                raise
+        # First use after a Redis restart (or SCRIPT FLUSH): EVAL sends the source and caches it.
+        return await self.execute(b"EVAL", script.source, len(keys), *keys, *args)
+
+    def close(self) -> None:
+        if self._proto is not None and self._proto.transport is not None:
+            self._proto.transport.close()
+        self._proto = None
+
+
+class Script:
+    """A Lua script called through the process's FastRedis: `await script(keys=[...], args=[...])`."""
+
+    __slots__ = ("sha", "source")
+
+    def __init__(self, source: str) -> None:
+        self.source = source.encode()
+        self.sha = hashlib.sha1(self.source).hexdigest().encode()
+
+    async def __call__(self, keys: list[Any], args: list[Any]) -> Any:
+        return await fast_redis().evalsha(self, keys, args)
+
+
+_clients: dict[int, tuple[asyncio.AbstractEventLoop, FastRedis]] = {}
+
+
+def fast_redis() -> FastRedis:
+    """The running event loop's FastRedis for settings.REDIS_URL (tests run several loops)."""
+    loop = asyncio.get_running_loop()
+    entry = _clients.get(id(loop))
+    if entry is None or entry[0] is not loop:
+        from django.conf import settings
+
+        for key, (other, _client) in list(_clients.items()):
+            if other.is_closed():
+                del _clients[key]
+        entry = _clients[id(loop)] = (loop, FastRedis(settings.REDIS_URL, loop))
+    return entry[1]
+
+
+def reset() -> None:
+    """Forget every connection (after fork; when settings.REDIS_URL changes in tests)."""
+    for loop, client in _clients.values():
+        if not loop.is_closed():
+            try:
+                client.close()
+            except RuntimeError:  # pragma: no cover - the loop is shutting down
+                pass
+    _clients.clear()
