@@ -324,8 +324,9 @@ class Adapter:
                     )
                 if not data:  # end of the body
                     if tail:
-                        for item in translator.feed_line(tail):
-                            yield item
+                        for line in tail.split(b"\n"):  # (the tail may hold several unterminated lines)
+                            for item in translator.feed_line(line):
+                                yield item
                         tail = b""
                         if translator.done:
                             return
@@ -339,11 +340,18 @@ class Adapter:
                     return
                 if ctx.on_data is not None:
                     ctx.on_data()
-                lines = (tail + data if tail else data).split(b"\n")
-                tail = lines.pop()
-                for line in lines:
+                buf = tail + data if tail else data
+                # Whole events (split at blank lines) are parsed at once; a stream with CR line ends
+                # goes line by line. Either way `tail` keeps what is not complete yet.
+                feed: Callable[[bytes], list[dict[str, Any] | Usage]]
+                if b"\r" in buf:
+                    pieces, feed = buf.split(b"\n"), translator.feed_line
+                else:
+                    pieces, feed = buf.split(b"\n\n"), translator.feed_block
+                tail = pieces.pop()
+                for piece in pieces:
                     try:
-                        items = translator.feed_line(line)
+                        items = feed(piece)
                     except UpstreamFailure as failure:  # an error event: the provider's own words
                         failure.message = scrub(failure.message, ctx.api_key)
                         raise
@@ -433,6 +441,17 @@ class StreamTranslator:
         elif name == b"event":
             self._event = value.decode()
         return []
+
+    def feed_block(self, block: bytes) -> list[dict[str, Any] | Usage]:
+        """One complete event: the lines between two blank lines. The common shape, a single
+        `data: ...` line, goes straight to on_event; anything else is fed line by line."""
+        if block.startswith(b"data: ") and not self._data and self._event is None and b"\n" not in block:
+            return self.on_event(None, block[6:])
+        out: list[dict[str, Any] | Usage] = []
+        for line in block.split(b"\n"):
+            out.extend(self.feed_line(line))
+        out.extend(self.feed_line(b""))
+        return out
 
     def on_event(self, event: str | None, data: bytes) -> list[dict[str, Any] | Usage]:
         raise NotImplementedError
