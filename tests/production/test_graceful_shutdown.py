@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import signal
 import threading
+import time
 from typing import Any
 
 import httpx
@@ -115,22 +116,30 @@ def test_sigterm_lets_a_stream_finish_within_the_deadline(org_and_key):
 def test_sigterm_ends_a_long_stream_with_an_error_chunk_and_settles_its_hold(org_and_key):
     org, key = org_and_key
     # Two workers: the SIGTERM goes to uvicorn's parent process, which passes it to each worker.
-    server = Served(workers=2, SWITCHYARD_SHUTDOWN_DRAIN_SECONDS="2").wait_ready()
+    server = Served(workers=2, SWITCHYARD_SHUTDOWN_DRAIN_SECONDS="3").wait_ready()
     try:
         reader = StreamReader(server.api, key, "switchyard/sim-slow")  # ~45 tokens x 400 ms = 18 s
         reader.start()
         assert reader.first.wait(30)
         server.sigterm()
-        threading.Event().wait(0.5)
-        assert reader.is_alive()  # the stream is still being drained...
-        served_while_draining = _served(server.url)  # ...while new connections are no longer served
+        # While the stream is still being drained, new connections stop being served. How soon after
+        # the signal depends on the box's load (the parent passes it on; each worker notices on its
+        # next tick), so probe until they are refused, for at most 2.5 s of the 3 s drain.
+        refused_while_draining = False
+        give_up = time.monotonic() + 2.5
+        while time.monotonic() < give_up and reader.is_alive():
+            alive = reader.is_alive()
+            if not _served(server.url):
+                refused_while_draining = alive
+                break
+            time.sleep(0.1)
         reader.join(60)
         assert reader.error is None, reader.error
         assert server.wait(60) in EXITED
         output = server.output()
     finally:
         server.stop()
-    assert not served_while_draining, "a new connection was served after SIGTERM"
+    assert refused_while_draining, "new connections were still served 2.5 s after SIGTERM, mid-drain"
     assert reader.status == 200
     assert reader.events[-1] == "[DONE]"
     errors = [c for c in reader.events[:-1] if "error" in c]
