@@ -110,7 +110,7 @@ def _error(form: forms.Form, exc: SwitchyardError, field: str | None = None) -> 
 @dashboard_view()
 def dashboard_home(request: DashboardRequest) -> HttpResponse:
     from billing.selectors import balance_get, spend_since
-    from routing.selectors import generation_list
+    from routing.selectors import generation_list, usage_by_day, usage_chart_data
 
     org = request.org
     week_ago = timezone.now() - timedelta(days=7)
@@ -119,16 +119,21 @@ def dashboard_home(request: DashboardRequest) -> HttpResponse:
         organization=org,
         created_by=None if request.membership.role in MANAGER_ROLES else request.user,
     )
-    context = {
+    has_requests = recent.exists()
+    context: dict[str, Any] = {
         "section": "overview",
         "balance": balance_get(organization=org),
         "spend_week": spend_since(organization_id=org.pk, since=week_ago),
         "requests_week": recent.filter(created_at__gte=week_ago).count(),
         "recent": list(recent[:8]),
         "key_count": len(keys),
-        "has_requests": recent.exists(),
+        "has_requests": has_requests,
         "base_url": base_url(request),
     }
+    if has_requests:
+        week = usage_by_day(organization_id=org.pk, days=7, group_by=None)
+        context["week_chart"] = usage_chart_data(week)
+        context["week_totals"] = week["totals"]
     return render_dashboard(request, "dashboard/home.html", context)
 
 

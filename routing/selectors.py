@@ -181,6 +181,8 @@ def generation_data(g: Generation) -> dict[str, Any]:
 
 # --- Dashboard and public pages ------------------------------------------------------------------
 
+ALL_REQUESTS = "All requests"
+
 MODEL_SORTS = {
     "name": "Name",
     "price": "Price: low to high",
@@ -350,20 +352,26 @@ def generation_filter_options(*, organization_id: int) -> dict[str, list[str]]:
 
 
 def usage_by_day(
-    *, organization_id: int, days: int = 30, group_by: str = "model", top: int = 6, today: date | None = None
+    *,
+    organization_id: int,
+    days: int = 30,
+    group_by: str | None = "model",
+    top: int = 6,
+    today: date | None = None,
 ) -> dict[str, Any]:
-    """Spend, tokens and requests per day for the activity charts, one series per model (or provider).
+    """Spend, tokens and requests per day for the dashboard charts, one series per model (or provider).
 
-    The `top` groups by spend get their own series; the rest are summed as "Other". Spend is a Decimal
-    USD per day (exact sums of picodollars); days without traffic are zeros so every series lines up.
+    The `top` groups by spend get their own series; the rest are summed as "Other". `group_by=None`
+    gives a single "All requests" series (the overview). Spend is a Decimal USD per day (exact sums of
+    picodollars); days without traffic are zeros so every series lines up.
     """
-    field = "provider" if group_by == "provider" else "model"
+    field = None if group_by is None else "provider" if group_by == "provider" else "model"
     today = today or timezone.now().date()
     start = today - timedelta(days=days - 1)
     rows = (
         Generation.objects.filter(organization_id=organization_id, created_at__date__gte=start)
         .annotate(day=TruncDate("created_at"))
-        .values("day", field)
+        .values("day", *([field] if field else []))
         .annotate(
             cost=Sum("cost_units"),
             tokens=Sum(F("tokens_prompt") + F("tokens_completion")),
@@ -372,25 +380,28 @@ def usage_by_day(
     )
     labels = [start + timedelta(days=i) for i in range(days)]
     index = {d: i for i, d in enumerate(labels)}
-    per_group: dict[str, dict[str, list[int]]] = {}
+
+    def zeros() -> dict[str, list[int]]:
+        return {"cost": [0] * days, "tokens": [0] * days, "requests": [0] * days}
+
+    # The single overall series exists even without traffic: the overview plots a flat week.
+    per_group: dict[str, dict[str, list[int]]] = {} if field else {ALL_REQUESTS: zeros()}
     spend_total: dict[str, int] = {}
     for r in rows:
-        group = r[field] or "(none)"
+        group = (r[field] or "(none)") if field else ALL_REQUESTS
         day = r["day"]
         if day not in index:
             continue
-        series = per_group.setdefault(
-            group, {"cost": [0] * days, "tokens": [0] * days, "requests": [0] * days}
-        )
+        series = per_group.setdefault(group, zeros())
         i = index[day]
         series["cost"][i] += r["cost"] or 0
         series["tokens"][i] += r["tokens"] or 0
         series["requests"][i] += r["requests"] or 0
         spend_total[group] = spend_total.get(group, 0) + (r["cost"] or 0)
-    ranked = sorted(per_group, key=lambda g: (-spend_total[g], -sum(per_group[g]["requests"]), g))
+    ranked = sorted(per_group, key=lambda g: (-spend_total.get(g, 0), -sum(per_group[g]["requests"]), g))
     keep, rest = ranked[:top], ranked[top:]
     if rest:
-        other = {"cost": [0] * days, "tokens": [0] * days, "requests": [0] * days}
+        other = zeros()
         for g in rest:
             for metric in other:
                 other[metric] = [a + b for a, b in zip(other[metric], per_group[g][metric], strict=True)]
@@ -413,6 +424,27 @@ def usage_by_day(
             "tokens": sum(sum(per_group[g]["tokens"]) for g in keep),
             "requests": sum(sum(per_group[g]["requests"]) for g in keep),
         },
+    }
+
+
+def usage_chart_data(usage: dict[str, Any]) -> dict[str, Any]:
+    """`usage_by_day` as the JSON the dashboard's charts embed.
+
+    Chart.js wants numbers; spend goes out as exact decimal strings and is parsed in the browser for
+    plotting only.
+    """
+    return {
+        "labels": usage["labels"],
+        "group_by": usage["group_by"],
+        "series": [
+            {
+                "name": s["name"],
+                "spend": [format(v.normalize(), "f") for v in s["spend"]],
+                "tokens": s["tokens"],
+                "requests": s["requests"],
+            }
+            for s in usage["series"]
+        ],
     }
 
 

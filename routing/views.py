@@ -197,7 +197,7 @@ def activity(request: DashboardRequest) -> HttpResponse:
     charts = selectors.usage_by_day(organization_id=org.pk, days=days, group_by=group)
     context.update(
         {
-            "charts": _chart_json(charts),
+            "charts": selectors.usage_chart_data(charts),
             "chart_totals": charts["totals"],
             "group": group,
             "days": days,
@@ -207,23 +207,6 @@ def activity(request: DashboardRequest) -> HttpResponse:
         }
     )
     return render_dashboard(request, "dashboard/activity.html", context)
-
-
-def _chart_json(charts: dict[str, Any]) -> dict[str, Any]:
-    """Chart.js wants numbers; spend goes out as a decimal string and is parsed in the browser for plotting only."""
-    return {
-        "labels": charts["labels"],
-        "group_by": charts["group_by"],
-        "series": [
-            {
-                "name": s["name"],
-                "spend": [format(v.normalize(), "f") for v in s["spend"]],
-                "tokens": s["tokens"],
-                "requests": s["requests"],
-            }
-            for s in charts["series"]
-        ],
-    }
 
 
 @dashboard_view()

@@ -1,4 +1,5 @@
-/* Activity charts: stacked bars per day from the JSON the page embeds (rendered with the vendored Chart.js). */
+/* Dashboard charts from the JSON the page embeds (rendered with the vendored Chart.js): the activity page's
+   stacked bars per day, and the overview's week of spend (bars) and requests (a line). */
 (function () {
   "use strict";
   var node = document.getElementById("chart-data");
@@ -48,7 +49,80 @@
   }
   var money = function (v) { return "$" + Number(v).toLocaleString(undefined, { maximumFractionDigits: v < 0.01 ? 6 : 2 }); };
   var count = function (v) { return Number(v).toLocaleString(); };
+  function drawWeek(id) {
+    var canvas = document.getElementById(id);
+    if (!canvas || !data.series.length) return;
+    var total = data.series[0];
+    new Chart(canvas, {
+      data: {
+        labels: labels,
+        datasets: [
+          {
+            type: "line",
+            label: "Requests",
+            data: total.requests,
+            yAxisID: "requests",
+            borderColor: palette[1],
+            backgroundColor: palette[1],
+            borderWidth: 2,
+            pointRadius: 3,
+            cubicInterpolationMode: "monotone", // curves without overshooting below zero
+            order: 0,
+          },
+          {
+            type: "bar",
+            label: "Spend",
+            data: total.spend.map(Number), // exact decimal strings; a float for plotting only
+            yAxisID: "spend",
+            backgroundColor: palette[0],
+            borderRadius: 3,
+            maxBarThickness: 36,
+            order: 1,
+          },
+        ],
+      },
+      options: {
+        responsive: true,
+        maintainAspectRatio: false,
+        animation: false,
+        interaction: { mode: "index", intersect: false },
+        scales: {
+          x: { grid: { display: false }, ticks: { maxRotation: 0, autoSkipPadding: 8 } },
+          spend: { position: "left", beginAtZero: true, grid: { color: "#eef2f7" }, ticks: { callback: money, maxTicksLimit: 5 } },
+          requests: { position: "right", beginAtZero: true, grid: { display: false }, ticks: { callback: count, maxTicksLimit: 5, precision: 0 } },
+        },
+        plugins: {
+          legend: {
+            position: "bottom",
+            reverse: true,
+            labels: {
+              boxWidth: 10,
+              boxHeight: 10,
+              usePointStyle: true,
+              // The line's border would draw its dot larger than the bars' one.
+              generateLabels: function (chart) {
+                return Chart.defaults.plugins.legend.labels.generateLabels(chart).map(function (item) {
+                  item.lineWidth = 0;
+                  return item;
+                });
+              },
+            },
+          },
+          tooltip: {
+            callbacks: {
+              label: function (ctx) {
+                var raw = ctx.dataset.yAxisID === "spend" ? "$" + total.spend[ctx.dataIndex] : count(ctx.raw);
+                return ctx.dataset.label + ": " + raw;
+              },
+            },
+          },
+        },
+      },
+    });
+    canvas.dataset.chartReady = "true";
+  }
   draw("chart-spend", "spend", money);
   draw("chart-tokens", "tokens", count, true);
   draw("chart-requests", "requests", count, true);
+  drawWeek("chart-week");
 })();

@@ -139,6 +139,7 @@ def sign_up_and_verify(page, base: str, email: str, mail_dir: Path, shoot: Shoot
 def test_dashboard_journey(live, catalogs, browser, mail_dir):
     from accounts.models import ApiKey, Membership, Organization, Role
     from billing.services import credits_grant
+    from routing.models import Generation
 
     base = live.url
     shoot = Shooter()
@@ -188,6 +189,8 @@ def test_dashboard_journey(live, catalogs, browser, mail_dir):
     org = orm(Organization.objects.get, name="Browser Labs")
     assert orm(lambda: Membership.objects.get(organization=org, user__email=owner_email).role) == Role.OWNER
     page.goto(base + "/dashboard/")
+    week_card = page.get_by_test_id("overview-chart")
+    assert "No requests yet" in week_card.inner_text() and week_card.locator("canvas").count() == 0
     shoot(page, "overview-new")
     page.goto(base + "/dashboard/activity/")
     assert "No requests yet" in page.content()
@@ -256,7 +259,18 @@ def test_dashboard_journey(live, catalogs, browser, mail_dir):
     page.goto(base + "/dashboard/credits/")
     assert "browser test credits" in page.content() and "Usage" in page.content()
     shoot(page, "credits")
+    orm(flush_usage)
     page.goto(base + "/dashboard/")
+    page.wait_for_function("() => window.Chart && Chart.getChart('chart-week')")
+    week = page.evaluate(
+        "(() => { const c = Chart.getChart('chart-week'); return {labels: c.data.labels,"
+        " sets: c.data.datasets.map(d => [d.label, d.data]), ready: c.canvas.dataset.chartReady}; })()"
+    )
+    assert len(week["labels"]) == 7 and week["ready"] == "true"
+    sets = dict(week["sets"])
+    assert set(sets) == {"Spend", "Requests"} and all(len(v) == 7 for v in sets.values())
+    made = orm(lambda: Generation.objects.filter(organization=org).count())
+    assert sum(sets["Requests"]) == made >= 2 and sets["Spend"][-1] > 0  # the SDK call and the playground's
     shoot(page, "overview")
     page.goto(base + "/dashboard/settings/")
     page.get_by_label("Deny: only use providers that do not train on prompts").check()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import timedelta
 from decimal import Decimal
@@ -356,6 +357,82 @@ def test_activity_empty_state(team):
     Generation.objects.filter(organization=team.outsider_org).delete()
     body = team.client("outsider").get("/dashboard/activity/").content.decode()
     assert "No requests yet" in body
+
+
+def _week_payload(body: str) -> dict:
+    found = re.search(r'<script id="chart-data" type="application/json">(.*?)</script>', body, re.S)
+    assert found, "no chart data on the page"
+    return json.loads(found.group(1))
+
+
+def test_overview_week_chart_zero_fills_and_sums_this_org_exactly(team):
+    from billing.selectors import spend_since
+
+    now = timezone.now()
+    today = now.date()
+    in_week = [  # (id, days ago, cost in USD); gen-acme-0001 from the fixture is today's first, $0.0000132
+        ("gen-w-today", 0, "0.1234567"),
+        ("gen-w-2a", 2, "0.0000001"),
+        ("gen-w-2b", 2, "1.25"),
+        ("gen-w-6", 6, "0.3"),
+    ]
+    for gen_id, ago, usd in in_week:
+        _generation(
+            gen_id, team.org, team.owner_key, cost_units=to_units(usd), created_at=now - timedelta(days=ago)
+        )
+    _generation(
+        "gen-w-old", team.org, team.owner_key, cost_units=to_units("9"), created_at=now - timedelta(days=7)
+    )
+    _generation("gen-w-rival", team.outsider_org, team.outsider_key, cost_units=to_units("5"), created_at=now)
+    for gen_id, _, usd in [("gen-acme-0001", 0, "0.0000132"), *in_week]:
+        usage_charge(
+            organization_id=team.org.pk,
+            generation_id=gen_id,
+            cost_units=to_units(usd),
+            api_key_id=team.owner_key.pk,
+            model="switchyard/sim-1",
+        )
+
+    response = team.client("member").get("/dashboard/")
+    week = _week_payload(response.content.decode())
+    assert week["labels"] == [(today - timedelta(days=6 - i)).isoformat() for i in range(7)]
+    (series,) = week["series"]
+    # Oldest first; days without traffic are zeros, the 7-days-ago request and the rival's are left out.
+    assert series["spend"] == ["0.3", "0", "0", "0", "1.2500001", "0", "0.1234699"]
+    assert series["requests"] == [1, 0, 0, 0, 2, 0, 2]
+    spend = [Decimal(v) for v in series["spend"]]
+    assert sum(spend) == Decimal("1.6734700")
+    assert sum(spend) == spend_since(organization_id=team.org.pk, since=now - timedelta(days=7))  # the ledger
+    assert response.context["week_totals"] == {"spend": Decimal("1.67347"), "tokens": 5 * 42, "requests": 5}
+    section = response.content.decode().split('data-testid="overview-chart"', 1)[1].split("</section>", 1)[0]
+    assert 'id="chart-week"' in section and "No requests yet" not in section
+    assert "vendor/chart-4.6.1.umd.min.js" in response.content.decode()
+
+    rival = _week_payload(team.client("outsider").get("/dashboard/").content.decode())
+    assert rival["series"][0]["spend"] == ["0"] * 6 + ["5.0000132"]
+    assert rival["series"][0]["requests"] == [0] * 6 + [2]
+
+
+def test_overview_week_chart_without_recent_traffic_is_a_flat_week(team):
+    from routing.models import Generation
+
+    Generation.objects.filter(pk="gen-acme-0001").update(created_at=timezone.now() - timedelta(days=30))
+    body = team.client("owner").get("/dashboard/").content.decode()
+    (series,) = _week_payload(body)["series"]
+    assert series["spend"] == ["0"] * 7 and series["requests"] == [0] * 7
+    assert "No requests in the last 7 days" in body
+
+
+def test_overview_new_organisation_gets_the_empty_state(team):
+    from routing.models import Generation
+
+    Generation.objects.filter(organization=team.outsider_org).delete()
+    body = team.client("outsider").get("/dashboard/").content.decode()
+    section = body.split('data-testid="overview-chart"', 1)[1].split("</section>", 1)[0]
+    assert "Spend and requests, last 7 days" in section and "No requests yet" in section
+    assert 'href="/dashboard/keys/new"' in section and 'href="/dashboard/playground/"' in section
+    assert 'href="#first-request"' in section and 'id="first-request"' in body  # the curl example
+    assert "<canvas" not in body and 'id="chart-data"' not in body and "chart-4.6.1" not in body
 
 
 # --- settings and profile -------------------------------------------------------------------------------
