@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import date, timedelta
 from decimal import Decimal
+from itertools import islice
 from typing import Any, cast
 
+from asgiref.sync import sync_to_async
 from django import forms
+from django.core.handlers.asgi import ASGIRequest
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import render
@@ -259,11 +262,26 @@ def activity_csv(request: DashboardRequest) -> StreamingHttpResponse:
                 ]
             )
 
-    response = StreamingHttpResponse(lines(), content_type="text/csv; charset=utf-8")
+    response = StreamingHttpResponse(_streamable(request, lines()), content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = (
         f'attachment; filename="switchyard-activity-{org.slug}-{date.today().isoformat()}.csv"'
     )
     return response
+
+
+def _streamable(request: HttpRequest, lines: Iterator[str]) -> Iterator[str] | AsyncIterator[str]:
+    """Under ASGI, stream through an async iterator that reads rows in batches on the sync thread:
+    given a sync iterator there, Django collects the whole body in memory first (and warns)."""
+    if not isinstance(request, ASGIRequest):
+        return lines
+    next_batch = sync_to_async(lambda: list(islice(lines, 500)), thread_sensitive=True)
+
+    async def batches() -> AsyncIterator[str]:
+        while batch := await next_batch():
+            for line in batch:
+                yield line
+
+    return batches()
 
 
 @dashboard_view()

@@ -233,6 +233,12 @@ def test_dashboard_journey(live, catalogs, browser, mail_dir):
     )
     assert requests_total == 1
     shoot(page, "activity")
+    # The CSV export through the real ASGI server (streamed by an async iterator there).
+    export = page.request.get(base + "/dashboard/activity/export.csv")
+    assert export.status == 200 and export.headers["content-type"].startswith("text/csv")
+    csv_lines = export.text().strip().splitlines()
+    assert csv_lines[0].startswith("id,created_at,model,provider") and len(csv_lines) == 2
+    assert csv_lines[1].startswith(reply.id + ",")
     page.goto(f"{base}/dashboard/activity/?group=provider&days=7")
     page.wait_for_function("() => window.Chart && Chart.getChart('chart-tokens')")
     assert page.evaluate("Chart.getChart('chart-spend').data.datasets[0].label") == "simulated"
