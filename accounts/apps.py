@@ -7,4 +7,3 @@ class AccountsConfig(AppConfig):
 
     def ready(self) -> None:
         from accounts import signals  # noqa: F401  (connects the receivers)
-        from switchyard import openapi  # noqa: F401  (registers the API-key scheme with drf-spectacular)

@@ -10,6 +10,7 @@ import orjson
 from celery import shared_task
 from django.conf import settings
 
+import switchyard.celery  # noqa: F401  (binds these shared tasks to the configured app in any process)
 from billing.holds import USAGE_STREAM, holds_reap_expired, redis_usage_applied
 from billing.usage import usage_events_apply
 from switchyard.shared import redis_enabled, sync_redis

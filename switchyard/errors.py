@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from rest_framework import exceptions as drf_exceptions
-from rest_framework.response import Response
-from rest_framework.views import exception_handler as drf_default_handler
+
+if TYPE_CHECKING:
+    from rest_framework.response import Response
 
 logger = logging.getLogger("switchyard.errors")
 
@@ -139,6 +139,12 @@ def _flatten_detail(detail: Any, prefix: str = "") -> tuple[str, dict[str, Any]]
 
 
 def drf_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    # DRF is imported here, not at module level: the gateway's hot path uses this module's errors and
+    # never needs DRF (its import costs a web worker several MB until the first API view runs).
+    from rest_framework import exceptions as drf_exceptions
+    from rest_framework.response import Response
+    from rest_framework.views import exception_handler as drf_default_handler
+
     if isinstance(exc, SwitchyardError):
         return Response(exc.body(), status=exc.status, headers=exc.headers)
     response = drf_default_handler(exc, context)

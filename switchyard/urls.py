@@ -8,6 +8,10 @@ from accounts.apis import KeyGetApi
 from billing.apis import CreditsGetApi, stripe_webhook
 from routing.apis import GenerationGetApi, ModelEndpointsApi, ModelsListApi
 
+# Registers the API-key scheme with drf-spectacular. Here, with the schema view, rather than at app
+# start-up: a worker that only serves the gateway's hot path never loads DRF or drf-spectacular.
+from switchyard import openapi  # noqa: F401
+
 api_v1 = [
     path("api/v1/models", ModelsListApi.as_view(), name="api-models"),
     path(
