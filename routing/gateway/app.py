@@ -1005,6 +1005,25 @@ def _tune_gc() -> None:
     gc.set_threshold(max(GC_GEN0_THRESHOLD, gc.get_threshold()[0]), gen1, gen2)
 
 
+MODELS_PATH = "/api/v1/models"
+
+
+async def handle_models_list(scope: dict[str, Any], send: Any) -> None:
+    """`GET /api/v1/models` straight from the catalog snapshot. SDK clients and load balancers' readiness
+    probes call it all the time; answered here it costs no thread hop and a worker that serves only the
+    API never loads Django's URLconf, DRF and the admin (~12 MB). The DRF view in routing/apis.py
+    documents it (OpenAPI) and answers the other methods; both use `selectors.model_list`, and a test
+    checks they return the same document."""
+    from urllib.parse import parse_qs
+
+    from routing import selectors
+
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    search = query["search"][-1] if query.get("search") else None
+    data = selectors.model_list(snapshot=await catalog.get(), search=search)
+    await _send_json(send, 200, {"data": data}, [(b"vary", b"Accept")])
+
+
 class GatewayApp:
     """Routes the hot-path paths to their async handlers and everything else to Django."""
 
@@ -1013,6 +1032,10 @@ class GatewayApp:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         handler = ROUTES.get(scope.get("path", "")) if scope["type"] == "http" else None
+        if handler is None and scope["type"] == "http" and scope["method"] == "GET":
+            if scope["path"] == MODELS_PATH:
+                await handle_models_list(scope, send)
+                return
         if handler is not None:
             if scope["method"] != "POST":
                 await _send_json(

@@ -220,3 +220,26 @@ def test_snapshot_is_reused_until_the_check_interval(loaded, settings, django_ca
     assert "other/large" in _models(client)  # still the cached copy
     settings.SWITCHYARD_CATALOG_CHECK_SECONDS = 0
     assert "other/large" not in _models(client)
+
+
+def test_the_asgi_fast_path_answers_what_the_drf_view_answers(live, catalog_file):
+    """Through the real server `GET /api/v1/models` is answered from the snapshot by the gateway app
+    (routing.gateway.app.handle_models_list); the DRF view behind Django answers the same document."""
+    import time
+
+    import httpx
+
+    catalog_load([catalog_file])
+    deadline = time.monotonic() + 10
+    while not any(m["id"] == "acme/small" for m in httpx.get(f"{live.url}/api/v1/models").json()["data"]):
+        assert time.monotonic() < deadline, "the live catalog never showed the loaded models"
+        time.sleep(0.2)
+    for params in ({}, {"search": "LARGE"}, {"search": "no-such-model"}):
+        fast = httpx.get(f"{live.url}/api/v1/models", params=params)
+        view = APIClient().get("/api/v1/models", params)
+        assert fast.status_code == view.status_code == 200
+        assert fast.headers["content-type"] == "application/json"
+        assert fast.json() == view.json()
+    # Other methods still reach the DRF view and its JSON errors.
+    post = httpx.post(f"{live.url}/api/v1/models")
+    assert post.status_code == 405 and post.json()["error"]["code"] == 405
