@@ -27,7 +27,7 @@ from django.utils import timezone
 from routing.health import HEALTH_LUA, Outcome, book
 from switchyard import ids
 from switchyard.errors import InsufficientCredits
-from switchyard.fastredis import Script
+from switchyard.fastredis import Script, script
 from switchyard.shared import redis_enabled, setting, sync_redis
 
 USAGE_STREAM = "sy:usage"
@@ -247,14 +247,10 @@ def new_hold_id() -> str:
 class _Scripts:
     def __init__(self) -> None:
         self._sync: dict[str, Any] = {}
-        self._async: dict[str, Script] = {}
 
     def async_(self, name: str) -> Script:
         """The hot path's scripts run over the lean pipelined connection (switchyard/fastredis.py)."""
-        script = self._async.get(name)
-        if script is None:
-            script = self._async[name] = Script(globals()[name])
-        return script
+        return script(globals()[name])
 
     def sync(self, name: str) -> Any:
         if name not in self._sync:

@@ -15,6 +15,7 @@ settlement; a bucket in debt refuses until it has refilled.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import threading
@@ -27,7 +28,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from switchyard.errors import RateLimited
-from switchyard.fastredis import Script
+from switchyard.fastredis import Script, script
 from switchyard.shared import TTLCache, redis_enabled
 
 if TYPE_CHECKING:
@@ -323,15 +324,10 @@ class LocalBuckets:
 local_buckets = LocalBuckets()
 
 
-_scripts: dict[str, Script] = {}
-
-
-def _script(name: str, source: str) -> Script:
-    """Scripts run over the hot path's pipelined connection (switchyard/fastredis.py)."""
-    script = _scripts.get(name)
-    if script is None:
-        script = _scripts[name] = Script(source)
-    return script
+@functools.cache
+def _folded(hold_body: str) -> Script:
+    """A hold's script with the rate check in front, built once per process (not per request)."""
+    return script(fold(hold_body))
 
 
 # ---- the interface the hot path uses -------------------------------------------------------------
@@ -349,8 +345,8 @@ class RateGate:
         self.decision: Decision | None = None
 
     def script(self, hold_body: str) -> Any:
-        """The hold's script with this gate's check in front, registered once per Redis client."""
-        return _script(f"fold:{hash(hold_body)}", fold(hold_body))
+        """The hold's script with this gate's check in front (built once per process)."""
+        return _folded(hold_body)
 
     def admitted(self, figures: list[Any]) -> None:
         """Every bucket passed; `figures` is (left, µs until reset) per bucket."""
@@ -433,7 +429,7 @@ class TokenCharges:
         keys = list(pending)
         args = [str(v) for key in keys for v in pending[key]]
         try:
-            await _script("charge", CHARGE_LUA)(keys=keys, args=args)
+            await script(CHARGE_LUA)(keys=keys, args=args)
         except Exception:
             logging.getLogger("switchyard.ratelimit").exception("could not charge tokens to %s", keys)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import hashlib
 import ssl
 from typing import Any
@@ -209,6 +210,12 @@ class Script:
 
     async def __call__(self, keys: list[Any], args: list[Any]) -> Any:
         return await fast_redis().evalsha(self, keys, args)
+
+
+@functools.cache
+def script(source: str) -> Script:
+    """The one Script object for a Lua source (its SHA computed once per process)."""
+    return Script(source)
 
 
 _clients: dict[int, tuple[asyncio.AbstractEventLoop, FastRedis]] = {}

@@ -17,8 +17,6 @@ import time
 from typing import Any
 
 import orjson
-from django.conf import settings
-from django.core.signals import setting_changed
 
 from accounts.keys import KeyInfo, key_lookup
 from billing.holds import HoldRef, hold_place, hold_settle
@@ -73,24 +71,10 @@ CALLER_FAULTS = {"bad_request", "too_large", "unsupported", "cancelled", *BYOK_F
 SETTLE_BEFORE_REPLY_SECONDS = 1.0
 
 
-def _capped(seconds: float, setting: str) -> float:
+def _capped(seconds: float, name: str) -> float:
     """A provider's catalog timeout, capped by the deployment-wide setting when that is set (> 0)."""
-    cap = _caps.get(setting)
-    if cap is None:
-        cap = _caps[setting] = float(getattr(settings, setting, 0) or 0)
+    cap = float(setting(name) or 0)
     return min(seconds, cap) if cap > 0 else seconds
-
-
-# Settings are fixed for a process's life; reading them through Django's lazy settings object on every
-# request showed up in profiles. Tests that override a cap clear this (setting_changed below).
-_caps: dict[str, float] = {}
-
-
-def _clear_caps(**_: Any) -> None:
-    _caps.clear()
-
-
-setting_changed.connect(_clear_caps)
 
 
 def new_generation_id() -> str:
@@ -436,27 +420,6 @@ class _ClientWatch:
             return False
         self.task.uncancel()
         return True
-
-
-async def _race_disconnect(work: asyncio.Task[Any], receive: Any) -> bool:
-    """Run `work` until it ends or the client disconnects (then cancel it). True if the client left."""
-    watcher = asyncio.ensure_future(_watch_disconnect(receive))
-    try:
-        done, _ = await asyncio.wait({work, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        if not watcher.done():
-            watcher.cancel()
-    if work in done:
-        work.result()  # re-raise the work's own errors
-        return False
-    work.cancel()
-    try:
-        await work
-    except asyncio.CancelledError:
-        pass
-    except Exception:
-        logger.debug("work failed after the client left", exc_info=True)
-    return True
 
 
 async def _complete(run: Run, method: str = "complete") -> Any:
@@ -1001,8 +964,8 @@ GC_GEN0_THRESHOLD = 10_000
 def _tune_gc() -> None:
     gc.collect()
     gc.freeze()
-    _, gen1, gen2 = gc.get_threshold()
-    gc.set_threshold(max(GC_GEN0_THRESHOLD, gc.get_threshold()[0]), gen1, gen2)
+    gen0, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(max(GC_GEN0_THRESHOLD, gen0), gen1, gen2)
 
 
 MODELS_PATH = "/api/v1/models"

@@ -17,8 +17,8 @@ from routing.catalog.snapshot import catalog
 from routing.gateway.app import (
     CHAT,
     Run,
+    _ClientWatch,
     _complete,
-    _race_disconnect,
     _send_json,
     authenticate,
     new_generation_id,
@@ -136,16 +136,20 @@ async def handle_embeddings(scope: dict[str, Any], receive: Any, send: Any) -> N
     )
     gen_header = [(b"x-generation-id", gen_id.encode())]
     try:
-        work = asyncio.ensure_future(_complete(run, "embed"))
+        watch = _ClientWatch(receive)
         try:
-            left = await _race_disconnect(work, receive)
+            try:
+                result: Embeddings = await _complete(run, "embed")
+            finally:
+                watch.stop()
+        except asyncio.CancelledError:
+            if not watch.absorb():
+                raise
+            run.cancelled = True
+            return
         except SwitchyardError as exc:
             await send_error(send, exc, gen_header)
             return
-        if left:
-            run.cancelled = True
-            return
-        result: Embeddings = work.result()
         run.status = "success"
         run.usage = result.usage
         usage = run.final_usage()
