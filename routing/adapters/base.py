@@ -6,7 +6,6 @@ provider's wire format, and the provider's answer (whole or streamed) back into 
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import time
@@ -19,6 +18,7 @@ import orjson
 
 from routing.catalog.snapshot import EndpointInfo
 from routing.gateway.upstream import upstream_session
+from switchyard.timeouts import within
 
 
 @dataclass(slots=True)
@@ -172,8 +172,12 @@ class Adapter:
         try:
             if wait <= 0:
                 raise TimeoutError
-            async with asyncio.timeout(wait):
-                resp = await upstream_session().post(url, data=body, headers=headers, timeout=timeout)
+            with within(wait):
+                # A provider API never redirects a completion: a 3xx is a misconfigured base URL, not
+                # a place to send the platform key and the customer's prompt.
+                resp = await upstream_session().post(
+                    url, data=body, headers=headers, timeout=timeout, allow_redirects=False
+                )
         except TimeoutError:
             raise _first_byte_timeout(ctx)
         except aiohttp.ClientConnectorError as exc:
@@ -190,9 +194,17 @@ class Adapter:
                 retriable=True,
                 kind="connection",
             )
+        if 300 <= resp.status < 400:
+            resp.release()
+            raise UpstreamFailure(
+                502,
+                f"{ep.provider_name} answered with a redirect (HTTP {resp.status}); check its base URL.",
+                retriable=True,
+                kind="redirect",
+            )
         if resp.status >= 400:
             try:
-                async with asyncio.timeout(min(5.0, ctx.remaining())):
+                with within(min(5.0, ctx.remaining())):
                     raw = await resp.read()
             except (TimeoutError, aiohttp.ClientError, OSError):
                 raw = b""
@@ -240,7 +252,7 @@ class Adapter:
         ep = ctx.endpoint
         wait = min(ctx.idle, ctx.remaining())
         try:
-            async with asyncio.timeout(wait):
+            with within(wait):
                 raw = await resp.read()
         except TimeoutError:
             raise UpstreamFailure(
@@ -305,7 +317,7 @@ class Adapter:
                             wait = min(progress + ctx.idle - time.monotonic(), ctx.remaining())
                         if wait <= 0:
                             raise TimeoutError
-                        async with asyncio.timeout(wait):
+                        with within(wait):
                             data = await content.readany()
                 except TimeoutError:
                     if progress is None:
@@ -379,7 +391,7 @@ async def _require_event_stream(ctx: CallContext, resp: aiohttp.ClientResponse) 
     if not ctype or "event-stream" in ctype:
         return
     try:
-        async with asyncio.timeout(min(ctx.idle, ctx.remaining())):
+        with within(min(ctx.idle, ctx.remaining())):
             raw = await resp.content.read(64 * 1024)
     except (TimeoutError, aiohttp.ClientError, OSError):
         raw = b""

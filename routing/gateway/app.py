@@ -554,7 +554,9 @@ class _StreamWriter:
         self.run = run
         self.send = send
         self.started = False
-        self.prefix = b""
+        # The bytes every chunk from one candidate starts with, up to its choices (see chunk_bytes).
+        self._prefix = b""
+        self._prefix_for: Candidate | None = None
 
     async def start(self) -> None:
         if not self.started:
@@ -590,17 +592,25 @@ class _StreamWriter:
     async def finish(self, cand: Candidate) -> None:
         await _stream_tail(self.run, self, cand)
 
-    def chunk_bytes(self, cand: Candidate, payload: dict[str, Any]) -> bytes:
+    def _head(self, cand: Candidate) -> dict[str, Any]:
         run = self.run
-        chunk = {
+        return {
             "id": run.gen_id,
             "object": run.object_name + ("" if run.kind == "completion" else ".chunk"),
             "created": run.created,
             "model": cand.model.slug,
             "provider": cand.endpoint.provider_name,
-            **payload,
         }
-        return b"data: " + dumps(chunk) + b"\n\n"
+
+    def chunk_bytes(self, cand: Candidate, payload: dict[str, Any]) -> bytes:
+        if len(payload) == 1 and "choices" in payload:
+            # The common chunk, once per token: the fixed head is serialised once per candidate and
+            # only the choices per chunk (the same bytes as serialising the whole object).
+            if self._prefix_for is not cand:
+                self._prefix = b"data: " + dumps(self._head(cand))[:-1] + b',"choices":'
+                self._prefix_for = cand
+            return self._prefix + dumps(payload["choices"]) + b"}\n\n"
+        return b"data: " + dumps({**self._head(cand), **payload}) + b"\n\n"
 
     async def end(self) -> None:
         await self.run.settle_before_reply()

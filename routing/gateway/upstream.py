@@ -26,6 +26,9 @@ def upstream_session() -> aiohttp.ClientSession:
             timeout=aiohttp.ClientTimeout(total=None),  # per-call deadlines are set by the caller
             auto_decompress=True,
             skip_auto_headers=("User-Agent",),
+            # No state carried between calls: a cookie one provider response sets is never sent with
+            # another organisation's request (and filtering a jar cost CPU on every call).
+            cookie_jar=aiohttp.DummyCookieJar(),
         )
         _sessions[id(loop)] = session
     return session

@@ -253,3 +253,25 @@ def test_processing_comments_then_failover_then_the_answer(live, secret, raw, up
     ] == "stop"
     record = generation(live, secret, resp.headers["x-generation-id"])
     assert [a["provider"] for a in record["attempts"]] == ["fake-a", "fake-b"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_upstream_redirect_is_a_failed_attempt_and_is_not_followed(client, live, secret, upstreams, stream):
+    """A 3xx from a provider is a misconfigured base URL: never followed (the platform key and the prompt
+    would go wherever it points), the next provider answers, and the attempt says why."""
+    upstreams.a.push(Behaviour(kind="status", status=307, message="moved"))
+    result = client.chat.completions.create(
+        model="test/gpt", messages=HELLO, stream=stream, extra_body=route("fake-a", "fake-b")
+    )
+    if stream:
+        chunks = list(result)
+        assert {c.model_extra["provider"] for c in chunks} == {"Fake B"}
+        gen_id = chunks[0].id
+    else:
+        assert result.model_extra["provider"] == "Fake B"
+        gen_id = result.id
+    assert len(upstreams.a.requests) == 1
+    record = generation(live, secret, gen_id)
+    first = record["attempts"][0]
+    assert (first["reason"], first["status"], first["provider"]) == ("redirect", 502, "fake-a")
+    assert "redirect (HTTP 307)" in first["error"]
