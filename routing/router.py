@@ -311,8 +311,8 @@ def weighted_shuffle(items: list[Any], cost: Callable[[Any], int], rng: random.R
 
     Weighted sampling without replacement (Efraimidis & Spirakis): sort by u^(1/w), computed as
     log(u) * cost^2 to stay in range. Free items (cost 0) come first, in random order."""
-    if not items:
-        return []
+    if len(items) < 2:
+        return list(items)  # nothing to shuffle (most models have one endpoint, and `shaky` is usually empty)
     costs = [cost(i) for i in items]
     paid = [c for c in costs if c > 0]
     base = min(paid) if paid else 1

@@ -8,6 +8,7 @@ import threading
 import time
 
 import uvicorn
+import uvloop
 
 
 def free_port() -> int:
@@ -27,7 +28,7 @@ class LiveServer:
             port=self.port,
             lifespan="on",
             log_level="warning",
-            loop="asyncio",
+            loop="uvloop",  # as in production (`manage.py serve`, the Dockerfile)
             http="httptools",
             timeout_graceful_shutdown=5,
         )
@@ -36,7 +37,7 @@ class LiveServer:
         self.loop: asyncio.AbstractEventLoop | None = None
 
     def _run(self) -> None:
-        self.loop = asyncio.new_event_loop()
+        self.loop = uvloop.new_event_loop()
         asyncio.set_event_loop(self.loop)
         self.loop.run_until_complete(self.server.serve())
 

@@ -13,11 +13,10 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
 import orjson
 
 from routing.catalog.snapshot import EndpointInfo
-from routing.gateway.upstream import upstream_session
+from routing.gateway.upstream import ConnectFailed, Response, upstream_pool
 from switchyard.timeouts import within
 
 
@@ -134,7 +133,7 @@ def status_failure(status: int, message: str, retry_after: str | None = None) ->
     return UpstreamFailure(400, message, retriable=False, kind="bad_request")
 
 
-# One SSE line may not grow past this while it is being received (aiohttp's readline stopped at 128 KiB).
+# One SSE line may not grow past this while it is being received.
 MAX_SSE_LINE = 16 * 1024 * 1024
 
 
@@ -164,30 +163,29 @@ class Adapter:
 
     # ---- calls -------------------------------------------------------------------------------
 
-    async def _open(self, ctx: CallContext, req: dict[str, Any], *, stream: bool) -> aiohttp.ClientResponse:
+    async def _open(self, ctx: CallContext, req: dict[str, Any], *, stream: bool) -> Response:
         url, headers, body = self.build_request(ctx, req, stream=stream)
         ep = ctx.endpoint
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=ctx.connect, connect=ctx.connect)
         wait = ctx.until_first_byte()
         try:
             if wait <= 0:
                 raise TimeoutError
             with within(wait):
-                # A provider API never redirects a completion: a 3xx is a misconfigured base URL, not
+                # The upstream client never follows redirects: a 3xx is a misconfigured base URL, not
                 # a place to send the platform key and the customer's prompt.
-                resp = await upstream_session().post(
-                    url, data=body, headers=headers, timeout=timeout, allow_redirects=False
-                )
+                resp = await upstream_pool().post(url, headers, body, connect_timeout=min(ctx.connect, wait))
         except TimeoutError:
             raise _first_byte_timeout(ctx)
-        except aiohttp.ClientConnectorError as exc:
+        except ConnectFailed as exc:
             raise UpstreamFailure(
                 502,
-                f"Could not connect to {ep.provider_name}: {exc.strerror or 'refused'}.",
+                f"Could not connect to {ep.provider_name}: {exc}.",
                 retriable=True,
                 kind="connect",
             )
-        except (aiohttp.ClientError, OSError) as exc:
+        except ValueError as exc:  # the catalog's base URL is not an http(s) URL
+            raise UpstreamFailure(502, f"{ep.provider_name}: {exc}.", retriable=True, kind="connect")
+        except OSError as exc:
             raise UpstreamFailure(
                 502,
                 f"Connection to {ep.provider_name} failed before it answered: {type(exc).__name__}.",
@@ -206,14 +204,14 @@ class Adapter:
             try:
                 with within(min(5.0, ctx.remaining())):
                     raw = await resp.read()
-            except (TimeoutError, aiohttp.ClientError, OSError):
+            except OSError:  # (TimeoutError included)
                 raw = b""
             finally:
                 resp.release()
             failure = status_failure(
                 resp.status,
                 scrub(self.error_message(resp.status, raw), ctx.api_key),
-                resp.headers.get("Retry-After"),
+                resp.headers.get("retry-after"),
             )
             raise failure
         return resp
@@ -261,7 +259,7 @@ class Adapter:
                 retriable=True,
                 kind="timeout",
             )
-        except (aiohttp.ClientError, OSError) as exc:
+        except OSError as exc:
             raise UpstreamFailure(
                 502,
                 f"{ep.provider_name} broke off its answer ({type(exc).__name__}).",
@@ -299,7 +297,7 @@ class Adapter:
         await _require_event_stream(ctx, resp)
         translator = self.stream_events()
         progress: float | None = None  # when the last event was handed on; None before the first
-        content = resp.content
+        content = resp
         tail = b""  # a partial line, completed by the next read
         # Everything already received is parsed without a timer or an await per line; only an
         # empty buffer waits on the network (with the timeout), after calling `on_idle`.
@@ -327,7 +325,7 @@ class Adapter:
                     else:
                         message = f"{ep.provider_name} went silent for {ctx.idle:g}s mid-answer."
                     raise UpstreamFailure(408, message, retriable=True, kind="timeout")
-                except (aiohttp.ClientError, OSError) as exc:
+                except OSError as exc:
                     raise UpstreamFailure(
                         502,
                         f"{ep.provider_name} dropped the stream ({type(exc).__name__}).",
@@ -384,16 +382,16 @@ class Adapter:
             resp.release()
 
 
-async def _require_event_stream(ctx: CallContext, resp: aiohttp.ClientResponse) -> None:
+async def _require_event_stream(ctx: CallContext, resp: Response) -> None:
     """A stream request answered with something other than server-sent events is a failed attempt
     (before the first byte, so the next provider is tried), not a stream to parse."""
-    ctype = resp.headers.get("Content-Type", "")
+    ctype = resp.headers.get("content-type", "")
     if not ctype or "event-stream" in ctype:
         return
     try:
         with within(min(ctx.idle, ctx.remaining())):
-            raw = await resp.content.read(64 * 1024)
-    except (TimeoutError, aiohttp.ClientError, OSError):
+            raw = await resp.read(64 * 1024)
+    except OSError:  # (TimeoutError included)
         raw = b""
     finally:
         resp.release()

@@ -1,0 +1,389 @@
+"""The upstream HTTP/1.1 client (routing/gateway/upstream.py) against real servers on 127.0.0.1 that
+write exactly the bytes each case needs, under both the standard event loop and uvloop (production)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import ssl
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+import uvloop
+
+from routing.gateway import upstream
+from routing.gateway.upstream import ConnectFailed, Disconnected, Pool, ProtocolFailure
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@pytest.fixture(params=["asyncio", "uvloop"])
+def run(request):
+    factory = uvloop.new_event_loop if request.param == "uvloop" else asyncio.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        yield runner.run
+
+
+class Server:
+    """Answers each connection with `handler`; counts connections and keeps the requests' bytes."""
+
+    def __init__(self, handler: Handler, tls: ssl.SSLContext | None = None) -> None:
+        self.handler = handler
+        self.tls = tls
+        self.connections = 0
+        self.requests: list[bytes] = []
+        self.server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> Server:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.tls)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        port = self.server.sockets[0].getsockname()[1]
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{port}/v1/chat/completions?x=1"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            await self.handler(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    async def read_request(self, reader: asyncio.StreamReader) -> bytes:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            int(line.split(b":", 1)[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length")
+        )
+        raw = head + await reader.readexactly(length)
+        self.requests.append(raw)
+        return raw
+
+
+def keep_alive(server_box: list[Server], *answers: bytes) -> Handler:
+    """Answer successive requests on a connection with `answers` in turn (then close)."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for answer in answers:
+            await server_box[0].read_request(reader)
+            writer.write(answer)
+            await writer.drain()
+        await reader.read()  # until the client closes
+
+    return handler
+
+
+OK = b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{"ok":true}'
+HEADERS = {"Content-Type": "application/json", "Authorization": "Bearer sk-platform"}
+
+
+async def post(pool: Pool, server: Server, body: bytes = b'{"q":1}') -> upstream.Response:
+    return await pool.post(server.url, HEADERS, body, connect_timeout=2)
+
+
+def test_sends_one_request_and_reuses_the_connection(run):
+    async def case() -> None:
+        box: list[Server] = []
+        async with Server(keep_alive(box, OK, OK)) as server:
+            box.append(server)
+            pool = Pool(asyncio.get_running_loop())
+            for _ in range(2):
+                resp = await post(pool, server)
+                assert resp.status == 200 and resp.headers["content-type"] == "application/json"
+                assert await resp.read() == b'{"ok":true}'
+                resp.release()
+            assert server.connections == 1
+            port = server.url.split(":")[2].split("/")[0]
+            assert server.requests[0] == (
+                b"POST /v1/chat/completions?x=1 HTTP/1.1\r\nHost: 127.0.0.1:" + port.encode() + b"\r\n"
+                b"Content-Type: application/json\r\nAuthorization: Bearer sk-platform\r\n"
+                b'Content-Length: 7\r\n\r\n{"q":1}'
+            )
+            pool.close()
+
+    run(case())
+
+
+def test_chunked_answer_arrives_piece_by_piece(run):
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await box[0].read_request(reader)
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        for piece in (b"data: 1\n\n", b"data: 2\n\n"):
+            writer.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+            await writer.drain()
+            await asyncio.sleep(0.05)
+        writer.write(b"0\r\n\r\n")
+        await box[0].read_request(reader)  # the connection is reused for the next call
+        writer.write(OK)
+        await reader.read()
+
+    box: list[Server] = []
+
+    async def case() -> None:
+        async with Server(handler) as server:
+            box.append(server)
+            pool = Pool(asyncio.get_running_loop())
+            resp = await post(pool, server)
+            assert await resp.readany() == b"data: 1\n\n"
+            assert resp.read_nowait() == b""  # nothing more yet
+            assert await resp.readany() == b"data: 2\n\n"
+            assert await resp.readany() == b""  # the end
+            resp.release()
+            again = await post(pool, server)
+            assert await again.read() == b'{"ok":true}'
+            again.release()
+            assert server.connections == 1
+            pool.close()
+
+    run(case())
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n"
+        + b"x" * 5000,  # ends when the connection does
+        b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 5000\r\n\r\n" + b"x" * 5000,
+        b"HTTP/1.0 200 OK\r\nContent-Length: 5000\r\n\r\n" + b"x" * 5000,
+    ],
+    ids=["until-close", "connection-close", "http-1.0"],
+)
+def test_answers_that_end_the_connection_are_read_whole_and_not_reused(run, answer):
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await box[0].read_request(reader)
+        writer.write(answer)
+        await writer.drain()
+
+    box: list[Server] = []
+
+    async def case() -> None:
+        async with Server(handler) as server:
+            box.append(server)
+            pool = Pool(asyncio.get_running_loop())
+            for _ in range(2):
+                resp = await post(pool, server)
+                assert await resp.read() == b"x" * 5000
+                resp.release()
+            assert server.connections == 2
+            pool.close()
+
+    run(case())
+
+
+def test_an_interim_100_continue_is_skipped(run):
+    box: list[Server] = []
+    handler = keep_alive(box, b"HTTP/1.1 100 Continue\r\n\r\n" + OK)
+
+    async def case() -> None:
+        async with Server(handler) as server:
+            box.append(server)
+            pool = Pool(asyncio.get_running_loop())
+            resp = await post(pool, server)
+            assert resp.status == 200 and "content-length" in resp.headers
+            assert await resp.read() == b'{"ok":true}'
+            resp.release()
+            pool.close()
+
+    run(case())
+
+
+@pytest.mark.parametrize(
+    ("answer", "error"),
+    [
+        (b"", Disconnected),  # closed before answering
+        (b"\x00\xffgarbage-not-http\r\n\r\n", ProtocolFailure),
+    ],
+    ids=["closed", "garbage"],
+)
+def test_no_answer_or_not_http_fails_the_call(run, answer, error):
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await box[0].read_request(reader)
+        writer.write(answer)
+        await writer.drain()
+
+    box: list[Server] = []
+
+    async def case() -> None:
+        async with Server(handler) as server:
+            box.append(server)
+            pool = Pool(asyncio.get_running_loop())
+            with pytest.raises(error):
+                await post(pool, server)
+            assert all(not conns for conns in pool.idle.values())  # the spent connection is not pooled
+            pool.close()
+
+    run(case())
+
+
+def test_a_body_cut_short_is_an_error_not_an_end(run):
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await box[0].read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + b"x" * 10)
+        await writer.drain()
+
+    box: list[Server] = []
+
+    async def case() -> None:
+        async with Server(handler) as server:
+            box.append(server)
+            pool = Pool(asyncio.get_running_loop())
+            resp = await post(pool, server)
+            with pytest.raises(Disconnected):
+                await resp.read()
+            resp.release()
+            pool.close()
+
+    run(case())
+
+
+def test_a_refused_connection_says_so(run):
+    async def case() -> None:
+        async with Server(keep_alive([])) as server:
+            url = server.url
+        pool = Pool(asyncio.get_running_loop())
+        with pytest.raises(ConnectFailed):
+            await pool.post(url, HEADERS, b"{}", connect_timeout=2)
+
+    run(case())
+
+
+def test_an_answer_released_unread_or_a_cancelled_call_never_goes_back_to_the_pool(run):
+    slow = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await box[0].read_request(reader)
+            if len(box[0].requests) == 1:
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\n0123456789")  # half the body
+            else:
+                await slow.wait()  # never answers the second call
+            await writer.drain()
+
+    box: list[Server] = []
+
+    async def case() -> None:
+        async with Server(handler) as server:
+            box.append(server)
+            pool = Pool(asyncio.get_running_loop())
+            resp = await post(pool, server)
+            resp.release()  # before the body was read whole
+            call = asyncio.ensure_future(post(pool, server))
+            await asyncio.sleep(0.1)
+            assert server.connections == 2  # the first connection was not reused
+            call.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await call
+            assert all(not conns for conns in pool.idle.values())
+            pool.close()
+
+    run(case())
+
+
+def test_idle_connections_expire(run, monkeypatch):
+    monkeypatch.setattr(upstream, "IDLE_SECONDS", 0.0)
+    box: list[Server] = []
+
+    async def case() -> None:
+        async with Server(keep_alive(box, OK, OK)) as server:
+            box.append(server)
+            pool = Pool(asyncio.get_running_loop())
+            for _ in range(2):
+                resp = await post(pool, server)
+                await resp.read()
+                resp.release()
+            assert server.connections == 2
+            pool.close()
+
+    run(case())
+
+
+def test_a_large_answer_pauses_reading_and_still_arrives_whole(run, monkeypatch):
+    monkeypatch.setattr(upstream, "READ_HIGH_WATER", 64 * 1024)
+    size = 3 * 1024 * 1024
+    box: list[Server] = []
+    handler = keep_alive(box, b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size + b"y" * size)
+
+    async def case() -> None:
+        async with Server(handler) as server:
+            box.append(server)
+            pool = Pool(asyncio.get_running_loop())
+            resp = await post(pool, server)
+            await asyncio.sleep(0.2)  # let it fill past the high-water mark while nobody reads
+            conn = resp._conn
+            assert conn.paused
+            assert len(await resp.read()) == size
+            assert not conn.paused
+            resp.release()
+            pool.close()
+
+    run(case())
+
+
+def _self_signed(tmp: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A server context with a certificate for 127.0.0.1, and a client context that trusts only it."""
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = tmp / "cert.pem", tmp / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(cert_file, key_file)
+    client = ssl.create_default_context(cafile=str(cert_file))
+    return server, client
+
+
+def test_https_verifies_the_certificate(run, tmp_path):
+    server_tls, client_tls = _self_signed(tmp_path)
+    box: list[Server] = []
+
+    async def case() -> None:
+        async with Server(keep_alive(box, OK, OK), tls=server_tls) as server:
+            box.append(server)
+            trusted = Pool(asyncio.get_running_loop(), tls=client_tls)
+            resp = await post(trusted, server)
+            assert await resp.read() == b'{"ok":true}'
+            resp.release()
+            trusted.close()
+            system = Pool(asyncio.get_running_loop())  # the system's trust store: a self-signed cert fails
+            with pytest.raises(ConnectFailed):
+                await post(system, server)
+
+    run(case())
