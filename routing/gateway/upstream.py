@@ -18,7 +18,9 @@ import asyncio
 import functools
 import ssl
 import time
+import zlib
 from collections import deque
+from typing import Any
 from urllib.parse import urlsplit
 
 import httptools
@@ -161,6 +163,7 @@ class _Connection(asyncio.Protocol):
         self.until_close = False  # the answer's body ends when the connection does
         self.paused = False
         self.idle_since = 0.0
+        self.inflate: Any = None  # a zlib decompressor when the answer is gzip/deflate-encoded
 
     # -- asyncio.Protocol --------------------------------------------------------------------------
 
@@ -182,6 +185,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.pool.discard(self)
         resp = self.response
         if resp is not None and not resp.done:
             if self.until_close and resp.status:
@@ -210,11 +214,21 @@ class _Connection(asyncio.Protocol):
         self.until_close = "content-length" not in headers and "chunked" not in headers.get(
             "transfer-encoding", ""
         )
+        # We ask for no encoding; a server that compresses anyway is still understood.
+        encoding = headers.get("content-encoding", "").strip().lower()
+        self.inflate = zlib.decompressobj(zlib.MAX_WBITS | 32) if encoding in ("gzip", "deflate") else None
         if self.headers_ready is not None and not self.headers_ready.done():
             self.headers_ready.set_result(None)
 
     def on_body(self, body: bytes) -> None:
         assert self.response is not None
+        if self.inflate is not None:
+            try:
+                body = self.inflate.decompress(body)
+            except zlib.error as exc:
+                raise ProtocolFailure(f"undecodable compressed answer: {exc}") from exc
+            if not body:
+                return
         self.response._feed(body)
 
     def on_message_complete(self) -> None:
@@ -222,6 +236,8 @@ class _Connection(asyncio.Protocol):
         if resp is None or not resp.status:
             return  # the end of an interim answer
         self.reusable = self.parser.should_keep_alive() and not self.until_close
+        if self.inflate is not None and (rest := self.inflate.flush()):
+            resp._feed(rest)
         resp._finish()
 
     # -- used by the pool and the response ---------------------------------------------------------
@@ -289,6 +305,12 @@ class Pool:
 
     def put(self, conn: _Connection) -> None:
         self.idle.setdefault(conn.origin, []).append(conn)
+
+    def discard(self, conn: _Connection) -> None:
+        """A pooled connection the server closed leaves the pool at once."""
+        idle = self.idle.get(conn.origin)
+        if idle and conn in idle:
+            idle.remove(conn)
 
     def _take(self, origin: tuple[str, str, int]) -> _Connection | None:
         idle = self.idle.get(origin)

@@ -387,3 +387,62 @@ def test_https_verifies_the_certificate(run, tmp_path):
                 await post(system, server)
 
     run(case())
+
+
+@pytest.mark.parametrize("wbits", [31, 15], ids=["gzip", "deflate"])
+def test_a_compressed_answer_is_understood(run, wbits):
+    import zlib
+
+    packer = zlib.compressobj(wbits=wbits)
+    data = packer.compress(b'{"text": "' + b"hello " * 2000 + b'"}') + packer.flush()
+    name = b"gzip" if wbits == 31 else b"deflate"
+    box: list[Server] = []
+    answer = b"HTTP/1.1 200 OK\r\nContent-Encoding: %s\r\nContent-Length: %d\r\n\r\n%s" % (
+        name,
+        len(data),
+        data,
+    )
+    handler = keep_alive(box, answer, OK)
+
+    async def case() -> None:
+        async with Server(handler) as server:
+            box.append(server)
+            pool = Pool(asyncio.get_running_loop())
+            resp = await post(pool, server)
+            assert await resp.read() == b'{"text": "' + b"hello " * 2000 + b'"}'
+            resp.release()
+            plain = await post(pool, server)  # the next answer on the connection is not decoded
+            assert await plain.read() == b'{"ok":true}'
+            plain.release()
+            assert server.connections == 1
+            pool.close()
+
+    run(case())
+
+
+def test_a_pooled_connection_the_server_closes_leaves_the_pool(run):
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await box[0].read_request(reader)
+        writer.write(OK)
+        await writer.drain()
+        await asyncio.sleep(0.05)  # then closes the idle connection, as servers do after a while
+
+    box: list[Server] = []
+
+    async def case() -> None:
+        async with Server(handler) as server:
+            box.append(server)
+            pool = Pool(asyncio.get_running_loop())
+            resp = await post(pool, server)
+            await resp.read()
+            resp.release()
+            assert sum(len(c) for c in pool.idle.values()) == 1
+            await asyncio.sleep(0.3)
+            assert sum(len(c) for c in pool.idle.values()) == 0
+            again = await post(pool, server)  # a new connection, not the dead one
+            assert await again.read() == b'{"ok":true}'
+            again.release()
+            assert server.connections == 2
+            pool.close()
+
+    run(case())
