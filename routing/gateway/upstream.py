@@ -29,6 +29,11 @@ from switchyard.timeouts import within
 
 IDLE_SECONDS = 30.0  # a pooled connection unused for longer is closed rather than reused
 READ_HIGH_WATER = 4 * 1024 * 1024  # unread answer bytes before the connection stops reading
+# An answer released before its end (a stream's `data: [DONE]` read, the chunked terminator still on
+# its way) keeps its connection out of the pool until the end arrives, for at most this long and this
+# many more bytes; then the connection is pooled, or closed.
+DRAIN_SECONDS = 2.0
+DRAIN_BYTES = 64 * 1024
 
 
 class UpstreamError(OSError):
@@ -164,6 +169,8 @@ class _Connection(asyncio.Protocol):
         self.paused = False
         self.idle_since = 0.0
         self.inflate: Any = None  # a zlib decompressor when the answer is gzip/deflate-encoded
+        self.draining: asyncio.TimerHandle | None = None  # see DRAIN_SECONDS
+        self.drained = 0
 
     # -- asyncio.Protocol --------------------------------------------------------------------------
 
@@ -222,6 +229,11 @@ class _Connection(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         assert self.response is not None
+        if self.draining is not None:  # released: the rest is not wanted, only its end
+            self.drained += len(body)
+            if self.drained > DRAIN_BYTES:
+                self.close()
+            return
         if self.inflate is not None:
             try:
                 body = self.inflate.decompress(body)
@@ -236,6 +248,12 @@ class _Connection(asyncio.Protocol):
         if resp is None or not resp.status:
             return  # the end of an interim answer
         self.reusable = self.parser.should_keep_alive() and not self.until_close
+        if self.draining is not None:
+            self.draining.cancel()
+            self.draining = None
+            resp._finish()
+            self.finished(resp)
+            return
         if self.inflate is not None and (rest := self.inflate.flush()):
             resp._feed(rest)
         resp._finish()
@@ -269,7 +287,14 @@ class _Connection(asyncio.Protocol):
         return resp
 
     def finished(self, resp: Response) -> None:
-        if self.response is not resp:
+        if self.response is not resp or self.draining is not None:
+            return
+        if not resp.done and resp._exc is None and resp.status and not self.closed and not self.until_close:
+            resp._chunks.clear()
+            resp._bytes = 0
+            self.drained = 0
+            self.resume()
+            self.draining = self.loop.call_later(DRAIN_SECONDS, self.close)
             return
         self.response = None
         if resp.done and resp._exc is None and self.reusable and not self.closed:
@@ -291,6 +316,9 @@ class _Connection(asyncio.Protocol):
 
     def close(self) -> None:
         self.closed = True
+        if self.draining is not None:
+            self.draining.cancel()
+            self.draining = None
         if self.transport is not None:
             self.transport.close()
 

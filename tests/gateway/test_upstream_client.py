@@ -446,3 +446,51 @@ def test_a_pooled_connection_the_server_closes_leaves_the_pool(run):
             pool.close()
 
     run(case())
+
+
+@pytest.mark.parametrize("terminator_after", [0.05, None], ids=["end-arrives", "end-never-arrives"])
+def test_a_stream_released_at_done_waits_for_its_end_to_pool_the_connection(
+    run, monkeypatch, terminator_after
+):
+    """Providers write `data: [DONE]` and the chunked terminator separately; the caller stops at [DONE]."""
+    monkeypatch.setattr(upstream, "DRAIN_SECONDS", 0.3)
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await box[0].read_request(reader)
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        writer.write(b"e\r\ndata: [DONE]\n\n\r\n")
+        await writer.drain()
+        if terminator_after is None:
+            await reader.read()  # never ends the answer
+            return
+        await asyncio.sleep(terminator_after)
+        writer.write(b"0\r\n\r\n")
+        await box[0].read_request(reader)
+        writer.write(OK)
+        await reader.read()
+
+    box: list[Server] = []
+
+    async def case() -> None:
+        async with Server(handler) as server:
+            box.append(server)
+            pool = Pool(asyncio.get_running_loop())
+            resp = await post(pool, server)
+            assert await resp.readany() == b"data: [DONE]\n\n"
+            resp.release()  # at [DONE], before the terminator
+            assert all(not conns for conns in pool.idle.values())  # not pooled before its end
+            await asyncio.sleep(0.5)
+            pooled = sum(len(conns) for conns in pool.idle.values())
+            if terminator_after is None:
+                assert pooled == 0 and resp._conn.closed  # given up after DRAIN_SECONDS
+            else:
+                assert pooled == 1
+                again = await post(pool, server)
+                assert await again.read() == b'{"ok":true}'
+                again.release()
+                assert server.connections == 1
+            pool.close()
+
+    run(case())
