@@ -379,7 +379,9 @@ class Adapter:
                         kind="malformed",
                     )
         finally:
-            resp.release()
+            # At the stream's logical end the connection is kept for the next call; any other way out
+            # (the client left, a failure) closes it at once, which stops the provider generating.
+            resp.release(at_end=translator.done)
 
 
 async def _require_event_stream(ctx: CallContext, resp: Response) -> None:

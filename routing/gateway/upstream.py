@@ -143,13 +143,16 @@ class Response:
             size += len(data)
         return b"".join(parts)
 
-    def release(self) -> None:
+    def release(self, *, at_end: bool = False) -> None:
         """Done with this answer: the connection goes back to the pool if the answer was read whole
-        and the server keeps connections alive, otherwise it is closed."""
+        and the server keeps connections alive, otherwise it is closed at once (which is what stops a
+        provider generating for a client that left). `at_end`: the caller has read the answer's
+        logical end (an SSE stream's `[DONE]`), so only the framing is still to come: wait for it
+        (DRAIN_SECONDS) and pool the connection then."""
         if self.released:
             return
         self.released = True
-        self._conn.finished(self)
+        self._conn.finished(self, drain=at_end)
 
 
 class _Connection(asyncio.Protocol):
@@ -286,10 +289,10 @@ class _Connection(asyncio.Protocol):
             self.headers_ready = None
         return resp
 
-    def finished(self, resp: Response) -> None:
+    def finished(self, resp: Response, *, drain: bool = False) -> None:
         if self.response is not resp or self.draining is not None:
             return
-        if not resp.done and resp._exc is None and resp.status and not self.closed and not self.until_close:
+        if drain and not resp.done and resp._exc is None and not self.closed and not self.until_close:
             resp._chunks.clear()
             resp._bytes = 0
             self.drained = 0

@@ -278,7 +278,8 @@ def test_an_answer_released_unread_or_a_cancelled_call_never_goes_back_to_the_po
             box.append(server)
             pool = Pool(asyncio.get_running_loop())
             resp = await post(pool, server)
-            resp.release()  # before the body was read whole
+            resp.release()  # before the body was read whole: closed at once (a client that left)
+            assert resp._conn.closed
             call = asyncio.ensure_future(post(pool, server))
             await asyncio.sleep(0.1)
             assert server.connections == 2  # the first connection was not reused
@@ -479,7 +480,7 @@ def test_a_stream_released_at_done_waits_for_its_end_to_pool_the_connection(
             pool = Pool(asyncio.get_running_loop())
             resp = await post(pool, server)
             assert await resp.readany() == b"data: [DONE]\n\n"
-            resp.release()  # at [DONE], before the terminator
+            resp.release(at_end=True)  # at [DONE], before the terminator
             assert all(not conns for conns in pool.idle.values())  # not pooled before its end
             await asyncio.sleep(0.5)
             pooled = sum(len(conns) for conns in pool.idle.values())
@@ -491,6 +492,35 @@ def test_a_stream_released_at_done_waits_for_its_end_to_pool_the_connection(
                 assert await again.read() == b'{"ok":true}'
                 again.release()
                 assert server.connections == 1
+            pool.close()
+
+    run(case())
+
+
+def test_a_stream_left_mid_answer_closes_its_connection_at_once(run):
+    """A client that disconnects mid-stream: the provider must see the connection close now, not later."""
+    closed = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await box[0].read_request(reader)
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        writer.write(b"b\r\ndata: tok\n\n\r\n")
+        await writer.drain()
+        await reader.read()  # returns when the client closes
+        closed.set()
+
+    box: list[Server] = []
+
+    async def case() -> None:
+        async with Server(handler) as server:
+            box.append(server)
+            pool = Pool(asyncio.get_running_loop())
+            resp = await post(pool, server)
+            assert await resp.readany() == b"data: tok\n\n"
+            resp.release()  # not at its end
+            await asyncio.wait_for(closed.wait(), 0.5)
             pool.close()
 
     run(case())
