@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 
 if TYPE_CHECKING:
     from rest_framework.response import Response
@@ -182,6 +182,16 @@ def json_error(
     return JsonResponse(
         error_body(status, message or _STATUS_MESSAGES.get(status, "Error."), metadata), status=status
     )
+
+
+def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """handler404: JSON under /api/ without rendering the HTML page first (which needs the static files
+    manifest: a deployment that has not run `collectstatic` would turn every unknown API path into a 500)."""
+    if request.path.startswith("/api/"):
+        return json_error(404, f"No API route matches {request.path}.")
+    from django.views.defaults import page_not_found
+
+    return page_not_found(request, exception or Http404())
 
 
 class ApiErrorMiddleware:

@@ -41,3 +41,5 @@ urlpatterns = [
     path("accounts/", include("allauth.urls")),
     path("", include("switchyard.urls_dashboard")),
 ]
+
+handler404 = "switchyard.errors.not_found"

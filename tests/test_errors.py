@@ -103,3 +103,17 @@ def test_unexpected_exception_is_500_json_without_details(crash_urls, path, capl
 def test_real_routes_still_work_under_the_test_urlconf(crash_urls):
     assert Client().get("/api/v1/models").status_code == 200
     _assert_error(Client().get("/api/v1/nope"), 404)
+
+
+@pytest.mark.django_db
+def test_unknown_api_path_is_404_json_even_before_collectstatic(settings, tmp_path):
+    """Production serves static files from a manifest; without `collectstatic` the HTML 404 page cannot
+    render, and an unknown API path must still be a JSON 404, not a 500."""
+    settings.DEBUG = False
+    settings.STATIC_ROOT = tmp_path  # no manifest in it
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.ManifestStaticFilesStorage"},
+    }
+    body = _assert_error(Client().get("/api/v1/keys"), 404)
+    assert "/api/v1/keys" in body["error"]["message"]
