@@ -1,13 +1,18 @@
 """The upstream HTTP/1.1 client (routing/gateway/upstream.py) against real servers on 127.0.0.1 that
-write exactly the bytes each case needs, under both the standard event loop and uvloop (production)."""
+write exactly the bytes each case needs, under both the standard event loop and uvloop (production).
+
+Each case is a `handler(server, reader, writer)` for every connection the client opens, and a coroutine
+that uses the client: `run(served(handler, case))`."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime
 import ssl
+import zlib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeAlias
 
 import pytest
 import uvloop
@@ -15,7 +20,14 @@ import uvloop
 from routing.gateway import upstream
 from routing.gateway.upstream import ConnectFailed, Disconnected, Pool, ProtocolFailure
 
-Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+Reader: TypeAlias = asyncio.StreamReader
+Writer: TypeAlias = asyncio.StreamWriter
+Handler = Callable[["Server", Reader, Writer], Awaitable[None]]
+Case = Callable[["Server", Pool], Awaitable[None]]
+
+OK = b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{"ok":true}'
+HEADERS = {"Content-Type": "application/json", "Authorization": "Bearer sk-platform"}
+SSE_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
 
 
 @pytest.fixture(params=["asyncio", "uvloop"])
@@ -49,16 +61,16 @@ class Server:
         port = self.server.sockets[0].getsockname()[1]
         return f"{'https' if self.tls else 'http'}://127.0.0.1:{port}/v1/chat/completions?x=1"
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _serve(self, reader: Reader, writer: Writer) -> None:
         self.connections += 1
         try:
-            await self.handler(reader, writer)
+            await self.handler(self, reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
             writer.close()
 
-    async def read_request(self, reader: asyncio.StreamReader) -> bytes:
+    async def read_request(self, reader: Reader) -> bytes:
         head = await reader.readuntil(b"\r\n\r\n")
         length = next(
             int(line.split(b":", 1)[1])
@@ -69,85 +81,98 @@ class Server:
         self.requests.append(raw)
         return raw
 
+    async def answer(self, reader: Reader, writer: Writer, data: bytes) -> None:
+        await self.read_request(reader)
+        writer.write(data)
+        await writer.drain()
 
-def keep_alive(server_box: list[Server], *answers: bytes) -> Handler:
-    """Answer successive requests on a connection with `answers` in turn (then close)."""
 
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        for answer in answers:
-            await server_box[0].read_request(reader)
-            writer.write(answer)
-            await writer.drain()
-        await reader.read()  # until the client closes
+def keep_alive(*answers: bytes) -> Handler:
+    """Answer successive requests on a connection with `answers` in turn, then wait for the client."""
+
+    async def handler(server: Server, reader: Reader, writer: Writer) -> None:
+        for data in answers:
+            await server.answer(reader, writer, data)
+        await reader.read()
 
     return handler
 
 
-OK = b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{"ok":true}'
-HEADERS = {"Content-Type": "application/json", "Authorization": "Bearer sk-platform"}
+def once(data: bytes) -> Handler:
+    """Answer one request with `data`, then close the connection."""
+
+    async def handler(server: Server, reader: Reader, writer: Writer) -> None:
+        await server.answer(reader, writer, data)
+
+    return handler
+
+
+async def served(
+    handler: Handler, case: Case, *, tls: tuple[ssl.SSLContext, ssl.SSLContext] | None = None
+) -> None:
+    async with Server(handler, tls=tls[0] if tls else None) as server:
+        pool = Pool(asyncio.get_running_loop(), tls=tls[1] if tls else None)
+        try:
+            await case(server, pool)
+        finally:
+            pool.close()
 
 
 async def post(pool: Pool, server: Server, body: bytes = b'{"q":1}') -> upstream.Response:
     return await pool.post(server.url, HEADERS, body, connect_timeout=2)
 
 
-def test_sends_one_request_and_reuses_the_connection(run):
-    async def case() -> None:
-        box: list[Server] = []
-        async with Server(keep_alive(box, OK, OK)) as server:
-            box.append(server)
-            pool = Pool(asyncio.get_running_loop())
-            for _ in range(2):
-                resp = await post(pool, server)
-                assert resp.status == 200 and resp.headers["content-type"] == "application/json"
-                assert await resp.read() == b'{"ok":true}'
-                resp.release()
-            assert server.connections == 1
-            port = server.url.split(":")[2].split("/")[0]
-            assert server.requests[0] == (
-                b"POST /v1/chat/completions?x=1 HTTP/1.1\r\nHost: 127.0.0.1:" + port.encode() + b"\r\n"
-                b"Content-Type: application/json\r\nAuthorization: Bearer sk-platform\r\n"
-                b'Content-Length: 7\r\n\r\n{"q":1}'
-            )
-            pool.close()
+async def read_all(pool: Pool, server: Server) -> bytes:
+    resp = await post(pool, server)
+    try:
+        return await resp.read()
+    finally:
+        resp.release()
 
-    run(case())
+
+def pooled(pool: Pool) -> int:
+    return sum(len(conns) for conns in pool.idle.values())
+
+
+def test_sends_one_request_and_reuses_the_connection(run):
+    async def case(server: Server, pool: Pool) -> None:
+        for _ in range(2):
+            resp = await post(pool, server)
+            assert resp.status == 200 and resp.headers["content-type"] == "application/json"
+            assert await resp.read() == b'{"ok":true}'
+            resp.release()
+        assert server.connections == 1
+        port = server.url.split(":")[2].split("/")[0]
+        assert server.requests[0] == (
+            b"POST /v1/chat/completions?x=1 HTTP/1.1\r\nHost: 127.0.0.1:" + port.encode() + b"\r\n"
+            b"Content-Type: application/json\r\nAuthorization: Bearer sk-platform\r\n"
+            b'Content-Length: 7\r\n\r\n{"q":1}'
+        )
+
+    run(served(keep_alive(OK, OK), case))
 
 
 def test_chunked_answer_arrives_piece_by_piece(run):
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await box[0].read_request(reader)
-        writer.write(
-            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
-        )
+    async def handler(server: Server, reader: Reader, writer: Writer) -> None:
+        await server.answer(reader, writer, SSE_HEAD)
         for piece in (b"data: 1\n\n", b"data: 2\n\n"):
             writer.write(b"%x\r\n%s\r\n" % (len(piece), piece))
             await writer.drain()
             await asyncio.sleep(0.05)
         writer.write(b"0\r\n\r\n")
-        await box[0].read_request(reader)  # the connection is reused for the next call
-        writer.write(OK)
-        await reader.read()
+        await keep_alive(OK)(server, reader, writer)  # the connection is reused for the next call
 
-    box: list[Server] = []
+    async def case(server: Server, pool: Pool) -> None:
+        resp = await post(pool, server)
+        assert await resp.readany() == b"data: 1\n\n"
+        assert resp.read_nowait() == b""  # nothing more yet
+        assert await resp.readany() == b"data: 2\n\n"
+        assert await resp.readany() == b""  # the end
+        resp.release()
+        assert await read_all(pool, server) == b'{"ok":true}'
+        assert server.connections == 1
 
-    async def case() -> None:
-        async with Server(handler) as server:
-            box.append(server)
-            pool = Pool(asyncio.get_running_loop())
-            resp = await post(pool, server)
-            assert await resp.readany() == b"data: 1\n\n"
-            assert resp.read_nowait() == b""  # nothing more yet
-            assert await resp.readany() == b"data: 2\n\n"
-            assert await resp.readany() == b""  # the end
-            resp.release()
-            again = await post(pool, server)
-            assert await again.read() == b'{"ok":true}'
-            again.release()
-            assert server.connections == 1
-            pool.close()
-
-    run(case())
+    run(served(handler, case))
 
 
 @pytest.mark.parametrize(
@@ -161,42 +186,22 @@ def test_chunked_answer_arrives_piece_by_piece(run):
     ids=["until-close", "connection-close", "http-1.0"],
 )
 def test_answers_that_end_the_connection_are_read_whole_and_not_reused(run, answer):
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await box[0].read_request(reader)
-        writer.write(answer)
-        await writer.drain()
+    async def case(server: Server, pool: Pool) -> None:
+        for _ in range(2):
+            assert await read_all(pool, server) == b"x" * 5000
+        assert server.connections == 2
 
-    box: list[Server] = []
-
-    async def case() -> None:
-        async with Server(handler) as server:
-            box.append(server)
-            pool = Pool(asyncio.get_running_loop())
-            for _ in range(2):
-                resp = await post(pool, server)
-                assert await resp.read() == b"x" * 5000
-                resp.release()
-            assert server.connections == 2
-            pool.close()
-
-    run(case())
+    run(served(once(answer), case))
 
 
 def test_an_interim_100_continue_is_skipped(run):
-    box: list[Server] = []
-    handler = keep_alive(box, b"HTTP/1.1 100 Continue\r\n\r\n" + OK)
+    async def case(server: Server, pool: Pool) -> None:
+        resp = await post(pool, server)
+        assert resp.status == 200 and "content-length" in resp.headers
+        assert await resp.read() == b'{"ok":true}'
+        resp.release()
 
-    async def case() -> None:
-        async with Server(handler) as server:
-            box.append(server)
-            pool = Pool(asyncio.get_running_loop())
-            resp = await post(pool, server)
-            assert resp.status == 200 and "content-length" in resp.headers
-            assert await resp.read() == b'{"ok":true}'
-            resp.release()
-            pool.close()
-
-    run(case())
+    run(served(keep_alive(b"HTTP/1.1 100 Continue\r\n\r\n" + OK), case))
 
 
 @pytest.mark.parametrize(
@@ -208,128 +213,160 @@ def test_an_interim_100_continue_is_skipped(run):
     ids=["closed", "garbage"],
 )
 def test_no_answer_or_not_http_fails_the_call(run, answer, error):
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await box[0].read_request(reader)
-        writer.write(answer)
-        await writer.drain()
+    async def case(server: Server, pool: Pool) -> None:
+        with pytest.raises(error):
+            await post(pool, server)
+        assert pooled(pool) == 0  # the spent connection is not pooled
 
-    box: list[Server] = []
-
-    async def case() -> None:
-        async with Server(handler) as server:
-            box.append(server)
-            pool = Pool(asyncio.get_running_loop())
-            with pytest.raises(error):
-                await post(pool, server)
-            assert all(not conns for conns in pool.idle.values())  # the spent connection is not pooled
-            pool.close()
-
-    run(case())
+    run(served(once(answer), case))
 
 
 def test_a_body_cut_short_is_an_error_not_an_end(run):
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await box[0].read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + b"x" * 10)
-        await writer.drain()
+    async def case(server: Server, pool: Pool) -> None:
+        resp = await post(pool, server)
+        with pytest.raises(Disconnected):
+            await resp.read()
+        resp.release()
 
-    box: list[Server] = []
-
-    async def case() -> None:
-        async with Server(handler) as server:
-            box.append(server)
-            pool = Pool(asyncio.get_running_loop())
-            resp = await post(pool, server)
-            with pytest.raises(Disconnected):
-                await resp.read()
-            resp.release()
-            pool.close()
-
-    run(case())
+    run(served(once(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + b"x" * 10), case))
 
 
 def test_a_refused_connection_says_so(run):
     async def case() -> None:
-        async with Server(keep_alive([])) as server:
+        async with Server(keep_alive()) as server:
             url = server.url
-        pool = Pool(asyncio.get_running_loop())
         with pytest.raises(ConnectFailed):
-            await pool.post(url, HEADERS, b"{}", connect_timeout=2)
+            await Pool(asyncio.get_running_loop()).post(url, HEADERS, b"{}", connect_timeout=2)
 
     run(case())
 
 
 def test_an_answer_released_unread_or_a_cancelled_call_never_goes_back_to_the_pool(run):
-    slow = asyncio.Event()
+    async def handler(server: Server, reader: Reader, writer: Writer) -> None:
+        if server.connections == 1:  # half a body
+            await server.answer(reader, writer, b"HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\n0123456789")
+        else:
+            await server.read_request(reader)  # never answers
+        await reader.read()
 
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while True:
-            await box[0].read_request(reader)
-            if len(box[0].requests) == 1:
-                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\n0123456789")  # half the body
-            else:
-                await slow.wait()  # never answers the second call
-            await writer.drain()
+    async def case(server: Server, pool: Pool) -> None:
+        resp = await post(pool, server)
+        resp.release()  # before the body was read whole: closed at once (a client that left)
+        assert resp._conn.closed
+        call = asyncio.ensure_future(post(pool, server))
+        await asyncio.sleep(0.1)
+        assert server.connections == 2  # the first connection was not reused
+        call.cancel()  # while waiting for the answer's head
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        assert pooled(pool) == 0
 
-    box: list[Server] = []
+    run(served(handler, case))
 
-    async def case() -> None:
-        async with Server(handler) as server:
-            box.append(server)
-            pool = Pool(asyncio.get_running_loop())
-            resp = await post(pool, server)
-            resp.release()  # before the body was read whole: closed at once (a client that left)
-            assert resp._conn.closed
-            call = asyncio.ensure_future(post(pool, server))
-            await asyncio.sleep(0.1)
-            assert server.connections == 2  # the first connection was not reused
-            call.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await call
-            assert all(not conns for conns in pool.idle.values())
-            pool.close()
 
-    run(case())
+def test_a_stream_left_mid_answer_closes_its_connection_at_once(run):
+    """A client that disconnects mid-stream: the provider must see the connection close now, not later."""
+    closed = asyncio.Event()
+
+    async def handler(server: Server, reader: Reader, writer: Writer) -> None:
+        await server.answer(reader, writer, SSE_HEAD + b"b\r\ndata: tok\n\n\r\n")
+        await reader.read()  # returns when the client closes
+        closed.set()
+
+    async def case(server: Server, pool: Pool) -> None:
+        resp = await post(pool, server)
+        assert await resp.readany() == b"data: tok\n\n"
+        resp.release()  # not at its end
+        await asyncio.wait_for(closed.wait(), 0.5)
+
+    run(served(handler, case))
+
+
+@pytest.mark.parametrize("terminator_after", [0.05, None], ids=["end-arrives", "end-never-arrives"])
+def test_a_stream_released_at_done_waits_for_its_end_to_pool_the_connection(
+    run, monkeypatch, terminator_after
+):
+    """Providers write `data: [DONE]` and the chunked terminator separately; the caller stops at [DONE]."""
+    monkeypatch.setattr(upstream, "DRAIN_SECONDS", 0.3)
+
+    async def handler(server: Server, reader: Reader, writer: Writer) -> None:
+        await server.answer(reader, writer, SSE_HEAD + b"e\r\ndata: [DONE]\n\n\r\n")
+        if terminator_after is None:
+            await reader.read()  # never ends the answer
+            return
+        await asyncio.sleep(terminator_after)
+        writer.write(b"0\r\n\r\n")
+        await keep_alive(OK)(server, reader, writer)
+
+    async def case(server: Server, pool: Pool) -> None:
+        resp = await post(pool, server)
+        assert await resp.readany() == b"data: [DONE]\n\n"
+        resp.release(at_end=True)  # at [DONE], before the terminator
+        assert pooled(pool) == 0  # not pooled before its end
+        await asyncio.sleep(0.5)
+        if terminator_after is None:
+            assert pooled(pool) == 0 and resp._conn.closed  # given up after DRAIN_SECONDS
+        else:
+            assert pooled(pool) == 1
+            assert await read_all(pool, server) == b'{"ok":true}'
+            assert server.connections == 1
+
+    run(served(handler, case))
 
 
 def test_idle_connections_expire(run, monkeypatch):
     monkeypatch.setattr(upstream, "IDLE_SECONDS", 0.0)
-    box: list[Server] = []
 
-    async def case() -> None:
-        async with Server(keep_alive(box, OK, OK)) as server:
-            box.append(server)
-            pool = Pool(asyncio.get_running_loop())
-            for _ in range(2):
-                resp = await post(pool, server)
-                await resp.read()
-                resp.release()
-            assert server.connections == 2
-            pool.close()
+    async def case(server: Server, pool: Pool) -> None:
+        for _ in range(2):
+            await read_all(pool, server)
+        assert server.connections == 2
 
-    run(case())
+    run(served(keep_alive(OK, OK), case))
+
+
+def test_a_pooled_connection_the_server_closes_leaves_the_pool(run):
+    async def case(server: Server, pool: Pool) -> None:
+        await read_all(pool, server)
+        assert pooled(pool) == 1
+        await asyncio.sleep(0.3)  # the server closes the idle connection, as servers do after a while
+        assert pooled(pool) == 0
+        assert await read_all(pool, server) == b'{"ok":true}'  # on a new connection, not the dead one
+        assert server.connections == 2
+
+    run(served(once(OK), case))
 
 
 def test_a_large_answer_pauses_reading_and_still_arrives_whole(run, monkeypatch):
     monkeypatch.setattr(upstream, "READ_HIGH_WATER", 64 * 1024)
     size = 3 * 1024 * 1024
-    box: list[Server] = []
-    handler = keep_alive(box, b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size + b"y" * size)
 
-    async def case() -> None:
-        async with Server(handler) as server:
-            box.append(server)
-            pool = Pool(asyncio.get_running_loop())
-            resp = await post(pool, server)
-            await asyncio.sleep(0.2)  # let it fill past the high-water mark while nobody reads
-            conn = resp._conn
-            assert conn.paused
-            assert len(await resp.read()) == size
-            assert not conn.paused
-            resp.release()
-            pool.close()
+    async def case(server: Server, pool: Pool) -> None:
+        resp = await post(pool, server)
+        await asyncio.sleep(0.2)  # let it fill past the high-water mark while nobody reads
+        conn = resp._conn
+        assert conn.paused
+        assert len(await resp.read()) == size
+        assert not conn.paused
+        resp.release()
 
-    run(case())
+    run(served(keep_alive(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size + b"y" * size), case))
+
+
+@pytest.mark.parametrize("wbits", [31, 15], ids=["gzip", "deflate"])
+def test_a_compressed_answer_is_understood(run, wbits):
+    text = b'{"text": "' + b"hello " * 2000 + b'"}'
+    packer = zlib.compressobj(wbits=wbits)
+    data = packer.compress(text) + packer.flush()
+    name = b"gzip" if wbits == 31 else b"deflate"
+    answer = b"HTTP/1.1 200 OK\r\nContent-Encoding: %s\r\nContent-Length: %d\r\n\r\n" % (name, len(data))
+
+    async def case(server: Server, pool: Pool) -> None:
+        assert await read_all(pool, server) == text
+        assert await read_all(pool, server) == b'{"ok":true}'  # the next answer is not decoded
+        assert server.connections == 1
+
+    run(served(keep_alive(answer + data, OK), case))
 
 
 def _self_signed(tmp: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
@@ -372,155 +409,10 @@ def _self_signed(tmp: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
 
 
 def test_https_verifies_the_certificate(run, tmp_path):
-    server_tls, client_tls = _self_signed(tmp_path)
-    box: list[Server] = []
+    async def case(server: Server, pool: Pool) -> None:
+        assert await read_all(pool, server) == b'{"ok":true}'  # trusting the test certificate
+        system = Pool(asyncio.get_running_loop())  # the system's trust store: a self-signed cert fails
+        with pytest.raises(ConnectFailed):
+            await post(system, server)
 
-    async def case() -> None:
-        async with Server(keep_alive(box, OK, OK), tls=server_tls) as server:
-            box.append(server)
-            trusted = Pool(asyncio.get_running_loop(), tls=client_tls)
-            resp = await post(trusted, server)
-            assert await resp.read() == b'{"ok":true}'
-            resp.release()
-            trusted.close()
-            system = Pool(asyncio.get_running_loop())  # the system's trust store: a self-signed cert fails
-            with pytest.raises(ConnectFailed):
-                await post(system, server)
-
-    run(case())
-
-
-@pytest.mark.parametrize("wbits", [31, 15], ids=["gzip", "deflate"])
-def test_a_compressed_answer_is_understood(run, wbits):
-    import zlib
-
-    packer = zlib.compressobj(wbits=wbits)
-    data = packer.compress(b'{"text": "' + b"hello " * 2000 + b'"}') + packer.flush()
-    name = b"gzip" if wbits == 31 else b"deflate"
-    box: list[Server] = []
-    answer = b"HTTP/1.1 200 OK\r\nContent-Encoding: %s\r\nContent-Length: %d\r\n\r\n%s" % (
-        name,
-        len(data),
-        data,
-    )
-    handler = keep_alive(box, answer, OK)
-
-    async def case() -> None:
-        async with Server(handler) as server:
-            box.append(server)
-            pool = Pool(asyncio.get_running_loop())
-            resp = await post(pool, server)
-            assert await resp.read() == b'{"text": "' + b"hello " * 2000 + b'"}'
-            resp.release()
-            plain = await post(pool, server)  # the next answer on the connection is not decoded
-            assert await plain.read() == b'{"ok":true}'
-            plain.release()
-            assert server.connections == 1
-            pool.close()
-
-    run(case())
-
-
-def test_a_pooled_connection_the_server_closes_leaves_the_pool(run):
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await box[0].read_request(reader)
-        writer.write(OK)
-        await writer.drain()
-        await asyncio.sleep(0.05)  # then closes the idle connection, as servers do after a while
-
-    box: list[Server] = []
-
-    async def case() -> None:
-        async with Server(handler) as server:
-            box.append(server)
-            pool = Pool(asyncio.get_running_loop())
-            resp = await post(pool, server)
-            await resp.read()
-            resp.release()
-            assert sum(len(c) for c in pool.idle.values()) == 1
-            await asyncio.sleep(0.3)
-            assert sum(len(c) for c in pool.idle.values()) == 0
-            again = await post(pool, server)  # a new connection, not the dead one
-            assert await again.read() == b'{"ok":true}'
-            again.release()
-            assert server.connections == 2
-            pool.close()
-
-    run(case())
-
-
-@pytest.mark.parametrize("terminator_after", [0.05, None], ids=["end-arrives", "end-never-arrives"])
-def test_a_stream_released_at_done_waits_for_its_end_to_pool_the_connection(
-    run, monkeypatch, terminator_after
-):
-    """Providers write `data: [DONE]` and the chunked terminator separately; the caller stops at [DONE]."""
-    monkeypatch.setattr(upstream, "DRAIN_SECONDS", 0.3)
-
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await box[0].read_request(reader)
-        writer.write(
-            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
-        )
-        writer.write(b"e\r\ndata: [DONE]\n\n\r\n")
-        await writer.drain()
-        if terminator_after is None:
-            await reader.read()  # never ends the answer
-            return
-        await asyncio.sleep(terminator_after)
-        writer.write(b"0\r\n\r\n")
-        await box[0].read_request(reader)
-        writer.write(OK)
-        await reader.read()
-
-    box: list[Server] = []
-
-    async def case() -> None:
-        async with Server(handler) as server:
-            box.append(server)
-            pool = Pool(asyncio.get_running_loop())
-            resp = await post(pool, server)
-            assert await resp.readany() == b"data: [DONE]\n\n"
-            resp.release(at_end=True)  # at [DONE], before the terminator
-            assert all(not conns for conns in pool.idle.values())  # not pooled before its end
-            await asyncio.sleep(0.5)
-            pooled = sum(len(conns) for conns in pool.idle.values())
-            if terminator_after is None:
-                assert pooled == 0 and resp._conn.closed  # given up after DRAIN_SECONDS
-            else:
-                assert pooled == 1
-                again = await post(pool, server)
-                assert await again.read() == b'{"ok":true}'
-                again.release()
-                assert server.connections == 1
-            pool.close()
-
-    run(case())
-
-
-def test_a_stream_left_mid_answer_closes_its_connection_at_once(run):
-    """A client that disconnects mid-stream: the provider must see the connection close now, not later."""
-    closed = asyncio.Event()
-
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await box[0].read_request(reader)
-        writer.write(
-            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
-        )
-        writer.write(b"b\r\ndata: tok\n\n\r\n")
-        await writer.drain()
-        await reader.read()  # returns when the client closes
-        closed.set()
-
-    box: list[Server] = []
-
-    async def case() -> None:
-        async with Server(handler) as server:
-            box.append(server)
-            pool = Pool(asyncio.get_running_loop())
-            resp = await post(pool, server)
-            assert await resp.readany() == b"data: tok\n\n"
-            resp.release()  # not at its end
-            await asyncio.wait_for(closed.wait(), 0.5)
-            pool.close()
-
-    run(case())
+    run(served(keep_alive(OK, OK), case, tls=_self_signed(tmp_path)))
