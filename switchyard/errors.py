@@ -184,11 +184,15 @@ def json_error(
     )
 
 
+def _no_api_route(request: HttpRequest) -> str:
+    return f"No API route matches {request.path}."
+
+
 def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
     """handler404: JSON under /api/ without rendering the HTML page first (which needs the static files
     manifest: a deployment that has not run `collectstatic` would turn every unknown API path into a 500)."""
     if request.path.startswith("/api/"):
-        return json_error(404, f"No API route matches {request.path}.")
+        return json_error(404, _no_api_route(request))
     from django.views.defaults import page_not_found
 
     return page_not_found(request, exception or Http404())
@@ -211,7 +215,7 @@ class ApiErrorMiddleware:
             allowed = response.get("Allow", "")
             message = f"Method {request.method} not allowed." + (f" Allowed: {allowed}." if allowed else "")
         elif response.status_code == 404:
-            message = f"No API route matches {request.path}."
+            message = _no_api_route(request)
         converted = json_error(response.status_code, message)
         if response.has_header("Allow"):
             converted["Allow"] = response["Allow"]

@@ -28,7 +28,7 @@ from routing.catalog.snapshot import catalog
 from routing.gateway import tokens
 from routing.gateway.cost import cost_units, worst_case_units
 from routing.gateway.input_limits import check_input, parse_body
-from routing.gateway.upstream import close_upstream_sessions
+from routing.gateway.upstream import close_upstream_pool
 from routing.gateway.validate import validate_completion
 from routing.health import Outcome
 from routing.ratelimit import rate_gate, tokens_charge_later, with_headers
@@ -479,22 +479,31 @@ def _all_failed(run: Run, last: UpstreamFailure | None) -> SwitchyardError:
     )
 
 
-async def _respond_whole(run: Run, send: Any, receive: Any) -> None:
-    gen_header = [(b"x-generation-id", run.gen_id.encode())]
+async def _complete_watched(run: Run, receive: Any, method: str = "complete") -> Any:
+    """`_complete` while watching the client: None, and the run marked cancelled, when it left
+    (the upstream call is cancelled at once). A whole answer's and an embeddings answer's first step."""
     watch = _ClientWatch(receive)
     try:
         try:
-            completion = await _complete(run)
+            return await _complete(run, method)
         finally:
             watch.stop()
     except asyncio.CancelledError:
         if not watch.absorb():
             raise
         run.cancelled = True
-        return
+        return None
+
+
+async def _respond_whole(run: Run, send: Any, receive: Any) -> None:
+    gen_header = [(b"x-generation-id", run.gen_id.encode())]
+    try:
+        completion = await _complete_watched(run, receive)
     except SwitchyardError as exc:
         await run.settle_before_reply()
         await run.front.send_error(send, exc, gen_header)
+        return
+    if completion is None:
         return
     run.status = "success"
     run.usage = completion.usage
@@ -1051,6 +1060,6 @@ class GatewayApp:
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await drain_background()
-                await close_upstream_sessions()
+                await close_upstream_pool()
                 await send({"type": "lifespan.shutdown.complete"})
                 return

@@ -17,8 +17,7 @@ from routing.catalog.snapshot import catalog
 from routing.gateway.app import (
     CHAT,
     Run,
-    _ClientWatch,
-    _complete,
+    _complete_watched,
     _send_json,
     authenticate,
     new_generation_id,
@@ -136,19 +135,12 @@ async def handle_embeddings(scope: dict[str, Any], receive: Any, send: Any) -> N
     )
     gen_header = [(b"x-generation-id", gen_id.encode())]
     try:
-        watch = _ClientWatch(receive)
         try:
-            try:
-                result: Embeddings = await _complete(run, "embed")
-            finally:
-                watch.stop()
-        except asyncio.CancelledError:
-            if not watch.absorb():
-                raise
-            run.cancelled = True
-            return
+            result: Embeddings | None = await _complete_watched(run, receive, "embed")
         except SwitchyardError as exc:
             await send_error(send, exc, gen_header)
+            return
+        if result is None:  # the client left
             return
         run.status = "success"
         run.usage = result.usage

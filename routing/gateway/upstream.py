@@ -61,11 +61,8 @@ def _target(url: str) -> tuple[tuple[str, str, int], bytes]:
     tls = parts.scheme == "https"
     port = parts.port or (443 if tls else 80)
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    host = parts.hostname if parts.port is None else f"{parts.hostname}:{parts.port}"
-    if ":" in parts.hostname and parts.port is None:
-        host = f"[{parts.hostname}]"
-    elif ":" in parts.hostname:
-        host = f"[{parts.hostname}]:{parts.port}"
+    name = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname  # an IPv6 literal
+    host = name if parts.port is None else f"{name}:{parts.port}"
     head = f"POST {path} HTTP/1.1\r\nHost: {host}\r\n".encode("latin-1")
     return (parts.scheme, parts.hostname, port), head
 
@@ -142,6 +139,10 @@ class Response:
             parts.append(data)
             size += len(data)
         return b"".join(parts)
+
+    def _drop_unread(self) -> None:
+        self._chunks.clear()
+        self._bytes = 0
 
     def release(self, *, at_end: bool = False) -> None:
         """Done with this answer: the connection goes back to the pool if the answer was read whole
@@ -293,8 +294,7 @@ class _Connection(asyncio.Protocol):
         if self.response is not resp or self.draining is not None:
             return
         if drain and not resp.done and resp._exc is None and not self.closed and not self.until_close:
-            resp._chunks.clear()
-            resp._bytes = 0
+            resp._drop_unread()
             self.drained = 0
             self.resume()
             self.draining = self.loop.call_later(DRAIN_SECONDS, self.close)
@@ -366,7 +366,7 @@ class Pool:
                 await self.loop.create_connection(
                     lambda: conn, host, port, ssl=tls, server_hostname=host if tls else None
                 )
-        except (OSError, ssl.SSLError) as exc:
+        except OSError as exc:  # (ssl.SSLError included)
             if isinstance(exc, TimeoutError):
                 raise
             reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or type(exc).__name__
@@ -403,7 +403,7 @@ def upstream_pool() -> Pool:
     return pool
 
 
-async def close_upstream_sessions() -> None:
+async def close_upstream_pool() -> None:
     pool = _pools.pop(id(asyncio.get_running_loop()), None)
     if pool is not None:
         pool.close()

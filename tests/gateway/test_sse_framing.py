@@ -130,7 +130,7 @@ async def _collect(pieces: list[bytes]) -> list[Any]:
         req = {"_kind": "chat", "messages": [{"role": "user", "content": "hi"}], "stream": True}
         return [item async for item in OpenAIAdapter().stream(ctx, req)]
     finally:
-        await upstream.close_upstream_sessions()
+        await upstream.close_upstream_pool()
         await runner.cleanup()
 
 
