@@ -12,7 +12,10 @@ holds), pending (settled costs not yet written to the ledger), avail = bal - hel
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -23,12 +26,16 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Q, Sum
 from django.utils import timezone
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from routing.health import HEALTH_LUA, Outcome, book
 from switchyard import ids
 from switchyard.errors import InsufficientCredits
 from switchyard.fastredis import Script, script
-from switchyard.shared import redis_enabled, setting, sync_redis
+from switchyard.shared import redis_enabled, setting, spawn_detached, sync_redis
+
+logger = logging.getLogger("switchyard.billing")
 
 USAGE_STREAM = "sy:usage"
 HOLDS_ZSET = "sy:holds"
@@ -377,7 +384,11 @@ async def hold_place(
     if rate is not None:
         keys, args = [*keys, *rate.keys], [*args, *rate.args]
     for _ in range(3):
-        result = await place(keys=keys, args=args)
+        try:
+            result = await place(keys=keys, args=args)
+        except (RedisConnectionError, RedisTimeoutError, asyncio.CancelledError):
+            _release_later(hold_id)
+            raise
         status = int(result[0])
         if status == 1:
             if rate is not None:
@@ -397,6 +408,29 @@ async def hold_place(
         else:
             raise _insufficient(int(result[1]), amount_units)
     raise InsufficientCredits("Could not reserve credit for this request; please retry.")
+
+
+def _release_later(hold_id: str) -> None:
+    """The call placing `hold_id` failed on the connection (or its request was cancelled) after it was
+    written: Redis may have placed the hold and only the reply been lost, which would keep the credit
+    reserved until the reaper's TTL. Release it by id once Redis answers; REAP_LUA does nothing for a
+    hold that was never placed. Retried with backoff for SWITCHYARD_SETTLE_RETRY_SECONDS."""
+    spawn_detached(_release(hold_id))
+
+
+async def _release(hold_id: str) -> None:
+    deadline = time.monotonic() + float(setting("SWITCHYARD_SETTLE_RETRY_SECONDS"))
+    delay = 0.2
+    while True:
+        try:
+            await scripts.async_("REAP_LUA")(keys=[hold_hash(hold_id), HOLDS_ZSET], args=[hold_id])
+            return
+        except (RedisConnectionError, RedisTimeoutError):
+            if time.monotonic() >= deadline:
+                logger.error("could not release %s; the reaper will when it expires", hold_id)
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 def key_limit_changed(key_id: int, limit_units: int | None) -> None:
@@ -423,29 +457,57 @@ async def hold_settle(
     in-process usage writer settles the hold in the same transaction as the ledger entry.
     """
     if not redis_enabled():
-        from billing.usage import embedded_writer
-
-        book.record_local(outcomes or [])
-        embedded_writer().put(event, generation_id)
+        _settle_embedded(event, outcomes, generation_id)
         return
-    settle = scripts.async_("SETTLE_LUA")
-    await settle(
-        keys=[
-            org_hash(hold.org_id),
-            hold_hash(hold.id),
-            HOLDS_ZSET,
-            USAGE_STREAM,
-            key_hash_name(hold.key_id),
-            *([pending_generation_key(generation_id)] if generation_id else []),
-        ],
-        args=[
-            str(cost_units),
-            str(hold.amount_units - cost_units),
-            event,
-            hold.id,
-            *book.settle_args(outcomes or []),
-        ],
-    )
+    await scripts.async_("SETTLE_LUA")(*_settle_call(hold, cost_units, event, outcomes, generation_id))
+
+
+def hold_settle_now(
+    hold: HoldRef,
+    *,
+    cost_units: int,
+    event: bytes,
+    outcomes: list[Outcome] | None = None,
+    generation_id: str | None = None,
+) -> Awaitable[Any] | None:
+    """`hold_settle`, handed over before this returns: in full mode the Lua call is written to Redis's
+    socket (await the result for its reply), in embedded mode the event is queued (the result is
+    already done). None, having done nothing, when Redis has no live connection: await `hold_settle`."""
+    if not redis_enabled():
+        _settle_embedded(event, outcomes, generation_id)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+    return scripts.async_("SETTLE_LUA").issue(*_settle_call(hold, cost_units, event, outcomes, generation_id))
+
+
+def _settle_embedded(event: bytes, outcomes: list[Outcome] | None, generation_id: str | None) -> None:
+    from billing.usage import embedded_writer
+
+    book.record_local(outcomes or [])
+    embedded_writer().put(event, generation_id)
+
+
+def _settle_call(
+    hold: HoldRef, cost_units: int, event: bytes, outcomes: list[Outcome] | None, generation_id: str | None
+) -> tuple[list[Any], list[Any]]:
+    """SETTLE_LUA's keys and arguments."""
+    keys = [
+        org_hash(hold.org_id),
+        hold_hash(hold.id),
+        HOLDS_ZSET,
+        USAGE_STREAM,
+        key_hash_name(hold.key_id),
+        *([pending_generation_key(generation_id)] if generation_id else []),
+    ]
+    args = [
+        str(cost_units),
+        str(hold.amount_units - cost_units),
+        event,
+        hold.id,
+        *book.settle_args(outcomes or []),
+    ]
+    return keys, args
 
 
 def pending_generation_key(generation_id: str) -> str:

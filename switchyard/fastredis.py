@@ -21,6 +21,7 @@ import collections
 import functools
 import hashlib
 import ssl
+from collections.abc import Generator
 from typing import Any
 
 import hiredis
@@ -50,6 +51,9 @@ class _Protocol(asyncio.Protocol):
         self.lost: BaseException | None = None
         self._watchdog: asyncio.TimerHandle | None = None
         self._out: list[bytes] = []  # commands of this loop iteration, written together by _flush
+        # Scripts this connection has sent whole (EVAL): from then on EVALSHA names them. A new
+        # connection (after a Redis restart, say) sends each script whole once more.
+        self.loaded: set[bytes] = set()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is no asyncio.Transport subclass
@@ -91,12 +95,16 @@ class _Protocol(asyncio.Protocol):
         if self.transport is not None and not self.transport.is_closing():
             self.transport.abort()
 
-    def send(self, packed: bytes) -> asyncio.Future[Any]:
+    def send(self, packed: bytes, *, now: bool = False) -> asyncio.Future[Any]:
+        """Queue a command; `now` writes it (after this iteration's earlier ones) before returning."""
         if self.lost is not None or self.transport is None or self.transport.is_closing():
             raise RedisConnectionError("Connection to Redis is closed")
         fut = self.loop.create_future()
         if not self.waiting:
             self.transport.write(packed)  # an idle connection: no one to wait for, write at once
+        elif now:
+            self._out.append(packed)
+            self._flush()  # the flush already scheduled finds nothing left to write
         else:
             # Replies are pending: gather this loop iteration's commands into one write.
             if not self._out:
@@ -110,7 +118,7 @@ class _Protocol(asyncio.Protocol):
     def _flush(self) -> None:
         """One write (one syscall) for every command the requests of this loop iteration sent."""
         out, self._out = self._out, []
-        if self.transport is not None and not self.transport.is_closing():
+        if out and self.transport is not None and not self.transport.is_closing():
             self.transport.write(out[0] if len(out) == 1 else b"".join(out))
 
     def _check(self) -> None:
@@ -184,19 +192,71 @@ class FastRedis:
             proto = await self._connection()
         return await proto.send(_pack(*args))
 
-    async def evalsha(self, script: Script, keys: list[Any], args: list[Any]) -> Any:
+    def issue(self, script: Script, keys: list[Any], args: list[Any], *, now: bool = False) -> Call | None:
+        """Send a script call without waiting for it: written to the socket before this returns when
+        `now` (else with this loop iteration's other commands), and None when there is no live
+        connection to write it on (the caller awaits `evalsha`, which connects). Await the Call."""
+        proto = self._proto
+        if proto is None or proto.lost is not None:
+            return None
+        if script.sha in proto.loaded:
+            packed = _pack(b"EVALSHA", script.sha, len(keys), *keys, *args)
+        else:
+            # First use on this connection: EVAL sends the source and Redis caches it (a pipelined
+            # EVALSHA behind it is answered after it, so it finds the script).
+            packed = _pack(b"EVAL", script.source, len(keys), *keys, *args)
+            proto.loaded.add(script.sha)
         try:
-            return await self.execute(b"EVALSHA", script.sha, len(keys), *keys, *args)
-        except ResponseError as exc:
-            if not str(exc).startswith("NOSCRIPT"):
-                raise
-        # First use after a Redis restart (or SCRIPT FLUSH): EVAL sends the source and caches it.
-        return await self.execute(b"EVAL", script.source, len(keys), *keys, *args)
+            future = proto.send(packed, now=now)
+        except RedisConnectionError:  # closing: the awaited path connects afresh
+            proto.loaded.discard(script.sha)
+            return None
+        return Call(self, proto, future, script, keys, args)
+
+    async def evalsha(self, script: Script, keys: list[Any], args: list[Any]) -> Any:
+        call = self.issue(script, keys, args)
+        if call is None:
+            await self._connection()
+            call = self.issue(script, keys, args)
+            if call is None:  # lost again at once
+                raise RedisConnectionError("Connection to Redis is closed")
+        return await call
 
     def close(self) -> None:
         if self._proto is not None and self._proto.transport is not None:
             self._proto.transport.close()
         self._proto = None
+
+
+class Call:
+    """A script call already written to Redis; awaiting it gives its reply. A NOSCRIPT reply (the
+    script cache was flushed since this connection sent the source) is retried once with EVAL."""
+
+    __slots__ = ("args", "client", "future", "keys", "proto", "script")
+
+    def __init__(
+        self,
+        client: FastRedis,
+        proto: _Protocol,
+        future: asyncio.Future[Any],
+        script: Script,
+        keys: list[Any],
+        args: list[Any],
+    ) -> None:
+        self.client, self.proto, self.future = client, proto, future
+        self.script, self.keys, self.args = script, keys, args
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self._reply().__await__()
+
+    async def _reply(self) -> Any:
+        try:
+            return await self.future
+        except ResponseError as exc:
+            if not str(exc).startswith("NOSCRIPT"):
+                raise
+        self.proto.loaded.discard(self.script.sha)
+        return await self.client.evalsha(self.script, self.keys, self.args)
 
 
 class Script:
@@ -210,6 +270,11 @@ class Script:
 
     async def __call__(self, keys: list[Any], args: list[Any]) -> Any:
         return await fast_redis().evalsha(self, keys, args)
+
+    def issue(self, keys: list[Any], args: list[Any]) -> Call | None:
+        """Written to Redis before this returns (None: no live connection yet); await the Call for
+        the reply. See FastRedis.issue."""
+        return fast_redis().issue(self, keys, args, now=True)
 
 
 @functools.cache

@@ -1,8 +1,11 @@
-"""Process-wide handles to shared state: the async Redis client (full mode) and small TTL caches."""
+"""Process-wide handles to shared state: the async Redis client (full mode), small TTL caches, and the
+detached tasks (settlements, hold releases) a web process finishes before it exits."""
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Coroutine
 from typing import Any, Generic, TypeVar
 
 from django.conf import settings
@@ -15,6 +18,25 @@ _sync_redis: Any = None
 
 
 _settings_cache: dict[str, Any] = {}
+_detached: set[asyncio.Task[Any]] = set()
+
+
+def spawn_detached(coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+    """Run work that must finish even if the request's task is cancelled (a settlement, a hold's
+    release); the lifespan shutdown waits for it (drain_detached)."""
+    task = asyncio.get_running_loop().create_task(coro)
+    _detached.add(task)
+    task.add_done_callback(_detached.discard)
+    return task
+
+
+def detached_running() -> int:
+    return len(_detached)
+
+
+async def drain_detached(timeout: float = 30.0) -> None:
+    if _detached:
+        await asyncio.wait(list(_detached), timeout=timeout)
 
 
 def setting(name: str) -> Any:

@@ -14,12 +14,13 @@ import gc
 import logging
 import random
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 import orjson
 
 from accounts.keys import KeyInfo, key_lookup
-from billing.holds import HoldRef, hold_place, hold_settle
+from billing.holds import HoldRef, hold_place, hold_settle, hold_settle_now
 from billing.money import from_units, json_default, json_number
 from routing.adapters.base import CallContext, Completion, UpstreamFailure, Usage, platform_key, scrub
 from routing.adapters.registry import adapter_for
@@ -45,7 +46,7 @@ from switchyard.errors import (
     store_unavailable,
 )
 from switchyard.logging import generation_id
-from switchyard.shared import redis_enabled, setting
+from switchyard.shared import drain_detached, redis_enabled, setting, spawn_detached
 
 logger = logging.getLogger("switchyard.gateway")
 
@@ -59,7 +60,6 @@ SSE_HEADERS = [
 PROCESSING = b": SWITCHYARD PROCESSING\n\n"
 DONE = b"data: [DONE]\n\n"
 
-_background: set[asyncio.Task[Any]] = set()
 # One PRNG for the router's weighted shuffle: `plan()` otherwise seeds a new Random from os.urandom
 # on every request (about 2% of a request's CPU in a c=64 profile).
 _rng = random.Random()
@@ -83,19 +83,6 @@ def new_generation_id() -> str:
     gen_id = f"gen-{int(time.time() * 1000):013d}-{ids.token_urlsafe(15)}"
     generation_id.set(gen_id)
     return gen_id
-
-
-def _spawn(coro: Any) -> asyncio.Task[Any]:
-    """Run work that must finish even if the request's task is cancelled (settlement)."""
-    task = asyncio.get_running_loop().create_task(coro)
-    _background.add(task)
-    task.add_done_callback(_background.discard)
-    return task
-
-
-async def drain_background(timeout: float = 30.0) -> None:
-    if _background:
-        await asyncio.wait(list(_background), timeout=timeout)
 
 
 def _header(scope: dict[str, Any], name: bytes) -> str | None:
@@ -205,6 +192,7 @@ class Run:
         self.text_parts: list[str] = []
         self.tool_args: list[str] = []
         self.settled = False
+        self.handed_over = False  # the settlement is written to Redis (or queued, embedded)
         self._settle_task: asyncio.Task[Any] | None = None
 
     @property
@@ -289,23 +277,35 @@ class Run:
         )
 
     def settle(self) -> asyncio.Task[Any]:
-        """Charge exactly once, whatever happened to the client (detached from the request task).
+        """Charge exactly once, whatever happened to the client. The settlement is handed to Redis here
+        (written to its socket before this returns, when the connection is up) and finished by a task
+        detached from the request's: a client that leaves cancels the request, never the charge.
 
         Idempotent: a second call returns the first call's task."""
         if self._settle_task is None:
             self.settled = True
-            self._settle_task = _spawn(self._settle())
+            event, usage, settlement = self._settlement()
+            try:
+                handed = hold_settle_now(self.hold, **settlement)
+            except Exception:  # Redis refused the write: the task retries (see _settle)
+                logger.exception("settlement of %s could not be handed over", self.gen_id)
+                handed = None
+            self.handed_over = handed is not None
+            self._settle_task = spawn_detached(self._settle(event, usage, settlement, handed))
         return self._settle_task
 
     async def settle_before_reply(self) -> None:
-        """Settle now and wait for it (bounded), so the hold is settled and the usage event queued
-        before the client can see the response end. The settlement is shielded: a client that
-        leaves meanwhile cancels the request, never the charge."""
+        """Settle before the client can see the response end. Handing the settlement to Redis is
+        enough: Redis runs a connection's commands in order, and this process's later holds follow it
+        on the same connection, so no later request sees this credit still held (README "Settlement
+        before the last byte"). Waiting for Redis's reply would add a round trip to every response.
+        When it could not be handed over at once (no live connection), wait for it, bounded."""
         task = self.settle()
-        if not task.done():
+        if not self.handed_over and not task.done():
             await asyncio.wait({task}, timeout=SETTLE_BEFORE_REPLY_SECONDS)
 
-    async def _settle(self) -> None:
+    def _settlement(self) -> tuple[dict[str, Any], Usage | None, dict[str, Any]]:
+        """The usage event, the usage charged, and hold_settle's arguments."""
         ended = time.monotonic()
         usage = cost = None
         if self.winner is not None and (
@@ -348,6 +348,21 @@ class Run:
             "attempts": self.public_attempts(),
             "created": self.created,
         }
+        settlement = {
+            "cost_units": cost or 0,
+            "event": orjson.dumps(event),
+            "outcomes": self.outcomes(usage),
+            "generation_id": self.gen_id,
+        }
+        return event, usage, settlement
+
+    async def _settle(
+        self,
+        event: dict[str, Any],
+        usage: Usage | None,
+        settlement: dict[str, Any],
+        handed: Awaitable[Any] | None,
+    ) -> None:
         metrics.request_settled(event)
         if usage is not None:
             tokens_charge_later(self.key, usage.prompt_tokens + usage.completion_tokens)
@@ -359,15 +374,11 @@ class Run:
         while True:
             attempt += 1
             try:
-                await hold_settle(
-                    self.hold,
-                    cost_units=cost or 0,
-                    event=orjson.dumps(event),
-                    outcomes=self.outcomes(usage),
-                    generation_id=self.gen_id,
-                )
+                # First the reply to the call settle() wrote, then (after a failure) calls anew.
+                await (handed if handed is not None else hold_settle(self.hold, **settlement))
                 return
             except Exception:
+                handed = None
                 if attempt <= 3:
                     logger.exception("settlement of %s failed (attempt %d)", self.gen_id, attempt)
                 if time.monotonic() >= deadline:
@@ -1059,7 +1070,7 @@ class GatewayApp:
                 _tune_gc()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                await drain_background()
+                await drain_detached()
                 await close_upstream_pool()
                 await send({"type": "lifespan.shutdown.complete"})
                 return

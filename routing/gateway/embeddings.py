@@ -138,6 +138,7 @@ async def handle_embeddings(scope: dict[str, Any], receive: Any, send: Any) -> N
         try:
             result: Embeddings | None = await _complete_watched(run, receive, "embed")
         except SwitchyardError as exc:
+            await run.settle_before_reply()
             await send_error(send, exc, gen_header)
             return
         if result is None:  # the client left
@@ -160,6 +161,7 @@ async def handle_embeddings(scope: dict[str, Any], receive: Any, send: Any) -> N
                 "cost": json_number(from_units(cost)),
             },
         }
+        await run.settle_before_reply()
         await _send_json(send, 200, body, gen_header)
     except asyncio.CancelledError:
         run.cancelled = True

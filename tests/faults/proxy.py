@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import socket
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Literal
 
@@ -17,7 +18,8 @@ Mode = Literal["up", "refuse", "hang"]
 
 
 class FaultProxy:
-    """`FaultProxy(host, port).start()`; then `down("refuse" | "hang")`, `up()`, `stop()`."""
+    """`FaultProxy(host, port).start()`; then `down("refuse" | "hang")`, `up()`, `stop()`; or
+    `withhold_replies_after(marker)` and `release()` to keep a server's answers from its client."""
 
     def __init__(self, target_host: str, target_port: int) -> None:
         self.target = (target_host, target_port)
@@ -29,6 +31,9 @@ class FaultProxy:
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._markers: tuple[bytes, ...] = ()
+        self._released: asyncio.Event | None = None
+        self.withheld = threading.Event()  # set once an answer has been kept back
 
     def url(self, scheme: str, path: str = "", user: str = "") -> str:
         return f"{scheme}://{user + '@' if user else ''}127.0.0.1:{self.port}{path}"
@@ -52,6 +57,18 @@ class FaultProxy:
     def cut(self) -> None:
         """Drop every open connection (both sides see a reset) but keep accepting."""
         self._call(self._cut())
+
+    def withhold_replies_after(self, *markers: bytes) -> None:
+        """On the next connection to send bytes containing every one of `markers` (in one read), keep
+        everything the server sends from then on back until `release()`: the request itself goes
+        through (the server acts on it), its client never hears back. Other connections pass all."""
+        self._released = self._call(_new_event())
+        self._markers = markers
+
+    def release(self) -> None:
+        """Let the answers kept back (and every later one) through."""
+        if self._released is not None:
+            self._loop.call_soon_threadsafe(self._released.set)
 
     def stop(self) -> None:
         with contextlib.suppress(Exception):
@@ -103,7 +120,8 @@ class FaultProxy:
                 writer.transport.abort()
                 return
             self._writers.add(up_writer)
-            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+            gate = _Gate(self)
+            await asyncio.gather(_pipe(reader, up_writer, gate.saw), _pipe(up_reader, writer, None, gate))
         except asyncio.CancelledError:
             pass
         finally:
@@ -113,9 +131,41 @@ class FaultProxy:
                 w.transport.abort()
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+class _Gate:
+    """One connection's answers, kept back once its client sent the proxy's marker."""
+
+    def __init__(self, proxy: FaultProxy) -> None:
+        self.proxy = proxy
+        self.released: asyncio.Event | None = None
+
+    def saw(self, data: bytes) -> None:
+        markers = self.proxy._markers
+        if self.released is None and markers and all(m in data for m in markers):
+            self.released = self.proxy._released
+            self.proxy._markers = ()  # one connection only
+
+    async def wait(self) -> None:
+        if self.released is not None and not self.released.is_set():
+            self.proxy.withheld.set()
+            await self.released.wait()
+
+
+async def _new_event() -> asyncio.Event:
+    return asyncio.Event()
+
+
+async def _pipe(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    seen: Callable[[bytes], None] | None = None,
+    gate: _Gate | None = None,
+) -> None:
     try:
         while data := await reader.read(65536):
+            if seen is not None:
+                seen(data)  # before the bytes go on, so their answer finds the gate closed
+            if gate is not None:
+                await gate.wait()
             writer.write(data)
             await writer.drain()
     except (ConnectionError, OSError):

@@ -191,3 +191,16 @@ def sse_events(text: str) -> list[str]:
 def expected_cost(provider: str, prompt: int, completion: int) -> Decimal:
     p, c = PRICES[provider]
     return (prompt * p + completion * c) / M
+
+
+def slow_settlements(monkeypatch: pytest.MonkeyPatch, seconds: float = 0.2) -> None:
+    """The live server hands every settlement over `seconds` late (blocking its loop, as slow work would)."""
+    from routing.gateway import app
+
+    handover = app.hold_settle_now
+
+    def slow(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(seconds)
+        return handover(*args, **kwargs)
+
+    monkeypatch.setattr(app, "hold_settle_now", slow)

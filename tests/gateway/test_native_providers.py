@@ -24,6 +24,7 @@ from tests.fakes.anthropic_upstream import Script as AScript
 from tests.fakes.gemini_upstream import PIXEL_PNG, FakeGeminiUpstream
 from tests.fakes.gemini_upstream import Script as GScript
 from tests.fakes.openai_upstream import FakeOpenAIUpstream
+from tests.gateway.openai_env import open_holds, slow_settlements
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -600,6 +601,25 @@ def test_embeddings_openai_upstream(oai, fakes):
     }
     assert len(resp.data[0].embedding) == 8
     assert Decimal(str(resp.usage.model_extra["cost"])) == resp.usage.prompt_tokens * Decimal("0.13") / M
+
+
+def test_embeddings_settled_before_the_last_byte(oai, org, fakes, monkeypatch):
+    """As for completions: the hold is settled and the usage event queued before the answer ends, on
+    success and on failure, so the client that has read it finds both. Handing the settlement over is
+    made slow here, so an answer sent before it would be read before it, every time."""
+    slow_settlements(monkeypatch)
+    for _ in range(3):
+        resp = oai.embeddings.with_raw_response.create(model="test/openai-embed", input="hello")
+        flush_usage()  # no polling: whatever was queued before the answer ended is now in the database
+        assert Generation.objects.filter(pk=resp.headers["x-generation-id"], status="success").exists()
+        assert open_holds(org.pk) == 0
+        fakes["openai"].push("fail_400")  # after the hold: the provider refuses the request
+        with pytest.raises(openai.BadRequestError) as info:
+            oai.embeddings.create(model="test/openai-embed", input="x")
+        flush_usage()
+        failed = info.value.response.headers["x-generation-id"]
+        assert Generation.objects.filter(pk=failed).exclude(status="success").exists()
+        assert open_holds(org.pk) == 0
 
 
 def test_embeddings_errors(oai, live, secret):

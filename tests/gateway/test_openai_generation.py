@@ -12,16 +12,26 @@ from routing.models import Generation
 from tests.conftest import flush_usage
 from tests.factories import make_key, make_org
 from tests.gateway.openai_env import *  # noqa: F403 - the shared fixtures
-from tests.gateway.openai_env import HELLO, body, expected_cost, generation, open_holds, route
+from tests.gateway.openai_env import (
+    HELLO,
+    body,
+    expected_cost,
+    generation,
+    open_holds,
+    route,
+    slow_settlements,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
-def test_settled_before_the_last_byte(raw, org, stream):
+def test_settled_before_the_last_byte(raw, org, stream, monkeypatch):
     """The hold is settled and the usage event queued before [DONE] / the body go out: draining the
-    queue right after the response ends finds the event (settling after the reply would race)."""
-    for _ in range(5):
+    queue right after the response ends finds the event. Handing the settlement over is made slow
+    here, so an answer sent before it would be read before it, every time."""
+    slow_settlements(monkeypatch)
+    for _ in range(3):
         resp = raw.post("/chat/completions", json=body("fake-a", stream=stream))
         assert resp.status_code == 200
         flush_usage()  # no polling: whatever was queued before the reply ended is now in the database
