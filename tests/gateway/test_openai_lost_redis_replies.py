@@ -67,7 +67,7 @@ def test_the_answer_does_not_wait_for_the_settlements_reply(raw, org, proxy, mon
     # Were the answer to wait for the reply, it would wait this long (the request times out first).
     monkeypatch.setattr(app, "SETTLE_BEFORE_REPLY_SECONDS", 60.0)
     warm = raw.post("/chat/completions", json=body("fake-a", stream=stream))  # connected, scripts sent
-    assert warm.status_code == 200 and proxy.accepted == 1
+    assert warm.status_code == 200 and proxy.accepted >= 1  # the hot path goes through the proxy
 
     # Only a settlement names the usage stream, and only this request uses a second key: its
     # settlement's reply (and every later one on that connection) is kept back.
