@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -414,39 +414,23 @@ def _release_later(hold_id: str) -> None:
     """The call placing `hold_id` failed on the connection (or its request was cancelled) after it was
     written: Redis may have placed the hold and only the reply been lost, which would keep the credit
     reserved until the reaper's TTL. Release it by id once Redis answers; REAP_LUA does nothing for a
-    hold that was never placed. Retried like a settlement (keep_trying)."""
+    hold that was never placed. Retried with backoff for SWITCHYARD_SETTLE_RETRY_SECONDS."""
     spawn_detached(_release(hold_id))
 
 
 async def _release(hold_id: str) -> None:
-    async def reap() -> None:
-        await scripts.async_("REAP_LUA")(keys=[hold_hash(hold_id), HOLDS_ZSET], args=[hold_id])
-
-    if not await keep_trying(reap, f"release of {hold_id}", (RedisConnectionError, RedisTimeoutError)):
-        logger.error("could not release %s; the reaper will when it expires", hold_id)
-
-
-async def keep_trying(
-    attempt: Callable[[], Awaitable[Any]],
-    what: str,
-    retry_on: tuple[type[Exception], ...] = (Exception,),
-) -> bool:
-    """The settlement's retry policy (README "Failure policy"), for calls that are safe to repeat:
-    `attempt()` until it succeeds, with backoff (0.4 s, doubling to 5 s) for
-    SWITCHYARD_SETTLE_RETRY_SECONDS. False when that time ran out; the first three failures are logged."""
     deadline = time.monotonic() + float(setting("SWITCHYARD_SETTLE_RETRY_SECONDS"))
-    tries = 0
+    delay = 0.2
     while True:
-        tries += 1
         try:
-            await attempt()
-            return True
-        except retry_on:
-            if tries <= 3:
-                logger.exception("%s failed (attempt %d)", what, tries)
+            await scripts.async_("REAP_LUA")(keys=[hold_hash(hold_id), HOLDS_ZSET], args=[hold_id])
+            return
+        except (RedisConnectionError, RedisTimeoutError):
             if time.monotonic() >= deadline:
-                return False
-            await asyncio.sleep(min(0.2 * 2 ** min(tries, 5), 5.0))
+                logger.error("could not release %s; the reaper will when it expires", hold_id)
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 def key_limit_changed(key_id: int, limit_units: int | None) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from accounts.keys import KeyInfo, key_lookup
-from billing.holds import HoldRef, hold_place, hold_settle, hold_settle_now, keep_trying
+from billing.holds import HoldRef, hold_place, hold_settle, hold_settle_now
 from billing.money import from_units, json_default, json_number
 from routing.adapters.base import CallContext, Completion, UpstreamFailure, Usage, platform_key, scrub
 from routing.adapters.registry import adapter_for
@@ -366,22 +366,27 @@ class Run:
         metrics.request_settled(event)
         if usage is not None:
             tokens_charge_later(self.key, usage.prompt_tokens + usage.completion_tokens)
-        # Failure policy: a settlement that cannot reach Redis is retried (keep_trying; the Lua call is
-        # idempotent on the generation id), so a request answered while Redis blinked is still charged
-        # once when it returns.
-
-        async def attempt() -> None:
-            nonlocal handed
-            # First the reply to the call settle() wrote, then (after a failure) calls anew.
-            written, handed = handed, None
-            await (written if written is not None else hold_settle(self.hold, **settlement))
-
-        if not await keep_trying(attempt, f"settlement of {self.gen_id}"):
-            logger.error(
-                "could not settle %s; its hold will expire and the auditor will see it: %s",
-                self.gen_id,
-                event,
-            )
+        # Failure policy: a settlement that cannot reach Redis is retried with backoff for
+        # SETTLE_RETRY_SECONDS (the Lua call is idempotent on the generation id), so a request answered
+        # while Redis blinked is still charged once when it returns.
+        deadline = time.monotonic() + float(setting("SWITCHYARD_SETTLE_RETRY_SECONDS"))
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                # First the reply to the call settle() wrote, then (after a failure) calls anew.
+                await (handed if handed is not None else hold_settle(self.hold, **settlement))
+                return
+            except Exception:
+                handed = None
+                if attempt <= 3:
+                    logger.exception("settlement of %s failed (attempt %d)", self.gen_id, attempt)
+                if time.monotonic() >= deadline:
+                    break
+                await asyncio.sleep(min(0.2 * 2 ** min(attempt, 5), 5.0))
+        logger.error(
+            "could not settle %s; its hold will expire and the auditor will see it: %s", self.gen_id, event
+        )
 
 
 async def _watch_disconnect(receive: Any) -> None:

@@ -19,7 +19,7 @@ Mode = Literal["up", "refuse", "hang"]
 
 class FaultProxy:
     """`FaultProxy(host, port).start()`; then `down("refuse" | "hang")`, `up()`, `stop()`; or
-    `withhold_replies_after(*markers)` and `release()` to keep a server's answers from its client."""
+    `withhold_replies_after(marker)` and `release()` to keep a server's answers from its client."""
 
     def __init__(self, target_host: str, target_port: int) -> None:
         self.target = (target_host, target_port)
