@@ -688,7 +688,7 @@ class FakeOpenAIUpstream(ThreadedServer):
 
     @staticmethod
     def _usage(behaviour: Behaviour, prompt: int, completion: int, details: bool) -> dict[str, Any] | None:
-        if behaviour.usage not in ("auto", "body"):
+        if behaviour.usage is None or isinstance(behaviour.usage, dict):
             return behaviour.usage
         completion += behaviour.reasoning_tokens
         usage: dict[str, Any] = {
@@ -905,9 +905,9 @@ class FakeOpenAIUpstream(ThreadedServer):
             data.append({"object": "embedding", "index": index, "embedding": encoded})
         tokens = sum(len(i) if isinstance(i, list) else count_words(str(i)) for i in items)
         usage: dict[str, Any] | None = (
-            {"prompt_tokens": tokens, "total_tokens": tokens}
-            if behaviour.usage in ("auto", "body")
-            else behaviour.usage
+            behaviour.usage
+            if behaviour.usage is None or isinstance(behaviour.usage, dict)
+            else {"prompt_tokens": tokens, "total_tokens": tokens}
         )
         payload: dict[str, Any] = {"object": "list", "data": data, "model": model}
         if usage is not None:
