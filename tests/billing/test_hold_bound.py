@@ -317,3 +317,25 @@ def test_a_provider_reporting_more_than_the_hold_is_charged_the_hold(live, bound
     out = capsys.readouterr().out
     assert f"uncharged_units: {from_units(report.uncharged_units).normalize():f} USD" in out
     assert out.strip().endswith("books balance")
+
+
+def test_media_are_held_by_their_own_worst_case_not_their_bytes(live, bound_catalog, fakes):
+    """A 300 KB base64 image is held as one image (2,000 tokens, $0.02), not as 300 KB of text, so
+    $0.05 covers it; an audio part, whose tokens its bytes do not bound, holds the endpoint's whole
+    context ($1.28 at 128k tokens) and is refused."""
+    image = "data:image/png;base64," + base64.b64encode(bytes(225_000)).decode()
+    org = make_org(credits=BALANCE)
+    _, secret = make_key(org)
+    parts = [{"type": "text", "text": "What is this?"}, {"type": "image_url", "image_url": {"url": image}}]
+    body = {"model": "bound/gpt", "max_tokens": 1, "messages": [{"role": "user", "content": parts}]}
+    [reply] = _burst(live.api, "/chat/completions", secret, body, n=1)
+    assert reply.status_code == 200, reply.text[:300]
+    audio = {
+        "type": "input_audio",
+        "input_audio": {"data": base64.b64encode(b"RIFF").decode(), "format": "wav"},
+    }
+    body["messages"] = [{"role": "user", "content": [parts[0], audio]}]
+    [reply] = _burst(live.api, "/chat/completions", secret, body, n=1)
+    assert reply.status_code == 402, reply.text[:300]
+    assert Decimal(reply.json()["error"]["metadata"]["required"]) > Decimal("1.28")
+    _assert_never_overspent(org, to_units(BALANCE))
