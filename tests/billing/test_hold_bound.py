@@ -22,8 +22,9 @@ from typing import Any
 import httpx
 import pytest
 from django.core.management import call_command
+from django.test import Client
 
-from accounts.models import Organization
+from accounts.models import Organization, User
 from billing.audit import books_audit_run
 from billing.models import EntryKind, LedgerEntry
 from billing.money import from_units, to_units
@@ -317,6 +318,14 @@ def test_a_provider_reporting_more_than_the_hold_is_charged_the_hold(live, bound
     out = capsys.readouterr().out
     assert f"uncharged_units: {from_units(report.uncharged_units).normalize():f} USD" in out
     assert out.strip().endswith("books balance")
+    # Visible in Django admin: the generations with an excess, filtered, with the amount not charged.
+    admin = Client()
+    admin.force_login(User.objects.create_superuser(email="auditor@example.com", password="pw-for-tests-1"))
+    page = admin.get("/admin/routing/generation/", {"uncharged": "yes"})
+    assert page.status_code == 200
+    assert f"{len(gens)} generations" in page.content.decode()
+    detail = admin.get(f"/admin/routing/generation/{gens[0].pk}/change/").content.decode()
+    assert f"{from_units(gens[0].uncharged_units).normalize():f}" in detail
 
 
 def test_media_are_held_by_their_own_worst_case_not_their_bytes(live, bound_catalog, fakes):
