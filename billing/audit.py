@@ -4,7 +4,8 @@ Invariants: each organisation's cached balance equals the sum of its ledger; eve
 succeeded or cost anything has exactly one usage entry of exactly its cost (a failed request that cost
 nothing may have none), and no usage entry lacks its generation; in full mode
 the Redis mirror equals the database; no hold outlives its expiry unreaped; no automatic top-up
-stays pending. The ledger is the truth, so drift in a cached copy (the balance column, the Redis
+stays pending. It also totals what providers reported beyond the holds (never charged: settlement
+charges at most the hold), the platform's loss, which leaves the books balanced. The ledger is the truth, so drift in a cached copy (the balance column, the Redis
 mirror) is repaired from it; a wrong ledger is only ever reported, for a human to adjust.
 """
 
@@ -68,6 +69,9 @@ class AuditReport:
     generations: int = 0
     total_charged_units: int = 0
     ledger_total_units: int = 0
+    # What providers reported beyond the holds, never charged: the platform's loss, not a books error.
+    uncharged_generations: int = 0
+    uncharged_units: int = 0
     holds_open: int = 0
     holds_outstanding_units: int = 0
     usage_pending: int = 0
@@ -170,9 +174,16 @@ def _check_usage(report: AuditReport, seen: set[tuple[str, str]]) -> None:
     from routing.models import Generation
 
     usage = LedgerEntry.objects.filter(kind=EntryKind.USAGE, source=OuterRef("pk"))
-    agg = Generation.objects.aggregate(n=Count("pk"), cost=Sum("cost_units"))
+    agg = Generation.objects.aggregate(
+        n=Count("pk"),
+        cost=Sum("cost_units"),
+        lossy=Count("pk", filter=Q(uncharged_units__gt=0)),
+        uncharged=Sum("uncharged_units"),
+    )
     report.generations = agg["n"] or 0
     report.total_charged_units = agg["cost"] or 0
+    report.uncharged_generations = agg["lossy"] or 0
+    report.uncharged_units = agg["uncharged"] or 0
     # A request every provider failed costs nothing and may leave no entry (billing.usage); anything
     # that succeeded or cost something must have exactly its one.
     billable = Q(status="success") | ~Q(cost_units=0)

@@ -251,6 +251,14 @@ def new_hold_id() -> str:
     return "hold-" + ids.token_hex(12)
 
 
+def hold_cap(hold: HoldRef, cost_units: int) -> tuple[int, int]:
+    """(charged, uncharged): settlement never charges more than the hold, so no balance can go below
+    zero whatever a provider reports. What it reported beyond the hold is the platform's loss, recorded
+    on the generation for the auditor (docs/billing.md, "Holds: the upper bound")."""
+    charged = min(max(cost_units, 0), hold.amount_units)
+    return charged, max(cost_units - charged, 0)
+
+
 class _Scripts:
     def __init__(self) -> None:
         self._sync: dict[str, Any] = {}

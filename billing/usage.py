@@ -47,6 +47,7 @@ def generation_fields(ev: dict[str, Any]) -> dict[str, Any]:
         "tokens_reasoning": tokens.get("reasoning", 0),
         "usage_estimated": bool(ev.get("estimated")),
         "cost_units": int(ev.get("cost", 0)),
+        "uncharged_units": max(int(ev.get("uncharged", 0)), 0),
         "latency_ms": ev.get("latency_ms"),
         "ttft_ms": ev.get("ttft_ms"),
         "generation_time_ms": ev.get("generation_time_ms"),

@@ -195,6 +195,19 @@ class EndpointAdmin(EnableActions, admin.ModelAdmin):
         return HttpResponseRedirect(reverse("admin:routing_endpoint_health"))
 
 
+class UnchargedFilter(admin.SimpleListFilter):
+    """Generations whose provider reported more than the hold: the platform's loss (audit_books)."""
+
+    title = "uncharged excess"
+    parameter_name = "uncharged"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("yes", "Provider reported more than the hold")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Generation]) -> QuerySet[Generation]:
+        return queryset.filter(uncharged_units__gt=0) if self.value() == "yes" else queryset
+
+
 @admin.register(Generation)
 class GenerationAdmin(admin.ModelAdmin):
     list_display = [
@@ -207,15 +220,16 @@ class GenerationAdmin(admin.ModelAdmin):
         "tokens_prompt",
         "tokens_completion",
         "cost",
+        "uncharged",
         "latency_ms",
         "created_at",
     ]
-    list_filter = ["status", "streamed", "cancelled", "is_byok", "provider"]
+    list_filter = ["status", "streamed", "cancelled", "is_byok", UnchargedFilter, "provider"]
     search_fields = ["id", "model", "organization__slug"]
     date_hierarchy = "created_at"
 
     def get_readonly_fields(self, request: HttpRequest, obj: object = None) -> list[str]:
-        return [f.name for f in Generation._meta.fields] + ["cost"]
+        return [f.name for f in Generation._meta.fields] + ["cost", "uncharged"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -226,6 +240,10 @@ class GenerationAdmin(admin.ModelAdmin):
     @admin.display(description="Cost (USD)")
     def cost(self, obj: Generation) -> str:
         return f"{from_units(obj.cost_units).normalize():f}"
+
+    @admin.display(description="Uncharged excess (USD)")
+    def uncharged(self, obj: Generation) -> str:
+        return f"{from_units(obj.uncharged_units).normalize():f}"
 
 
 class ProviderKeyForm(forms.ModelForm):

@@ -160,6 +160,11 @@ class Generation(models.Model):
     tokens_reasoning = models.PositiveIntegerField(default=0)
     usage_estimated = models.BooleanField(default=False)
     cost_units = models.BigIntegerField(default=0)
+    # What the provider reported beyond the hold: never charged (settlement charges at most the hold),
+    # the platform's loss, totalled by the books auditor (docs/billing.md "Holds: the upper bound").
+    uncharged_units = models.BigIntegerField(
+        default=0, help_text="Cost the provider reported beyond the hold, not charged (picodollars)."
+    )
     latency_ms = models.PositiveIntegerField(null=True)
     ttft_ms = models.PositiveIntegerField(null=True)
     generation_time_ms = models.PositiveIntegerField(null=True)

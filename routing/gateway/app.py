@@ -20,12 +20,12 @@ from typing import Any
 import orjson
 
 from accounts.keys import KeyInfo, key_lookup
-from billing.holds import HoldRef, hold_place, hold_settle, hold_settle_now
+from billing.holds import HoldRef, hold_cap, hold_place, hold_settle, hold_settle_now
 from billing.money import from_units, json_default, json_number
 from routing.adapters.base import CallContext, Completion, UpstreamFailure, Usage, platform_key, scrub
 from routing.adapters.registry import adapter_for
 from routing.byok import BYOK_FAULTS, byok_api_key, byok_candidates, byok_failure, is_byok
-from routing.catalog.snapshot import catalog
+from routing.catalog.snapshot import EndpointInfo, catalog
 from routing.gateway import tokens
 from routing.gateway.cost import cost_units, worst_case_units
 from routing.gateway.input_limits import check_input, parse_body
@@ -276,6 +276,11 @@ class Run:
             images=tokens.count_images(self.req),
         )
 
+    def charge(self, ep: EndpointInfo, usage: Usage) -> int:
+        """What `usage` is charged at `ep`: its exact cost, never more than the hold (billing.holds.hold_cap).
+        The cost the answer reports, and the one settlement charges."""
+        return hold_cap(self.hold, cost_units(ep, usage))[0]
+
     def settle(self) -> asyncio.Task[Any]:
         """Charge exactly once, whatever happened to the client. The settlement is handed to Redis here
         (written to its socket before this returns, when the connection is up) and finished by a task
@@ -308,11 +313,19 @@ class Run:
         """The usage event, the usage charged, and hold_settle's arguments."""
         ended = time.monotonic()
         usage = cost = None
+        uncharged = 0
         if self.winner is not None and (
             self.status == "success" or self.first_token_at is not None or self.usage is not None
         ):
             usage = self.final_usage()
-            cost = cost_units(self.winner.endpoint, usage)
+            cost, uncharged = hold_cap(self.hold, cost_units(self.winner.endpoint, usage))
+            if uncharged:
+                logger.warning(
+                    "%s: the provider reported %d picodollars beyond the hold of %d; not charged",
+                    self.gen_id,
+                    uncharged,
+                    self.hold.amount_units,
+                )
         ep = self.winner.endpoint if self.winner else None
         event = {
             "gen": self.gen_id,
@@ -341,6 +354,7 @@ class Run:
             else {},
             "estimated": bool(usage and usage.estimated),
             "cost": cost or 0,
+            "uncharged": uncharged,
             "latency_ms": int((ended - self.started) * 1000),
             "ttft_ms": int((self.first_token_at - self.started) * 1000) if self.first_token_at else None,
             "generation_time_ms": int((ended - self.first_token_at) * 1000) if self.first_token_at else None,
@@ -782,7 +796,7 @@ async def _stream_tail(run: Run, writer: _StreamWriter, cand: Candidate) -> None
                 cand,
                 {
                     "choices": [],
-                    "usage": _usage_json(usage, cost_units(cand.endpoint, usage), is_byok(cand.endpoint)),
+                    "usage": _usage_json(usage, run.charge(cand.endpoint, usage), is_byok(cand.endpoint)),
                 },
             )
         )
@@ -854,6 +868,10 @@ class Front:
         """The routed candidates this front door can serve `req` with (all of them by default)."""
         return candidates
 
+    def prompt_bound(self, req: dict[str, Any]) -> tokens.PromptBound:
+        """What the hold must cover of everything `req` can send upstream (measured once)."""
+        return tokens.prompt_bound(req)
+
     async def send_error(
         self, send: Any, exc: SwitchyardError, extra: list[tuple[bytes, bytes]] | None = None
     ) -> None:
@@ -869,7 +887,7 @@ class Front:
             "provider": run.winner.endpoint.provider_name,
             "system_fingerprint": None,
             "choices": completion.choices,
-            "usage": _usage_json(usage, cost_units(run.winner.endpoint, usage), is_byok(run.winner.endpoint)),
+            "usage": _usage_json(usage, run.charge(run.winner.endpoint, usage), is_byok(run.winner.endpoint)),
         }
 
     def stream_writer(self, run: Run, send: Any) -> _StreamWriter:
@@ -895,21 +913,20 @@ async def handle_front(scope: dict[str, Any], receive: Any, send: Any, front: Fr
         check_input(body)
         req = front.parse(body)
         snapshot = await catalog.get()
-        size = tokens.prompt_bytes(req)
-        images = tokens.count_images(req)
+        bound = front.prompt_bound(req)
         candidates = await route(
             snapshot,
             req,
             org_id=key.org_id,
             org_defaults=key.routing_defaults,
-            prompt_estimate=size // 4,
+            prompt_estimate=bound.size // 4,
             rng=_rng,
         )
         candidates = front.admit(req, await byok_candidates(key.org_id, candidates))
         # After routing, when it is known whether the request is on the free tier; in full mode the
         # gate rides in the hold's Lua call (no extra round trip), embedded it is checked here.
         gate = await rate_gate(key, free=all(c.endpoint.is_free for c in candidates))
-        worst = max(worst_case_units(c.endpoint, req, size, images) for c in candidates)
+        worst = max(worst_case_units(c.endpoint, req, bound) for c in candidates)
         hold = await hold_place(
             org_id=key.org_id,
             key_id=key.id,

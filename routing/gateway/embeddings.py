@@ -24,7 +24,6 @@ from routing.gateway.app import (
     read_body,
     send_error,
 )
-from routing.gateway.cost import cost_units
 from routing.gateway.input_limits import check_input, parse_body
 from routing.gateway.validate import _models
 from routing.ratelimit import rate_gate, with_headers
@@ -148,7 +147,7 @@ async def handle_embeddings(scope: dict[str, Any], receive: Any, send: Any) -> N
         usage = run.final_usage()
         run.usage = usage
         assert run.winner is not None
-        cost = cost_units(run.winner.endpoint, usage)
+        cost = run.charge(run.winner.endpoint, usage)
         body = {
             "object": "list",
             "id": gen_id,

@@ -27,7 +27,7 @@ from routing.gateway.app import (
     dumps,
     handle_front,
 )
-from routing.gateway.cost import cost_units
+from routing.gateway.tokens import PromptBound, prompt_bound, widest
 from routing.gateway.validate import validate_completion
 from routing.router import Candidate
 from switchyard.errors import BadRequest, SwitchyardError, Unauthorized
@@ -126,6 +126,39 @@ def _stand_in(block: dict[str, Any]) -> str:
         texts = [str(b.get("text", "")) for b in inner if isinstance(b, dict) and b.get("type") == "text"]
         return "\n".join(texts)
     return ""
+
+
+def _block_media(blocks: Any, into: list[int]) -> None:
+    """Add the images, files and media data characters among Anthropic content blocks to `into`."""
+    for block in blocks if isinstance(blocks, list) else ():
+        kind = block.get("type") if isinstance(block, dict) else None
+        source = block.get("source") if isinstance(block, dict) else None
+        if kind == "tool_result":
+            _block_media(block.get("content"), into)
+        elif kind == "image":
+            into[0] += 1
+        elif kind == "document" and isinstance(source, dict) and source.get("type") == "content":
+            _block_media(source.get("content"), into)
+        elif kind == "document" and isinstance(source, dict) and source.get("type") == "text":
+            continue  # plain text: its bytes bound its tokens
+        elif kind in ("document", "container_upload"):
+            into[1] += 1  # a PDF (base64, URL or file id) is billed per page, whatever its bytes
+        else:
+            continue
+        data = source.get("data") if isinstance(source, dict) else None
+        if kind != "tool_result" and isinstance(data, str):
+            into[2] += len(data)
+
+
+def body_prompt_bound(body: dict[str, Any]) -> PromptBound:
+    """The prompt bound of a /messages body as sent through (routing.gateway.tokens.PromptBound): its
+    serialized size (system, tools, every block) without the media data, its images and its files."""
+    media = [0, 0, 0]
+    for m in body.get("messages") or ():
+        if isinstance(m, dict):
+            _block_media(m.get("content"), media)
+    size = len(orjson.dumps(body)) - media[2]
+    return PromptBound(size, media[0], media[1], bool(body.get("tools")))
 
 
 def _tool_result(block: dict[str, Any], where: str, native: list[str]) -> dict[str, Any]:
@@ -386,6 +419,11 @@ class MessagesFront(Front):
         req[PASSTHROUGH_BODY] = body  # what an Anthropic-format endpoint is sent (pass-through)
         return req
 
+    def prompt_bound(self, req: dict[str, Any]) -> PromptBound:
+        """An Anthropic-format endpoint is sent the customer's own body (pass-through), any other the
+        translation: the hold covers whichever is larger."""
+        return widest(prompt_bound(req), body_prompt_bound(req[PASSTHROUGH_BODY]))
+
     def admit(self, req: dict[str, Any], candidates: list[Candidate]) -> list[Candidate]:
         """A request with blocks the internal format cannot carry goes only to Anthropic-format
         endpoints (pass-through); if the model has none, that is the request's fault: a 400."""
@@ -410,7 +448,7 @@ class MessagesFront(Front):
 
     def whole_body(self, run: Run, completion: Completion, usage: Usage) -> dict[str, Any]:
         assert run.winner is not None
-        cost = cost_units(run.winner.endpoint, usage)
+        cost = run.charge(run.winner.endpoint, usage)
         message = completion.extra.get(MESSAGE)
         if message is not None:
             # Pass-through: the provider's message, with our id (the generation's), our model name,
@@ -522,7 +560,7 @@ class MessagesStreamWriter(_StreamWriter):
             payload["message"] = {**payload["message"], "id": self.run.gen_id, "model": cand.model.slug}
         elif name == "message_delta":
             usage = self.run.final_usage()
-            cost = json_number(from_units(cost_units(cand.endpoint, usage)))
+            cost = json_number(from_units(self.run.charge(cand.endpoint, usage)))
             payload["usage"] = {**(payload.get("usage") or {}), "cost": cost}
         return dumps(payload)
 
@@ -597,7 +635,7 @@ class MessagesStreamWriter(_StreamWriter):
                 {
                     "type": "message_delta",
                     "delta": delta,
-                    "usage": usage_json(usage, cost_units(cand.endpoint, usage)),
+                    "usage": usage_json(usage, run.charge(cand.endpoint, usage)),
                 },
             )
         )

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 
 @functools.lru_cache(maxsize=1)
@@ -40,12 +43,75 @@ def count_messages(messages: list[dict[str, Any]]) -> int:
     return count_text(message_text(messages)) + 3 * len(messages) + 3
 
 
-def prompt_bytes(req: dict[str, Any]) -> int:
-    """UTF-8 size of the prompt text: a cheap upper bound on its BPE token count (a token is >= 1 byte)."""
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs ~2 us on the hot path
+class PromptBound:
+    """What a hold needs to bound a request's prompt, measured once per request (routing/gateway/cost.py
+    turns it into tokens for each endpoint; docs/billing.md "Holds: the upper bound").
+
+    `size` is the serialized (UTF-8 JSON) size of everything in the request that a provider tokenises:
+    messages with every content part and tool call, tool definitions, response schemas, stop sequences.
+    A BPE token is at least one byte, and JSON only adds bytes (quotes, escapes, keys), so `size` bounds
+    those tokens. The data of images, audio and files is left out of it: their tokens are not bounded
+    by their bytes, and each kind gets its own worst case instead."""
+
+    size: int
+    images: int = 0
+    files: int = 0  # audio, files and PDFs: parts whose tokens no byte count bounds
+    tools: bool = False  # a provider adds its own tool-use prompt when a request has tools
+
+
+def widest(a: PromptBound, b: PromptBound) -> PromptBound:
+    """A bound covering both (one request that can go upstream in either of two forms)."""
+    return PromptBound(
+        max(a.size, b.size), max(a.images, b.images), max(a.files, b.files), a.tools or b.tools
+    )
+
+
+def _media(messages: Any) -> tuple[int, int, int]:
+    """(images, files, characters of their data) among OpenAI-style content parts."""
+    images = files = chars = 0
+    for m in messages if isinstance(messages, list) else ():
+        content = m.get("content") if isinstance(m, dict) else None
+        if not isinstance(content, list):
+            continue
+        for part in content:
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind == "image_url":
+                images += 1
+                image = part.get("image_url")
+                url = image.get("url") if isinstance(image, dict) else image
+                chars += len(url) if isinstance(url, str) else 0
+            elif kind == "input_audio":
+                files += 1
+                audio = part.get("input_audio")
+                data = audio.get("data") if isinstance(audio, dict) else None
+                chars += len(data) if isinstance(data, str) else 0
+            elif kind == "file":
+                files += 1
+                file = part.get("file")
+                data = file.get("file_data") if isinstance(file, dict) else None
+                chars += len(data) if isinstance(data, str) else 0
+    return images, files, chars
+
+
+def prompt_bound(req: dict[str, Any]) -> PromptBound:
+    """The prompt bound of an internal (OpenAI-style) chat or text completion request: one orjson
+    serialisation of its prompt fields and one pass over the content parts, nothing per character.
+
+    The media data is subtracted by its length in characters: its JSON encoding is at least that many
+    bytes, so what remains still covers every other byte."""
+    # Besides the messages, the fields that reach a provider as prompt (routing/adapters/*).
     if req["_kind"] == "completion":
-        prompt = req["prompt"]
-        return sum(len(p.encode()) for p in prompt) if isinstance(prompt, list) else len(prompt.encode())
-    return len(message_text(req["messages"]).encode()) + 4 * len(req["messages"]) + 3
+        return PromptBound(len(orjson.dumps((req["prompt"], req.get("suffix"), req.get("stop")))))
+    messages = req["messages"]
+    size = len(orjson.dumps((messages, req.get("tools"), req.get("response_format"), req.get("stop"))))
+    images, files, chars = _media(messages)
+    return PromptBound(size - chars, images, files, bool(req.get("tools")))
+
+
+def prompt_bytes(req: dict[str, Any]) -> int:
+    """The size part of prompt_bound: an upper bound on the prompt's BPE token count without its media."""
+    return prompt_bound(req).size
 
 
 def count_images(req: dict[str, Any]) -> int:

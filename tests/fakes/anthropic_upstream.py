@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import re
 import threading
 from collections import deque
 from dataclasses import dataclass, field
@@ -34,6 +36,9 @@ class Script:
     cache_creation: int = 0
     output_tokens: int | None = None
     stop_reason: str | None = None
+    # Bill input as Anthropic does: the system prompt, tool definitions and every block count, and a
+    # PDF document costs PDF_PAGE_TOKENS per page (its text and its page image), whatever its bytes.
+    bill_whole_body: bool = False
 
 
 @dataclass
@@ -47,6 +52,24 @@ class Recorded:
 
 def _words(text: str) -> int:
     return len(text.split())
+
+
+PDF_PAGE_TOKENS = 3_000  # the top of Anthropic's documented 1,500-3,000 text tokens per page
+
+
+def pdf_pages(blocks: Any) -> int:
+    """Pages of the base64 PDF documents among `blocks` (and inside their tool results)."""
+    pages = 0
+    for block in blocks if isinstance(blocks, list) else ():
+        if not isinstance(block, dict):
+            continue
+        source = block.get("source")
+        if block.get("type") == "document" and isinstance(source, dict) and source.get("type") == "base64":
+            pdf = base64.b64decode(source.get("data") or "")
+            pages += len(re.findall(rb"/Type\s*/Page(?!s)", pdf))
+        elif block.get("type") == "tool_result":
+            pages += pdf_pages(block.get("content"))
+    return pages
 
 
 def example(schema: Any) -> Any:
@@ -286,6 +309,10 @@ class FakeAnthropicUpstream(ThreadedServer):
             _words(m["content"]) if isinstance(m["content"], str) else _words(json.dumps(m["content"]))
             for m in messages
         )
+        if script.bill_whole_body:
+            billed = {k: body[k] for k in ("system", "tools", "messages") if k in body}
+            pages = sum(pdf_pages(m["content"]) for m in messages)
+            prompt_words = _words(json.dumps(billed)) + pages * PDF_PAGE_TOKENS
         out_words = sum(
             _words(b.get("text") or b.get("thinking") or json.dumps(b.get("input"))) for b in content
         )

@@ -88,8 +88,9 @@ class Behaviour:
     kind: BehaviourKind = "ok"
     # ok (and the body that drip / drop_mid_stream / hang_after_headers send or start sending)
     content: str | None = None
-    # "auto" = computed from words; a dict is returned verbatim; None omits usage altogether.
-    usage: dict[str, Any] | Literal["auto"] | None = "auto"
+    # "auto" = computed from words of the message text; "body" = words of everything a real provider
+    # bills as prompt (messages, tools, response_format); a dict is returned verbatim; None omits usage.
+    usage: dict[str, Any] | Literal["auto", "body"] | None = "auto"
     tool_call: bool | None = None  # None: tool call iff request has tools and tool_choice != "none"
     tool_arguments: str | None = None
     cached_tokens: int = 0
@@ -687,7 +688,7 @@ class FakeOpenAIUpstream(ThreadedServer):
 
     @staticmethod
     def _usage(behaviour: Behaviour, prompt: int, completion: int, details: bool) -> dict[str, Any] | None:
-        if behaviour.usage != "auto":
+        if behaviour.usage is None or isinstance(behaviour.usage, dict):
             return behaviour.usage
         completion += behaviour.reasoning_tokens
         usage: dict[str, Any] = {
@@ -704,6 +705,10 @@ class FakeOpenAIUpstream(ThreadedServer):
         raw = body.get("messages")
         messages = [m for m in raw if isinstance(m, dict)] if isinstance(raw, list) else []
         prompt_tokens = sum(count_words(content_text(m.get("content"))) + 3 for m in messages)
+        if behaviour.usage == "body":
+            # As a real provider bills: tool definitions and response schemas are prompt tokens too.
+            billed = {k: body[k] for k in ("messages", "tools", "response_format") if k in body}
+            prompt_tokens = count_words(json.dumps(billed))
 
         tool = self._chat_tool_call(body, behaviour)
         content: str | None
@@ -900,9 +905,9 @@ class FakeOpenAIUpstream(ThreadedServer):
             data.append({"object": "embedding", "index": index, "embedding": encoded})
         tokens = sum(len(i) if isinstance(i, list) else count_words(str(i)) for i in items)
         usage: dict[str, Any] | None = (
-            {"prompt_tokens": tokens, "total_tokens": tokens}
-            if behaviour.usage == "auto"
-            else behaviour.usage
+            behaviour.usage
+            if behaviour.usage is None or isinstance(behaviour.usage, dict)
+            else {"prompt_tokens": tokens, "total_tokens": tokens}
         )
         payload: dict[str, Any] = {"object": "list", "data": data, "model": model}
         if usage is not None:

@@ -15,7 +15,13 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         report = books_audit_run()
-        usd = {"total_charged_units", "ledger_total_units", "holds_outstanding_units", "mirror_drift_units"}
+        usd = {
+            "total_charged_units",
+            "ledger_total_units",
+            "uncharged_units",
+            "holds_outstanding_units",
+            "mirror_drift_units",
+        }
         for name, value in report.as_dict().items():
             if name == "findings":
                 continue
