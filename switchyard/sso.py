@@ -18,7 +18,7 @@ from switchyard.env import env_json, env_str
 
 OIDC_VARIABLE = "SWITCHYARD_OIDC_PROVIDERS"
 OIDC_REQUIRED = ("id", "name", "server_url", "client_id", "secret")
-OIDC_OPTIONAL = ("token_auth_method", "pkce")
+OIDC_OPTIONAL = ("token_auth_method", "pkce", "link_by_email")
 TOKEN_AUTH_METHODS = ("client_secret_basic", "client_secret_post")
 # The id is part of the callback URL (/accounts/oidc/<id>/login/callback/) and the SocialAccount's
 # provider column; "google" and "github" would shadow the built-in providers' apps in lookups.
@@ -121,6 +121,13 @@ def _oidc_app(entry: object, where: str) -> dict[str, Any]:
     if not isinstance(pkce, bool):
         raise ImproperlyConfigured(f"{where}: pkce must be true or false.")
     settings["oauth_pkce_enabled"] = pkce
+    # An issuer whose email_verified cannot be trusted (it lets users type any address) is set to
+    # false: its sign-ins then never reach an existing account by address, verified or not.
+    link_by_email = entry.get("link_by_email", True)
+    if not isinstance(link_by_email, bool):
+        raise ImproperlyConfigured(f"{where}: link_by_email must be true or false.")
+    if not link_by_email:
+        settings["email_authentication"] = False
     return {
         "provider_id": provider_id,
         "name": entry["name"].strip(),

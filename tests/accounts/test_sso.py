@@ -274,6 +274,36 @@ def test_a_verified_address_links_the_existing_account(db, client, sso):
     assert signed_in_user_id(client) == alice.pk
 
 
+def test_a_verified_address_at_a_provider_not_trusted_for_linking_does_not_link(
+    db, client, no_sso_env, settings, fake_idp
+):
+    configure_oidc(no_sso_env, settings, fake_idp, link_by_email=False)
+    dana = local_user("dana@example.com")
+    fake_idp.sign_in_as(sub="dana-at-idp", email="dana@example.com", email_verified=True)
+
+    sign_in(client)
+
+    assert signed_in_user_id(client) is None
+    assert not SocialAccount.objects.exists()
+    assert User.objects.filter(email="dana@example.com").get() == dana
+
+
+def test_a_verified_address_takes_over_an_account_nobody_verified(db, client, sso, mailoutbox):
+    # Someone registered erin@ but never confirmed it (so never signed in). The password they chose
+    # stops working; the address's owner, whom the provider vouches for, confirms it by mail once.
+    erin = local_user("erin@example.com", verified=False)
+    sso.sign_in_as(sub="erin-at-idp", email="erin@example.com", email_verified=True)
+
+    response = sign_in(client)
+
+    erin.refresh_from_db()
+    assert not erin.has_usable_password()
+    assert SocialAccount.objects.get(uid="erin-at-idp").user_id == erin.pk
+    assert signed_in_user_id(client) is None
+    assert response.redirect_chain[-1][0] == "/accounts/confirm-email/"
+    assert [m.to for m in mailoutbox] == [["erin@example.com"]]
+
+
 @pytest.mark.parametrize("claim", [False, "false", None])
 def test_an_unverified_address_never_reaches_the_existing_account(db, client, sso, claim):
     bob = local_user("bob@example.com")
@@ -436,6 +466,7 @@ def oidc_env(**entry: object) -> str:
         ({"SWITCHYARD_OIDC_PROVIDERS": oidc_env(server_url="idp.corp.test")}, "server_url"),
         ({"SWITCHYARD_OIDC_PROVIDERS": oidc_env(token_auth_method="jwt")}, "token_auth_method"),
         ({"SWITCHYARD_OIDC_PROVIDERS": oidc_env(pkce="yes")}, "pkce must be true or false"),
+        ({"SWITCHYARD_OIDC_PROVIDERS": oidc_env(link_by_email=1)}, "link_by_email must be true or false"),
         ({"SWITCHYARD_OIDC_PROVIDERS": oidc_env(scope="openid")}, "unknown key(s) scope"),
         (
             {"SWITCHYARD_OIDC_PROVIDERS": json.dumps([json.loads(oidc_env())[0]] * 2)},

@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import secrets
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -77,8 +78,9 @@ class FakeOIDC(ThreadedServer):
         client_secret: str | None = None,
         redirect_uris: set[str] | None = None,
         require_pkce: bool = True,
+        port: int = 0,
     ) -> None:
-        super().__init__()
+        super().__init__(port=port)
         self.client_id = client_id
         self.client_secret = client_secret or secrets.token_urlsafe(24)
         self.redirect_uris = set(redirect_uris or ())
@@ -283,4 +285,7 @@ def _client_credentials(
 
 
 if __name__ == "__main__":
-    serve_forever(FakeOIDC())
+    # Standalone, to try single sign-on by hand: `python -m tests.fakes.oidc_provider PORT CALLBACK_URL`;
+    # the client is switchyard-test / dev-secret and every sign-in is the default user.
+    port = int(sys.argv[1]) if len(sys.argv) > 1 else 0
+    serve_forever(FakeOIDC(client_secret="dev-secret", redirect_uris=set(sys.argv[2:3]), port=port))
