@@ -148,6 +148,13 @@ def test_sign_in_keeps_the_next_page(db, client, sso):
     assert response.redirect_chain[0][0] == "/dashboard/keys/"
 
 
+def test_sign_in_never_sends_the_user_to_another_site(db, client, sso):
+    sso.sign_in_as(sub="next-2", email="elsewhere@idp.test", email_verified=True)
+    response = back_to_us(client, visit_provider(start_sign_in(client, next_url="https://evil.test/")))
+    assert signed_in_user_id(client) is not None
+    assert all(url.startswith("/") for url, _ in response.redirect_chain), response.redirect_chain
+
+
 def test_an_unverified_new_address_is_verified_by_mail_before_any_sign_in(db, client, sso, mailoutbox):
     email = unique_email("unverified")
     sso.sign_in_as(sub="unv-1", email=email, email_verified=False)
