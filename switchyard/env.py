@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from decimal import Decimal, InvalidOperation
 
@@ -63,3 +64,14 @@ def env_list(name: str, default: object = _MISSING) -> list[str]:
     if value is None:
         return list(default)  # type: ignore[call-overload]
     return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def env_json(name: str, default: object = _MISSING) -> object:
+    """A JSON value (its shape is for the caller to check); malformed JSON names the variable."""
+    value = _raw(name, default)
+    if value is None:
+        return default
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise ImproperlyConfigured(f"{name} must be valid JSON ({exc.msg} at character {exc.pos}).")

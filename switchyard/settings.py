@@ -14,6 +14,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from switchyard.env import env_bool, env_decimal, env_int, env_list, env_str
 from switchyard.logging import logging_config
+from switchyard.sso import social_providers
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("SWITCHYARD_VAR_DIR", str(BASE_DIR / "var")))
@@ -390,3 +391,29 @@ SWITCHYARD_METRICS_ALLOWED_NETWORKS = env_list(
 CELERY_BEAT_SCHEDULER = "switchyard.beat:SingleBeatScheduler"
 
 os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(VAR_DIR / "tiktoken"))
+
+# --- Single sign-on (docs/sso.md) ------------------------------------------------------------------
+# Google, GitHub and any OpenID Connect provider through allauth's social accounts. Off unless the
+# operator configures a provider: SWITCHYARD_GOOGLE_CLIENT_ID/_SECRET, SWITCHYARD_GITHUB_CLIENT_ID/
+# _SECRET, SWITCHYARD_OIDC_PROVIDERS (a JSON list), or a "Social application" in the Django admin.
+# Without one there is no button and accounts.sso.SsoGateMiddleware answers the provider URLs 404.
+INSTALLED_APPS += [
+    "allauth.socialaccount",
+    "allauth.socialaccount.providers.openid_connect",
+    "allauth.socialaccount.providers.google",
+    "allauth.socialaccount.providers.github",
+]
+MIDDLEWARE.insert(MIDDLEWARE.index("axes.middleware.AxesMiddleware"), "accounts.sso.SsoGateMiddleware")
+SOCIALACCOUNT_PROVIDERS = social_providers()
+# Linking rule: a provider's sign-in reaches an existing account only through an address the provider
+# says it verified (email_verified); the social account is then connected to that account. An
+# unverified address never signs in to, nor links with, an existing account.
+SOCIALACCOUNT_EMAIL_AUTHENTICATION = True
+SOCIALACCOUNT_EMAIL_AUTHENTICATION_AUTO_CONNECT = True
+SOCIALACCOUNT_EMAIL_VERIFICATION = ACCOUNT_EMAIL_VERIFICATION  # an unverified address is verified by mail
+SOCIALACCOUNT_EMAIL_REQUIRED = True
+SOCIALACCOUNT_AUTO_SIGNUP = True
+SOCIALACCOUNT_LOGIN_ON_GET = False  # the buttons POST (with the CSRF token); a GET shows a confirm page
+SOCIALACCOUNT_STORE_TOKENS = False  # sign-in only: the provider's tokens are never kept
+SOCIALACCOUNT_REQUESTS_TIMEOUT = env_int("SWITCHYARD_SSO_TIMEOUT_SECONDS", 5)
+# --- end single sign-on ----------------------------------------------------------------------------
