@@ -285,6 +285,21 @@ def member_remove(request: DashboardRequest, member_id: int) -> HttpResponse:
     return redirect("members")
 
 
+@dashboard_view()
+@require_POST
+def member_leave(request: DashboardRequest) -> HttpResponse:
+    """Leave the current organisation; the member's keys (playground key included) are revoked."""
+    org = request.org
+    try:
+        services.membership_leave(membership=request.membership)
+    except SwitchyardError as exc:
+        messages.error(request, exc.message)
+        return redirect("members")
+    request.session.pop(ORG_SESSION_KEY, None)
+    messages.success(request, f"You left {org.name}; your keys in it no longer work.")
+    return redirect("dashboard")
+
+
 @dashboard_view(manage=True)
 @require_POST
 def invitation_revoke(request: DashboardRequest, invitation_id: int) -> HttpResponse:
@@ -420,8 +435,10 @@ def key_new(request: DashboardRequest) -> HttpResponse:
     )
 
 
-def _key_or_404(request: DashboardRequest, key_id: int) -> Any:
-    key = selectors.api_key_get_for_member(membership=request.membership, key_id=key_id)
+def _key_or_404(request: DashboardRequest, key_id: int, *, include_playground: bool = False) -> Any:
+    key = selectors.api_key_get_for_member(
+        membership=request.membership, key_id=key_id, include_playground=include_playground
+    )
     if key is None:
         raise Http404
     return key
@@ -466,7 +483,7 @@ def key_edit(request: DashboardRequest, key_id: int) -> HttpResponse:
 @dashboard_view()
 @require_POST
 def key_action(request: DashboardRequest, key_id: int, action: str) -> HttpResponse:
-    key = _key_or_404(request, key_id)
+    key = _key_or_404(request, key_id, include_playground=True)
     if action == "disable":
         services.api_key_set_disabled(key=key, disabled=True)
         messages.success(request, f"Disabled “{key.name}”. Requests with it now get a 401.")
@@ -474,7 +491,8 @@ def key_action(request: DashboardRequest, key_id: int, action: str) -> HttpRespo
         services.api_key_set_disabled(key=key, disabled=False)
         messages.success(request, f"Re-enabled “{key.name}”.")
     elif action == "delete":
-        services.api_key_delete(key=key)
+        # Audited even for a playground key: here someone revokes it, the playground does not replace it.
+        services.api_key_delete(key=key, actor=request.user, audit_always=True)
         messages.success(request, f"Deleted “{key.name}”. Its past activity stays in the activity log.")
     else:
         raise Http404
