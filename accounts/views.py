@@ -169,8 +169,10 @@ def org_create(request: DashboardRequest) -> HttpResponse:
 @require_POST
 def org_switch(request: DashboardRequest) -> HttpResponse:
     try:
-        org_id = int(request.POST.get("organization", ""))
+        org_id = int(request.POST.get("organization", "")[:20])
     except ValueError:
+        raise Http404
+    if not 0 < org_id < 2**63:  # bigger ids cannot reach the database (an OverflowError, a 500)
         raise Http404
     membership = selectors.membership_get(user=request.user, organization_id=org_id)
     if membership is None or membership.organization_id != org_id:
