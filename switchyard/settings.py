@@ -120,23 +120,30 @@ TEMPLATES = [
 WSGI_APPLICATION = "switchyard.wsgi.application"
 ASGI_APPLICATION = "switchyard.asgi.application"
 
+# Every SQLite database, the default file or one a DATABASE_URL names: WAL lets readers go on while a
+# writer (the usage writer, a hold) commits; IMMEDIATE takes the write lock when a transaction starts,
+# so two writers queue on the busy timeout instead of one failing at once with "database is locked"
+# (a deferred transaction cannot wait to upgrade its read lock); 20 s of waiting outlasts any burst.
+SQLITE_OPTIONS = {
+    "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    "transaction_mode": "IMMEDIATE",
+    "timeout": 20,
+}
 if DATABASE_URL:
     DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)}
-    # Behind PgBouncer in transaction mode (README "Scale-out guide").
-    DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = env_bool(
-        "DATABASE_DISABLE_SERVER_SIDE_CURSORS", False
-    )
+    if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+        DATABASES["default"]["OPTIONS"] = {**SQLITE_OPTIONS, **DATABASES["default"].get("OPTIONS", {})}
+    else:
+        # Behind PgBouncer in transaction mode (README "Scale-out guide").
+        DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = env_bool(
+            "DATABASE_DISABLE_SERVER_SIDE_CURSORS", False
+        )
 else:
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": str(VAR_DIR / "switchyard.sqlite3"),
-            # WAL lets the web process read while a writer (usage writer, tests) commits.
-            "OPTIONS": {
-                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
-                "transaction_mode": "IMMEDIATE",
-                "timeout": 20,
-            },
+            "OPTIONS": dict(SQLITE_OPTIONS),
             # A file, not :memory:, so the test suite's server threads and subprocesses share it.
             # Per test run, so two runs on one machine never share (and delete) each other's database.
             "TEST": {"NAME": env_str("SWITCHYARD_TEST_DB", str(VAR_DIR / f"test-{os.getpid()}.sqlite3"))},
