@@ -14,7 +14,7 @@ RUN pip install --upgrade pip && pip install /tmp/deps && rm -rf /tmp/deps
 WORKDIR /app
 COPY . .
 # WhiteNoise's compressed, hashed copies and manifest; the settings need some key to load.
-RUN SECRET_KEY=collectstatic-only DEBUG=0 SWITCHYARD_VAR_DIR=/tmp/var \
+RUN SECRET_KEY=collectstatic-only DEBUG=0 SWITCHYARD_VAR_DIR=/tmp/var SWITCHYARD_STATIC_MANIFEST=1 \
     SWITCHYARD_ENCRYPTION_KEYS=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA= \
     python manage.py collectstatic --noinput -v0 \
     && python -m compileall -q /app

@@ -8,6 +8,7 @@ import secrets
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime
+from typing import Any
 
 from django.conf import settings
 from django.utils import timezone
@@ -50,6 +51,9 @@ class KeyInfo:
     rate_limit_tpm: int | None = None
     org_rate_limit_rpm: int | None = None
     org_rate_limit_tpm: int | None = None
+    # The person the free tier counts this key against across all their organisations: who made the
+    # key, else the organisation's first owner (keys made by a command). None: nobody (no owner).
+    user_id: int | None = None
 
     def active(self) -> bool:
         return self.usable and (self.expires_at is None or self.expires_at > time.time())
@@ -62,7 +66,17 @@ def _redis_name(digest: str) -> str:
     return f"sy:key:{digest}"
 
 
-def _info_from_row(row: object) -> KeyInfo:
+def _owner_query(org_id: int) -> Any:
+    from accounts.models import Membership, Role
+
+    return (
+        Membership.objects.filter(organization_id=org_id, role=Role.OWNER)
+        .order_by("created_at", "pk")
+        .values_list("user_id", flat=True)
+    )
+
+
+def _info_from_row(row: object, user_id: int | None) -> KeyInfo:
     expires: datetime | None = row.expires_at  # type: ignore[attr-defined]
     return KeyInfo(
         id=row.id,  # type: ignore[attr-defined]
@@ -78,6 +92,7 @@ def _info_from_row(row: object) -> KeyInfo:
         rate_limit_tpm=row.rate_limit_tpm,  # type: ignore[attr-defined]
         org_rate_limit_rpm=row.organization.rate_limit_rpm,  # type: ignore[attr-defined]
         org_rate_limit_tpm=row.organization.rate_limit_tpm,  # type: ignore[attr-defined]
+        user_id=user_id,
     )
 
 
@@ -88,7 +103,9 @@ def key_lookup_sync(secret: str) -> KeyInfo | None:
     if not key_looks_valid(secret):
         return None
     row = ApiKey.objects.select_related("organization").filter(key_hash=key_hash(secret)).first()
-    return _info_from_row(row) if row else None
+    if row is None:
+        return None
+    return _info_from_row(row, row.created_by_id or _owner_query(row.organization_id).first())
 
 
 async def key_lookup(secret: str) -> KeyInfo | None:
@@ -114,7 +131,9 @@ async def key_lookup(secret: str) -> KeyInfo | None:
         from accounts.models import ApiKey
 
         row = await ApiKey.objects.select_related("organization").filter(key_hash=digest).afirst()
-        info = _info_from_row(row) if row else None
+        if row is not None:
+            user_id = row.created_by_id or await _owner_query(row.organization_id).afirst()
+            info = _info_from_row(row, user_id)
         if redis_enabled():
             await async_redis().set(
                 _redis_name(digest), json.dumps(asdict(info)) if info else "-", ex=REDIS_KEY_TTL

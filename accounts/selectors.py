@@ -89,15 +89,15 @@ def invitation_list_pending(*, organization: Organization) -> QuerySet[Invitatio
 def api_key_dashboard_list(
     *, organization: Organization, created_by: User | None = None
 ) -> list[dict[str, Any]]:
-    """Keys as the dashboard lists them (no playground keys), with usage and the remaining limit.
+    """Keys as the dashboard lists them, with usage and the remaining limit.
 
-    `created_by` narrows the list to one person's keys (what a plain member sees).
+    `created_by` narrows the list to one person's keys, without their playground key (what a plain
+    member sees). Owners and admins (no `created_by`) see every key, playground keys included, so
+    they can revoke any credential of the organisation; each row says whether it is a playground key.
     """
-    keys = (
-        api_key_list(organization=organization).exclude(name=PLAYGROUND_KEY_NAME).select_related("created_by")
-    )
+    keys = api_key_list(organization=organization).select_related("created_by")
     if created_by is not None:
-        keys = keys.filter(created_by=created_by)
+        keys = keys.filter(created_by=created_by).exclude(name=PLAYGROUND_KEY_NAME)
     key_rows = list(keys)
     totals = dict(
         LedgerEntry.objects.filter(api_key__in=key_rows, kind=EntryKind.USAGE)
@@ -124,16 +124,25 @@ def api_key_dashboard_list(
                 if key.limit_units is not None
                 else None,
                 "expired": key.expires_at is not None and key.expires_at <= now,
+                "playground": key.name == PLAYGROUND_KEY_NAME,
             }
         )
     return rows
 
 
-def api_key_get_for_member(*, membership: Membership, key_id: int) -> ApiKey | None:
-    """A key the member may manage: any of the org's for owners and admins, only their own for members."""
-    keys = api_key_list(organization=membership.organization).exclude(name=PLAYGROUND_KEY_NAME)
+def api_key_get_for_member(
+    *, membership: Membership, key_id: int, include_playground: bool = False
+) -> ApiKey | None:
+    """A key the member may manage: any of the org's for owners and admins, only their own for members.
+
+    Playground keys are managed by the playground itself; `include_playground` lets owners and admins
+    reach them too (to disable or revoke one), never a plain member.
+    """
+    keys = api_key_list(organization=membership.organization)
     if membership.role not in MANAGER_ROLES:
         keys = keys.filter(created_by=membership.user)
+    if not (include_playground and membership.role in MANAGER_ROLES):
+        keys = keys.exclude(name=PLAYGROUND_KEY_NAME)
     return keys.filter(pk=key_id).first()
 
 

@@ -125,9 +125,20 @@ def _key_changed(key: ApiKey, fields: list[str]) -> ApiKey:
     return key
 
 
-def _key_audit(action: str, key: ApiKey, metadata: dict[str, object] | None = None) -> None:
-    if key.name != PLAYGROUND_KEY_NAME:
-        audit_record(action=action, organization=key.organization_id, target=key, metadata=metadata)
+def _key_audit(
+    action: str,
+    key: ApiKey,
+    metadata: dict[str, object] | None = None,
+    *,
+    actor: User | None = None,
+    always: bool = False,
+) -> None:
+    # Playground keys come and go with every playground session; only a revocation by someone else
+    # (an owner, or a membership ending) is worth a line in the log.
+    if always or key.name != PLAYGROUND_KEY_NAME:
+        audit_record(
+            action=action, organization=key.organization_id, actor=actor, target=key, metadata=metadata
+        )
 
 
 def api_key_set_disabled(*, key: ApiKey, disabled: bool) -> ApiKey:
@@ -136,12 +147,37 @@ def api_key_set_disabled(*, key: ApiKey, disabled: bool) -> ApiKey:
     return _key_changed(key, ["disabled"])
 
 
-def api_key_delete(*, key: ApiKey) -> ApiKey:
-    """Soft delete: the row stays so generations and ledger entries keep pointing at it."""
+def api_key_delete(
+    *, key: ApiKey, actor: User | None = None, reason: str = "", audit_always: bool = False
+) -> ApiKey:
+    """Soft delete: the row stays so generations and ledger entries keep pointing at it.
+
+    `reason` (e.g. "member_removed") goes into the audit event; `audit_always` records the deletion of
+    a playground key too (revoked by an owner or with a membership, rather than replaced by its user).
+    """
     key.deleted_at = timezone.now()
     key.disabled = True
-    _key_audit(AuditAction.KEY_DELETED, key)
+    metadata: dict[str, object] | None = {"reason": reason} if reason else None
+    if key.name == PLAYGROUND_KEY_NAME and metadata is not None:
+        metadata["playground"] = True
+    _key_audit(AuditAction.KEY_DELETED, key, metadata, actor=actor, always=audit_always)
     return _key_changed(key, ["deleted_at", "disabled"])
+
+
+def member_keys_revoke(
+    *, organization_id: int, user_id: int, actor: User | None = None, reason: str
+) -> list[ApiKey]:
+    """Revoke every live key a person made in one organisation, playground keys included: access ends
+    with the membership. Each revocation is audited; the hot path's caches drop them on commit, so
+    they stop working everywhere within SWITCHYARD_KEY_CACHE_SECONDS."""
+    keys = list(
+        ApiKey.objects.select_for_update().filter(
+            organization_id=organization_id, created_by_id=user_id, deleted_at__isnull=True
+        )
+    )
+    for key in keys:
+        api_key_delete(key=key, actor=actor, reason=reason, audit_always=True)
+    return keys
 
 
 def api_key_update(
@@ -287,14 +323,32 @@ def membership_remove(*, actor: Membership, target: Membership) -> None:
     Organization.objects.select_for_update().filter(pk=target.organization_id).first()
     if target.role == Role.OWNER and _owner_count(target.organization) <= 1:
         raise BadRequest("The last owner cannot be removed.")
+    _membership_end(target, actor=actor.user, reason="member_removed")
+
+
+def _membership_end(membership: Membership, *, actor: User, reason: str) -> None:
+    revoked = member_keys_revoke(
+        organization_id=membership.organization_id, user_id=membership.user_id, actor=actor, reason=reason
+    )
     audit_record(
         action=AuditAction.MEMBER_REMOVED,
-        organization=target.organization_id,
-        actor=actor.user,
-        target=target,
-        metadata={"role": target.role},
+        organization=membership.organization_id,
+        actor=actor,
+        target=membership,
+        metadata={"role": membership.role, "revoked_keys": len(revoked), "reason": reason},
     )
-    target.delete()
+    membership.delete()
+
+
+@transaction.atomic
+def membership_leave(*, membership: Membership) -> None:
+    """A member leaves an organisation (their keys go with them); the last owner cannot."""
+    Organization.objects.select_for_update().filter(pk=membership.organization_id).first()
+    if membership.role == Role.OWNER and _owner_count(membership.organization) <= 1:
+        raise BadRequest(
+            "You are the only owner: make someone else an owner before leaving this organisation."
+        )
+    _membership_end(membership, actor=membership.user, reason="member_left")
 
 
 def _token_hash(token: str) -> str:

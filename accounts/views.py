@@ -169,8 +169,10 @@ def org_create(request: DashboardRequest) -> HttpResponse:
 @require_POST
 def org_switch(request: DashboardRequest) -> HttpResponse:
     try:
-        org_id = int(request.POST.get("organization", ""))
+        org_id = int(request.POST.get("organization", "")[:20])
     except ValueError:
+        raise Http404
+    if not 0 < org_id < 2**63:  # bigger ids cannot reach the database (an OverflowError, a 500)
         raise Http404
     membership = selectors.membership_get(user=request.user, organization_id=org_id)
     if membership is None or membership.organization_id != org_id:
@@ -283,6 +285,21 @@ def member_remove(request: DashboardRequest, member_id: int) -> HttpResponse:
     else:
         messages.success(request, f"Removed {target.user.email}.")
     return redirect("members")
+
+
+@dashboard_view()
+@require_POST
+def member_leave(request: DashboardRequest) -> HttpResponse:
+    """Leave the current organisation; the member's keys (playground key included) are revoked."""
+    org = request.org
+    try:
+        services.membership_leave(membership=request.membership)
+    except SwitchyardError as exc:
+        messages.error(request, exc.message)
+        return redirect("members")
+    request.session.pop(ORG_SESSION_KEY, None)
+    messages.success(request, f"You left {org.name}; your keys in it no longer work.")
+    return redirect("dashboard")
 
 
 @dashboard_view(manage=True)
@@ -420,8 +437,10 @@ def key_new(request: DashboardRequest) -> HttpResponse:
     )
 
 
-def _key_or_404(request: DashboardRequest, key_id: int) -> Any:
-    key = selectors.api_key_get_for_member(membership=request.membership, key_id=key_id)
+def _key_or_404(request: DashboardRequest, key_id: int, *, include_playground: bool = False) -> Any:
+    key = selectors.api_key_get_for_member(
+        membership=request.membership, key_id=key_id, include_playground=include_playground
+    )
     if key is None:
         raise Http404
     return key
@@ -466,7 +485,7 @@ def key_edit(request: DashboardRequest, key_id: int) -> HttpResponse:
 @dashboard_view()
 @require_POST
 def key_action(request: DashboardRequest, key_id: int, action: str) -> HttpResponse:
-    key = _key_or_404(request, key_id)
+    key = _key_or_404(request, key_id, include_playground=True)
     if action == "disable":
         services.api_key_set_disabled(key=key, disabled=True)
         messages.success(request, f"Disabled “{key.name}”. Requests with it now get a 401.")
@@ -474,7 +493,8 @@ def key_action(request: DashboardRequest, key_id: int, action: str) -> HttpRespo
         services.api_key_set_disabled(key=key, disabled=False)
         messages.success(request, f"Re-enabled “{key.name}”.")
     elif action == "delete":
-        services.api_key_delete(key=key)
+        # Audited even for a playground key: here someone revokes it, the playground does not replace it.
+        services.api_key_delete(key=key, actor=request.user, audit_always=True)
         messages.success(request, f"Deleted “{key.name}”. Its past activity stays in the activity log.")
     else:
         raise Http404

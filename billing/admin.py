@@ -192,15 +192,28 @@ class RefundAdmin(ReadOnlyAdmin):
 
 @admin.register(Dispute)
 class DisputeAdmin(ReadOnlyAdmin):
-    list_display = ["created_at", "organization", "stripe_dispute_id", "amount", "reason", "status"]
+    list_display = [
+        "created_at",
+        "organization",
+        "stripe_dispute_id",
+        "amount",
+        "held",
+        "reason",
+        "status",
+        "closed_at",
+    ]
     list_filter = ["reason", "status"]
     search_fields = ["organization__slug", "stripe_dispute_id", "stripe_charge_id"]
     list_select_related = ["organization"]
-    extra_readonly = ("amount",)
+    extra_readonly = ("amount", "held")
 
     @admin.display(description="Amount")
     def amount(self, obj: Dispute) -> str:
         return f"{obj.amount_cents / 100:.2f}"
+
+    @admin.display(description="Credits held (USD)")
+    def held(self, obj: Dispute) -> str:
+        return str(from_units(obj.held_units))
 
 
 @admin.register(StripeEvent)

@@ -5,7 +5,9 @@ succeeded or cost anything has exactly one usage entry of exactly its cost (a fa
 nothing may have none), and no usage entry lacks its generation; in full mode
 the Redis mirror equals the database; no hold outlives its expiry unreaped; no automatic top-up
 stays pending. It also totals what providers reported beyond the holds (never charged: settlement
-charges at most the hold), the platform's loss, which leaves the books balanced. The ledger is the truth, so drift in a cached copy (the balance column, the Redis
+charges at most the hold), the platform's loss, which leaves the books balanced. Billing also records
+what it saw go wrong with a payment (a Checkout paid another amount than asked: `checkout_mismatch`),
+for a human to look at. The ledger is the truth, so drift in a cached copy (the balance column, the Redis
 mirror) is repaired from it; a wrong ledger is only ever reported, for a human to adjust.
 """
 
@@ -109,6 +111,29 @@ def _record(
     seen.add((kind, subject))
     report.findings.append(f"{kind}:{subject}")
     report.repaired += int(repaired)
+    finding_record(
+        kind=kind,
+        subject=subject,
+        organization_id=organization_id,
+        expected=expected,
+        actual=actual,
+        detail=detail,
+        repaired=repaired,
+    )
+
+
+def finding_record(
+    *,
+    kind: str,
+    subject: str,
+    organization_id: int | None = None,
+    expected: int | None = None,
+    actual: int | None = None,
+    detail: str = "",
+    repaired: bool = False,
+) -> None:
+    """Open (or refresh) one finding; also for what billing sees outside an audit run, such as a
+    Checkout paid a different amount than asked (those stay open until someone resolves them)."""
     now = timezone.now()
     values = {
         "organization_id": organization_id,

@@ -13,6 +13,8 @@ class EntryKind(models.TextChoices):
     USAGE = "usage", "Usage"
     REFUND = "refund", "Refund"
     ADJUSTMENT = "adjustment", "Adjustment"
+    # Credits held while a payment dispute is open (negative), and released when it closes (positive).
+    DISPUTE = "dispute", "Dispute hold"
 
 
 class LedgerEntry(models.Model):
@@ -197,6 +199,10 @@ class Dispute(models.Model):
     amount_cents = models.BigIntegerField(default=0)
     reason = models.CharField(max_length=64, blank=True)
     status = models.CharField(max_length=64, blank=True)
+    held_units = models.BigIntegerField(
+        default=0, help_text="Credits held against spending while the dispute is open (picodollars)."
+    )
+    closed_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -247,6 +253,7 @@ class FindingKind(models.TextChoices):
     MIRROR_DRIFT = "mirror_drift", "Redis mirror ≠ database"
     HOLD_STUCK = "hold_stuck", "Hold past expiry not reaped"
     PURCHASE_STUCK = "purchase_stuck", "Purchase pending too long"
+    CHECKOUT_MISMATCH = "checkout_mismatch", "Checkout paid ≠ purchase price"
 
 
 class AuditFinding(models.Model):

@@ -9,7 +9,6 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-import orjson
 from django.conf import settings
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
@@ -17,10 +16,12 @@ from django.db.models import F
 from django.utils import timezone
 
 from accounts.models import Organization, User
+from billing.audit import finding_record
 from billing.models import (
     BillingProfile,
     Dispute,
     EntryKind,
+    FindingKind,
     LedgerEntry,
     Purchase,
     PurchaseKind,
@@ -29,8 +30,10 @@ from billing.models import (
     StripeEvent,
     StripeEventStatus,
 )
-from billing.money import from_units, to_units
+from billing.money import UNITS_PER_USD, from_units, to_units
 from billing.stripe_client import PaymentsUnavailable, stripe_client, stripe_enabled
+from billing.stripe_payloads import WebhookRejected as WebhookRejected
+from billing.stripe_payloads import webhook_event_parse
 from switchyard.errors import BadRequest, Forbidden, SwitchyardError
 from switchyard.shared import redis_enabled
 
@@ -332,10 +335,6 @@ def stripe_events_release(*, ref: str) -> None:
         stripe_event_process_task.delay(event_id)
 
 
-class WebhookRejected(SwitchyardError):
-    status, code = 400, "webhook_rejected"
-
-
 HANDLED_EVENTS = (
     "checkout.session.completed",
     "checkout.session.async_payment_succeeded",
@@ -343,6 +342,7 @@ HANDLED_EVENTS = (
     "checkout.session.expired",
     "charge.refunded",
     "charge.dispute.created",
+    "charge.dispute.closed",
     "payment_intent.succeeded",
     "payment_intent.payment_failed",
 )
@@ -352,34 +352,38 @@ def stripe_webhook_receive(*, payload: bytes, signature: str | None) -> tuple[st
     """Verify a delivery and record it (once); the work happens in a Celery task.
 
     Returns (event id, newly recorded). Raises WebhookRejected for a bad signature, a stale timestamp
-    or a body that is not an event.
+    or a body that is not an event we can read (billing.stripe_payloads says which field).
     """
     import stripe  # lazily: the web process only needs it for purchases (~15 MB of modules)
 
     if not settings.STRIPE_WEBHOOK_SECRET:
         raise PaymentsUnavailable("Stripe webhooks are not configured (set STRIPE_WEBHOOK_SECRET).")
     try:
-        event = stripe.Webhook.construct_event(
-            payload,
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError:
+        raise WebhookRejected("Not a Stripe event: the body is not UTF-8.")
+    try:
+        stripe.WebhookSignature.verify_header(
+            text,
             signature,
             settings.STRIPE_WEBHOOK_SECRET,
             tolerance=settings.STRIPE_WEBHOOK_TOLERANCE_SECONDS,
         )
     except stripe.SignatureVerificationError as exc:
         raise WebhookRejected(f"Signature verification failed: {exc.user_message or exc}")
-    except ValueError as exc:
-        raise WebhookRejected(f"Not a Stripe event: {exc}")
-    event_id, event_type = str(event.id), str(event.type)
+    # Our own parse and shape check, not the library's event object: a signed `[]` crashed it.
+    event = webhook_event_parse(payload)
+    event_id, event_type = event["id"], event["type"]
     if event_type not in HANDLED_EVENTS:
         return event_id, False
-    created_ts = getattr(event, "created", None)
+    created_ts = event.get("created")
     try:
         with transaction.atomic():
             StripeEvent.objects.create(
                 id=event_id,
                 type=event_type,
-                payload=orjson.loads(payload),
-                stripe_created=datetime.fromtimestamp(int(created_ts), tz=UTC) if created_ts else None,
+                payload=event,
+                stripe_created=datetime.fromtimestamp(created_ts, tz=UTC) if created_ts else None,
             )
             transaction.on_commit(lambda: _enqueue_event(event_id))
     except IntegrityError:
@@ -454,18 +458,47 @@ def _on_session_paid(ev: StripeEvent, session: dict[str, Any], after: list[Any])
             purchase.stripe_payment_intent_id = pi_id
             purchase.save(update_fields=["stripe_payment_intent_id"])
         return StripeEventStatus.PROCESSED, ""
-    if session.get("amount_total") is not None and int(session["amount_total"]) != purchase.amount_cents:
-        logger.error(
-            "checkout session %s paid %s cents, expected %s; crediting the purchased credits",
-            session["id"],
-            session["amount_total"],
-            purchase.amount_cents,
-        )
+    if purchase.status != PurchaseStatus.PAID:
+        _session_amount_reconcile(purchase, session)
     _purchase_credit(purchase, source=session["id"], payment_intent=pi_id)
     if pi_id:
         org_id = purchase.organization_id
         after.append(lambda: payment_method_save(organization_id=org_id, payment_intent_id=pi_id))
     return StripeEventStatus.PROCESSED, ""
+
+
+def _session_amount_reconcile(purchase: Purchase, session: dict[str, Any]) -> None:
+    """Credit what Stripe says was paid, not what was asked for (a promotion code, a changed price).
+
+    The goods paid for are the smaller of `amount_total` (after discounts, with any tax) and
+    `amount_subtotal` (before both), so tax is never credited and a discount always counts; the card
+    fee is taken off as we charged it. A mismatch is logged and recorded for the auditor, and the
+    purchase then describes what was paid, so later refunds and disputes scale from that.
+    """
+    total = session.get("amount_total")
+    if total is None or total == purchase.amount_cents:
+        return
+    subtotal = session.get("amount_subtotal")
+    goods_cents = min(total, subtotal) if subtotal is not None else total
+    fee_cents = _cents(from_units(purchase.fee_units))
+    credited = max(goods_cents - fee_cents, 0) * (UNITS_PER_USD // 100)
+    expected_cents, expected_units = purchase.amount_cents, purchase.credits_units
+    detail = (
+        f"Checkout session {session['id']} was paid {total} cents (subtotal {subtotal}); the purchase "
+        f"asked for {expected_cents} cents ({fee_cents} of them the card fee). Credited "
+        f"{from_units(credited)} USD instead of {from_units(expected_units)} USD."
+    )
+    logger.error("checkout amount mismatch for org %s: %s", purchase.organization_id, detail)
+    finding_record(
+        kind=FindingKind.CHECKOUT_MISMATCH,
+        subject=session["id"],
+        organization_id=purchase.organization_id,
+        expected=expected_units,
+        actual=credited,
+        detail=detail,
+    )
+    purchase.credits_units, purchase.amount_cents = credited, total
+    purchase.save(update_fields=["credits_units", "amount_cents"])
 
 
 def _on_session_failed(ev: StripeEvent, session: dict[str, Any], after: list[Any]) -> tuple[str, str]:
@@ -552,31 +585,103 @@ def _on_charge_refunded(ev: StripeEvent, charge: dict[str, Any], after: list[Any
 
 
 def _on_dispute(ev: StripeEvent, dispute: dict[str, Any], after: list[Any]) -> tuple[str, str]:
-    """Flag the organisation (no more purchases or auto top-ups) and record the dispute."""
+    """Record the dispute, hold the disputed credits against spending, and flag the organisation (no
+    more purchases or auto top-ups).
+
+    The hold is a ledger entry (kind `dispute`, negative), so the balance every reader derives, the
+    Redis mirror the hot path's holds reserve from included, leaves the disputed credits out at once.
+    It is the disputed share of what the purchase credited (less anything already refunded).
+    """
     charge_id = _id(dispute.get("charge")) or ""
     pi_id = _id(dispute.get("payment_intent"))
     purchase = _purchase_for_charge(charge_id, pi_id)
     if purchase is None:
         return StripeEventStatus.DEFERRED, pi_id or charge_id
+    disputed_cents = int(dispute.get("amount") or purchase.amount_cents)
+    if purchase.amount_cents <= 0 or disputed_cents >= purchase.amount_cents:
+        share = purchase.credits_units
+    else:
+        share = purchase.credits_units * disputed_cents // purchase.amount_cents
+    held = max(min(share, purchase.credits_units - purchase.refunded_units), 0)
     try:
         with transaction.atomic():
-            Dispute.objects.create(
+            record = Dispute.objects.create(
                 stripe_dispute_id=dispute["id"],
                 organization_id=purchase.organization_id,
                 purchase=purchase,
                 stripe_charge_id=charge_id,
-                amount_cents=int(dispute.get("amount") or 0),
+                amount_cents=disputed_cents,
                 reason=str(dispute.get("reason") or "")[:64],
                 status=str(dispute.get("status") or "")[:64],
+                held_units=held,
             )
     except IntegrityError:
         return StripeEventStatus.PROCESSED, ""
+    if held:
+        ledger_append(
+            organization_id=purchase.organization_id,
+            kind=EntryKind.DISPUTE,
+            amount_units=-held,
+            source=f"{record.stripe_dispute_id}:hold",
+            reason=f"Held while a payment dispute of ${disputed_cents / 100:,.2f} is open",
+        )
     Purchase.objects.filter(pk=purchase.pk).update(disputed=True)
     Organization.objects.filter(pk=purchase.organization_id).update(flagged=True)
     BillingProfile.objects.filter(pk=purchase.organization_id).update(
         auto_topup_enabled=False, auto_topup_notice="Auto top-up is off while a payment dispute is open."
     )
-    logger.warning("dispute %s on org %s: organisation flagged", dispute["id"], purchase.organization_id)
+    logger.warning(
+        "dispute %s on org %s: organisation flagged, %s USD held",
+        dispute["id"],
+        purchase.organization_id,
+        from_units(held),
+    )
+    # A close that arrived before this event waits for it.
+    transaction.on_commit(lambda: stripe_events_release(ref=record.stripe_dispute_id))
+    return StripeEventStatus.PROCESSED, ""
+
+
+# Closed dispute statuses where the money stays with us (Stripe: `won`; an inquiry that never became
+# a chargeback closes as `warning_closed`). Anything else closed (`lost`) reverses the purchase.
+DISPUTE_KEPT = ("won", "warning_closed")
+
+
+def _on_dispute_closed(ev: StripeEvent, dispute: dict[str, Any], after: list[Any]) -> tuple[str, str]:
+    """Release the dispute's hold; when it was lost, take the credits back for good (a refund entry).
+
+    The organisation stays flagged after a loss (a person decides what next) and is unflagged once it
+    has no dispute left open otherwise.
+    """
+    record = Dispute.objects.select_for_update().filter(stripe_dispute_id=dispute["id"]).first()
+    if record is None:
+        return StripeEventStatus.DEFERRED, dispute["id"]
+    if record.closed_at is not None:
+        return StripeEventStatus.PROCESSED, ""
+    status = str(dispute.get("status") or "")[:64]
+    org_id = record.organization_id
+    assert org_id is not None  # disputes are only recorded against a purchase
+    if record.held_units:
+        ledger_append(
+            organization_id=org_id,
+            kind=EntryKind.DISPUTE,
+            amount_units=record.held_units,
+            source=f"{record.stripe_dispute_id}:release",
+            reason=f"Payment dispute closed ({status or 'closed'}): hold released",
+        )
+    lost = status not in DISPUTE_KEPT
+    if lost and record.held_units:
+        ledger_append(
+            organization_id=org_id,
+            kind=EntryKind.REFUND,
+            amount_units=-record.held_units,
+            source=f"{record.stripe_dispute_id}:lost",
+            reason=f"Payment dispute lost: ${record.amount_cents / 100:,.2f} returned to the card holder",
+        )
+    record.status, record.closed_at = status, timezone.now()
+    record.save(update_fields=["status", "closed_at"])
+    if not lost and not Dispute.objects.filter(organization_id=org_id, closed_at__isnull=True).exists():
+        Organization.objects.filter(pk=org_id).update(flagged=False)
+    logger.warning("dispute %s on org %s closed: %s", record.stripe_dispute_id, org_id, status)
     return StripeEventStatus.PROCESSED, ""
 
 
@@ -616,6 +721,7 @@ _EVENT_HANDLERS: dict[str, Callable[[StripeEvent, dict[str, Any], list[Any]], tu
     "checkout.session.expired": _on_session_failed,
     "charge.refunded": _on_charge_refunded,
     "charge.dispute.created": _on_dispute,
+    "charge.dispute.closed": _on_dispute_closed,
     "payment_intent.succeeded": _on_intent,
     "payment_intent.payment_failed": _on_intent,
 }

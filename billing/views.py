@@ -146,13 +146,20 @@ def credits(request: DashboardRequest) -> HttpResponse:
 @dashboard_view()
 def credits_fee(request: DashboardRequest) -> HttpResponse:
     """htmx partial: the fee and total for the amount typed so far."""
+    return render(request, "dashboard/_fee.html", {"quote": _quote(_typed_amount(request.GET.get("amount")))})
+
+
+def _typed_amount(raw: str | None) -> Decimal | None:
+    """What someone is typing into an amount field, if it is a purchasable number of dollars (None
+    otherwise): arithmetic on `1e999999999` would overflow the decimal context, a 500."""
     try:
-        amount: Decimal | None = Decimal(request.GET.get("amount", "").strip() or "0")
+        amount = Decimal((raw or "").strip()[:32] or "0")
     except InvalidOperation:
-        amount = None
-    if amount is not None and not amount.is_finite():
-        amount = None
-    return render(request, "dashboard/_fee.html", {"quote": _quote(amount)})
+        return None
+    _, high = selectors.purchase_limits_usd()
+    if not amount.is_finite() or not 0 <= amount <= high:
+        return None
+    return amount.quantize(Decimal("0.01"))
 
 
 @dashboard_view(manage=True)

@@ -1,5 +1,6 @@
 """Rate limits on the hot path: requests and tokens per minute per key and per organisation, and the
-free tier's requests per minute and per UTC day per organisation.
+free tier's requests per minute and per UTC day per organisation and per person (across all the
+organisations of the key's user).
 
 Every limit that applies to a request is checked and taken in one step, all or nothing: one Lua call
 in full mode (Redis, so every web process shares the same buckets and clock), a few dict operations
@@ -146,6 +147,8 @@ DESCRIPTIONS = {
     "org_tpm": "the organisation's tokens per minute",
     "free_rpm": "free-model requests per minute",
     "free_rpd": "free-model requests per day (UTC)",
+    "free_user_rpm": "free-model requests per minute across your organisations",
+    "free_user_rpd": "free-model requests per day (UTC) across your organisations",
 }
 
 
@@ -250,16 +253,30 @@ async def buckets_for(key: KeyInfo, *, free: bool) -> list[Bucket]:
         out.append(Bucket("org_rpm", f"sy:rl:o{key.org_id}:r", "g", org_rpm, MINUTE_US))
     out += _token_buckets(key, 0)
     if free:
-        free_rpm = _setting("SWITCHYARD_FREE_REQUESTS_PER_MINUTE")
-        if free_rpm > 0:
-            out.append(Bucket("free_rpm", f"sy:rl:o{key.org_id}:fm", "g", free_rpm, MINUTE_US))
-        per_day = _setting("SWITCHYARD_FREE_REQUESTS_PER_DAY")
-        per_day_paid = _setting("SWITCHYARD_FREE_REQUESTS_PER_DAY_PURCHASED")
-        if per_day > 0 or per_day_paid > 0:
-            rpd = free_daily_limit(await purchased_units(key.org_id)) if per_day != per_day_paid else per_day
-            if rpd > 0:
-                day, end = utc_day_end_us()
-                out.append(Bucket("free_rpd", f"sy:rl:o{key.org_id}:fd:{day}", "w", rpd, end))
+        out += await _free_buckets(key)
+    return out
+
+
+async def _free_buckets(key: KeyInfo) -> list[Bucket]:
+    """The free tier's limits, per organisation and per person. Anyone can create organisations, so
+    the same limits also count the key's user (`KeyInfo.user_id`) across every organisation they are
+    in; the per-person daily limit is the one of the organisation the request comes from."""
+    out: list[Bucket] = []
+    user = key.user_id
+    free_rpm = _setting("SWITCHYARD_FREE_REQUESTS_PER_MINUTE")
+    if free_rpm > 0:
+        out.append(Bucket("free_rpm", f"sy:rl:o{key.org_id}:fm", "g", free_rpm, MINUTE_US))
+        if user is not None:
+            out.append(Bucket("free_user_rpm", f"sy:rl:u{user}:fm", "g", free_rpm, MINUTE_US))
+    per_day = _setting("SWITCHYARD_FREE_REQUESTS_PER_DAY")
+    per_day_paid = _setting("SWITCHYARD_FREE_REQUESTS_PER_DAY_PURCHASED")
+    if per_day > 0 or per_day_paid > 0:
+        rpd = free_daily_limit(await purchased_units(key.org_id)) if per_day != per_day_paid else per_day
+        if rpd > 0:
+            day, end = utc_day_end_us()
+            out.append(Bucket("free_rpd", f"sy:rl:o{key.org_id}:fd:{day}", "w", rpd, end))
+            if user is not None:
+                out.append(Bucket("free_user_rpd", f"sy:rl:u{user}:fd:{day}", "w", rpd, end))
     return out
 
 

@@ -89,6 +89,9 @@ def split_variant(slug: str) -> tuple[str, str | None]:
 # ---- preferences ----------------------------------------------------------------------------------
 
 
+MAX_PREFERENCE_NUMBER = Decimal("1e15")
+
+
 def _bad(field: str, message: str) -> BadRequest:
     return BadRequest(f"provider.{field}: {message}", metadata={"field": f"provider.{field}"})
 
@@ -102,6 +105,10 @@ def _number(field: str, value: Any) -> Decimal:
         raise _bad(field, "must be a number")
     if not number.is_finite() or number < 0:
         raise _bad(field, "must be a number >= 0")
+    # Far above any real price or throughput, and small enough that arithmetic on it (USD per million
+    # to picodollars per token) can never overflow the decimal context.
+    if number > MAX_PREFERENCE_NUMBER:
+        raise _bad(field, f"must be at most {MAX_PREFERENCE_NUMBER:.0e}")
     return number
 
 

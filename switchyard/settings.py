@@ -5,7 +5,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import secrets
 import sys
+import tempfile
 from datetime import timedelta
 from pathlib import Path
 
@@ -26,16 +28,40 @@ REDIS_URL = env_str("REDIS_URL", "")
 EMBEDDED = not REDIS_URL
 TESTING = "pytest" in sys.modules or env_bool("SWITCHYARD_TESTING", False)
 
-DEBUG = env_bool("DEBUG", not DATABASE_URL and not REDIS_URL)
-_DEV_SECRET = "switchyard-dev-only-secret-key-do-not-use-in-production-0123456789"
-if DEBUG:
-    SECRET_KEY = env_str("SECRET_KEY", _DEV_SECRET)
-else:
-    SECRET_KEY = env_str("SECRET_KEY", "")
-    if not SECRET_KEY:
+# LOCAL: the zero-services default (neither DATABASE_URL nor REDIS_URL), meant for one machine on
+# http://127.0.0.1: no SSL redirect or Secure-only cookies, static files without collectstatic.
+LOCAL = not DATABASE_URL and not REDIS_URL
+# Off unless asked for, in every mode: signed-up users must never see Django's technical error pages.
+DEBUG = env_bool("DEBUG", False)
+
+
+def _persisted_secret(path: Path) -> str:
+    """A random secret created once under var/ (owner-only) and read back on every later start, so
+    sessions and the provider keys encrypted with it survive restarts. Several processes may start at
+    once: the file is written aside and linked into place, and whoever links first wins."""
+    if not path.exists():
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".secret-")  # created 0600
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_urlsafe(50) + "\n")
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(tmp)
+    value = path.read_text().strip()
+    if len(value) < 50:
+        raise ImproperlyConfigured(f"{path} does not hold a usable secret key; delete it or set SECRET_KEY.")
+    return value
+
+
+SECRET_KEY = env_str("SECRET_KEY", "")
+if not SECRET_KEY:
+    if not (LOCAL or DEBUG):
         raise ImproperlyConfigured(
-            "SECRET_KEY is required when DEBUG is off (set SECRET_KEY in the environment)."
+            "SECRET_KEY is required with DATABASE_URL or REDIS_URL set (set SECRET_KEY in the environment)."
         )
+    SECRET_KEY = _persisted_secret(VAR_DIR / "secret_key")
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
@@ -94,23 +120,30 @@ TEMPLATES = [
 WSGI_APPLICATION = "switchyard.wsgi.application"
 ASGI_APPLICATION = "switchyard.asgi.application"
 
+# Every SQLite database, the default file or one a DATABASE_URL names: WAL lets readers go on while a
+# writer (the usage writer, a hold) commits; IMMEDIATE takes the write lock when a transaction starts,
+# so two writers queue on the busy timeout instead of one failing at once with "database is locked"
+# (a deferred transaction cannot wait to upgrade its read lock); 20 s of waiting outlasts any burst.
+SQLITE_OPTIONS = {
+    "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    "transaction_mode": "IMMEDIATE",
+    "timeout": 20,
+}
 if DATABASE_URL:
     DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)}
-    # Behind PgBouncer in transaction mode (README "Scale-out guide").
-    DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = env_bool(
-        "DATABASE_DISABLE_SERVER_SIDE_CURSORS", False
-    )
+    if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+        DATABASES["default"]["OPTIONS"] = {**SQLITE_OPTIONS, **DATABASES["default"].get("OPTIONS", {})}
+    else:
+        # Behind PgBouncer in transaction mode (README "Scale-out guide").
+        DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = env_bool(
+            "DATABASE_DISABLE_SERVER_SIDE_CURSORS", False
+        )
 else:
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": str(VAR_DIR / "switchyard.sqlite3"),
-            # WAL lets the web process read while a writer (usage writer, tests) commits.
-            "OPTIONS": {
-                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
-                "transaction_mode": "IMMEDIATE",
-                "timeout": 20,
-            },
+            "OPTIONS": dict(SQLITE_OPTIONS),
             # A file, not :memory:, so the test suite's server threads and subprocesses share it.
             # Per test run, so two runs on one machine never share (and delete) each other's database.
             "TEST": {"NAME": env_str("SWITCHYARD_TEST_DB", str(VAR_DIR / f"test-{os.getpid()}.sqlite3"))},
@@ -136,7 +169,7 @@ ACCOUNT_UNIQUE_EMAIL = True
 ACCOUNT_CHANGE_EMAIL = True
 ACCOUNT_LOGOUT_REDIRECT_URL = "/"
 ACCOUNT_EMAIL_SUBJECT_PREFIX = "[Switchyard] "
-ACCOUNT_DEFAULT_HTTP_PROTOCOL = "http" if DEBUG else "https"
+ACCOUNT_DEFAULT_HTTP_PROTOCOL = "http" if DEBUG or LOCAL else "https"
 
 # Email: SMTP when EMAIL_HOST is set; otherwise each message is a file under var/emails/ (embedded mode,
 # and the browser tests read the verification link from there).
@@ -176,14 +209,17 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 STATIC_ROOT.mkdir(exist_ok=True)
-WHITENOISE_USE_FINDERS = DEBUG or TESTING
+# Production serves the hashed, compressed copies `collectstatic` made (the Dockerfile runs it with
+# SWITCHYARD_STATIC_MANIFEST=1); `make run`, development and tests serve static/ as it is.
+SWITCHYARD_STATIC_MANIFEST = env_bool("SWITCHYARD_STATIC_MANIFEST", not (DEBUG or TESTING or LOCAL))
+WHITENOISE_USE_FINDERS = not SWITCHYARD_STATIC_MANIFEST
 STATICFILES_DIRS = [BASE_DIR / "static"] if (BASE_DIR / "static").exists() else []
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
-        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
-        if DEBUG or TESTING
-        else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        if SWITCHYARD_STATIC_MANIFEST
+        else "django.contrib.staticfiles.storage.StaticFilesStorage"
     },
 }
 
@@ -229,8 +265,12 @@ CELERY_BEAT_SCHEDULE = {
 # Encryption for stored provider keys (BYOK): first key encrypts, all decrypt.
 _enc = env_list("SWITCHYARD_ENCRYPTION_KEYS", [])
 if not _enc:
-    if not DEBUG:
-        raise ImproperlyConfigured("SWITCHYARD_ENCRYPTION_KEYS is required when DEBUG is off.")
+    # Embedded mode derives them from its persisted secret key; full mode must set its own (a key
+    # rotation then never depends on SECRET_KEY).
+    if not (LOCAL or DEBUG):
+        raise ImproperlyConfigured(
+            "SWITCHYARD_ENCRYPTION_KEYS is required with DATABASE_URL or REDIS_URL set."
+        )
     _enc = [base64.urlsafe_b64encode(hashlib.sha256(("enc:" + SECRET_KEY).encode()).digest()).decode()]
 SWITCHYARD_ENCRYPTION_KEYS = _enc
 # BYOK: requests served with an organisation's own provider key are charged this percent of the list
@@ -324,7 +364,7 @@ SWITCHYARD_IMAGE_FETCH_MAX_BYTES = env_int("SWITCHYARD_IMAGE_FETCH_MAX_BYTES", 1
 SWITCHYARD_IMAGE_FETCH_TIMEOUT_SECONDS = env_decimal("SWITCHYARD_IMAGE_FETCH_TIMEOUT_SECONDS", "10")
 SWITCHYARD_IMAGE_FETCH_MAX_REDIRECTS = env_int("SWITCHYARD_IMAGE_FETCH_MAX_REDIRECTS", 3)
 
-if not DEBUG:
+if not DEBUG and not LOCAL:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
     SESSION_COOKIE_SECURE = True
@@ -374,7 +414,7 @@ AXES_IPWARE_META_PRECEDENCE_ORDER = (
 
 # Production (README "Production"): JSON log lines carrying the request's generation id; graceful
 # shutdown deadline for in-flight streams; who may read /metrics; one beat per deployment.
-LOG_FORMAT = env_str("LOG_FORMAT", "plain" if DEBUG else "json")
+LOG_FORMAT = env_str("LOG_FORMAT", "plain" if DEBUG or LOCAL else "json")
 if LOG_FORMAT not in ("json", "plain"):
     raise ImproperlyConfigured(f"LOG_FORMAT must be json or plain, got {LOG_FORMAT!r}.")
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO")

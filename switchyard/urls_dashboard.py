@@ -19,6 +19,7 @@ urlpatterns = [
     path("dashboard/organizations/new", accounts_views.org_create, name="org-create"),
     path("dashboard/organizations/switch", accounts_views.org_switch, name="org-switch"),
     path("dashboard/members/", accounts_views.members, name="members"),
+    path("dashboard/members/leave", accounts_views.member_leave, name="member-leave"),
     path("dashboard/members/<int:member_id>/role", accounts_views.member_role, name="member-role"),
     path("dashboard/members/<int:member_id>/remove", accounts_views.member_remove, name="member-remove"),
     path(

@@ -246,8 +246,11 @@ def test_playground_key_is_per_user_hidden_and_reused(team):
     assert other != first
     playground = ApiKey.objects.filter(name="Playground", deleted_at__isnull=True)
     assert playground.count() == 2 and all(k.expires_at is not None for k in playground)
-    for who in ("owner", "member"):
-        assert "Playground" not in team.client(who).get("/dashboard/keys/").content.decode().split("<main")[1]
+    # Hidden from its user's key list; owners see (and can revoke) every playground key, labelled.
+    assert (
+        "Playground" not in team.client("member").get("/dashboard/keys/").content.decode().split("<main")[1]
+    )
+    assert "Playground key" in team.client("owner").get("/dashboard/keys/").content.decode().split("<main")[1]
     page = client.get("/dashboard/playground/").content.decode()
     assert first not in page
     assert client.get("/dashboard/playground/key").status_code == 405

@@ -128,6 +128,7 @@ class FakeStripe(ThreadedServer):
         self.payment_intents: dict[str, dict[str, Any]] = {}
         self.charges: dict[str, dict[str, Any]] = {}
         self.refunds: dict[str, dict[str, Any]] = {}
+        self.disputes: dict[str, dict[str, Any]] = {}
         self.requests: list[tuple[str, str, dict[str, Any]]] = []
         self.calls: Counter[str] = Counter()
         # payment method id -> "ok" | a card error code ("card_declined", "authentication_required", ...)
@@ -514,7 +515,22 @@ class FakeStripe(ThreadedServer):
             "reason": reason,
             "status": "needs_response",
         }
+        with self.lock:
+            self.disputes[dispute["id"]] = dispute
         return self.event("charge.dispute.created", dispute)
+
+    def dispute_close(self, dispute_id: str, *, won: bool) -> dict[str, Any]:
+        """The bank decides: `charge.dispute.closed` with status `won` (funds back) or `lost`."""
+        dispute = self.disputes[dispute_id]
+        dispute["status"] = "won" if won else "lost"
+        return self.event("charge.dispute.closed", dispute)
+
+    def discount(self, session_id: str, *, amount_off: int) -> None:
+        """A promotion code applied on the hosted page: the customer pays `amount_off` cents less."""
+        session = self.sessions[session_id]
+        with self.lock:
+            session["total_details"] = {"amount_discount": amount_off, "amount_tax": 0, "amount_shipping": 0}
+            session["amount_total"] = session["amount_subtotal"] - amount_off
 
     def charge_for_session(self, session_id: str) -> dict[str, Any]:
         return self.charges[

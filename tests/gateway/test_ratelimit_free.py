@@ -124,3 +124,46 @@ def test_free_daily_limit_counts_the_organisation_not_the_key(live, rl_catalog, 
     assert r.status_code == 200 and r.headers["x-ratelimit-remaining"] == "0"
     assert_rate_limited(post(live.api, a, body("rl/free")), "free_rpd")
     assert_rate_limited(post(live.api, b, body("rl/free")), "free_rpd")
+
+
+def test_free_limits_also_count_the_user_across_all_their_organisations(live, rl_catalog, settings):
+    """Anyone can create organisations, so the free tier also counts per person: the key's creating
+    user (or, for a key nobody in particular made, the organisation's owner) across every organisation."""
+    from accounts.models import Membership, Role
+    from tests.factories import UserFactory
+
+    settings.SWITCHYARD_FREE_REQUESTS_PER_MINUTE = 0  # isolate the daily limit
+    settings.SWITCHYARD_FREE_REQUESTS_PER_DAY = 2
+    user = UserFactory(email="multi@example.com")
+    first, second = make_org(credits=None), make_org(credits=None)
+    for org in (first, second):
+        Membership.objects.create(user=user, organization=org, role=Role.OWNER)
+    _, a = make_key(first, created_by=user)
+    _, b = make_key(second)  # made by a command: counts for the organisation's owner
+    assert post(live.api, a, body("rl/free")).status_code == 200
+    assert post(live.api, b, body("rl/free")).status_code == 200
+    error = assert_rate_limited(post(live.api, b, body("rl/free")), "free_user_rpd")
+    assert "across your organisations" in error["message"]
+    assert_rate_limited(post(live.api, a, body("rl/free")), "free_user_rpd")
+    # Someone else's organisation has its own allowance, and so has its owner.
+    other = make_org(credits=None)
+    Membership.objects.create(user=UserFactory(), organization=other, role=Role.OWNER)
+    _, c = make_key(other)
+    assert post(live.api, c, body("rl/free")).status_code == 200
+
+
+def test_free_per_minute_limit_counts_the_user_too(live, rl_catalog, settings):
+    from accounts.models import Membership, Role
+    from tests.factories import UserFactory
+
+    settings.SWITCHYARD_FREE_REQUESTS_PER_MINUTE = 2
+    user = UserFactory()
+    orgs = [make_org(credits=None) for _ in range(3)]
+    secrets = []
+    for org in orgs:
+        Membership.objects.create(user=user, organization=org, role=Role.OWNER)
+        secrets.append(make_key(org, created_by=user)[1])
+    started = time.monotonic()
+    statuses = [post(live.api, s, body("rl/free")).status_code for s in secrets]
+    if time.monotonic() - started < MINUTE / 2:  # one request refills every 30 s
+        assert statuses == [200, 200, 429]

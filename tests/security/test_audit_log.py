@@ -63,6 +63,7 @@ def test_dashboard_actions_are_recorded_with_actor_and_address(world):
         "invitation.created",
         "invitation.revoked",
         "member.role_changed",
+        "api_key.deleted",  # member2's key, revoked with the membership
         "member.removed",
         "provider_key.saved",
         "provider_key.updated",

@@ -87,6 +87,8 @@ OPS = [
         member=403,
         outsider=404,
     ),
+    # Leaving acts on the caller's own membership only (the last owner is refused with a message).
+    Op("member-leave", "post", _r("member-leave")),
     Op(
         "invitation-revoke",
         "post",

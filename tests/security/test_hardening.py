@@ -36,6 +36,10 @@ def _production_env(**extra: str) -> dict[str, str]:
         SECRET_KEY=secrets.token_urlsafe(50),
         SWITCHYARD_ENCRYPTION_KEYS=Fernet.generate_key().decode(),
         ALLOWED_HOSTS="switchyard.example.com",
+        # Production is full mode (the zero-services default is a local mode, served over plain http
+        # on 127.0.0.1: tests/security/test_embedded_defaults.py). Neither is connected to here.
+        DATABASE_URL="postgres://switchyard@db.switchyard.internal:5432/switchyard",
+        REDIS_URL="redis://redis.switchyard.internal:6379/0",
         SWITCHYARD_VAR_DIR=str(ROOT / "var" / "deploy-check"),
         **extra,
     )
