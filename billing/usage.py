@@ -40,9 +40,25 @@ TEXT_LIMITS = {
     "native_finish_reason": 64,
 }
 ERROR_LIMIT = 4000
+ATTEMPTS_MAX = 50
+ATTEMPT_TEXT_LIMIT = 1000
 GENERATION_ID_MAX = 40  # Generation.id
 COUNT_MAX = 2**31 - 1  # PositiveIntegerField
 MONEY_MAX = 2**63 - 1  # BigIntegerField
+
+
+def usage_event_bound(event: dict[str, Any]) -> dict[str, Any]:
+    """Clean and bound the free text of a usage event in place as it is built (model, provider,
+    reasons, error, attempts' messages from upstream): what is queued is small and storable. The
+    writer applies the same rules again (generation_fields), for events queued by anything else."""
+    for name, limit in TEXT_LIMITS.items():
+        if isinstance(event.get(name), str):
+            event[name] = clean_text(event[name], limit)
+    if isinstance(event.get("error"), str):
+        event["error"] = clean_text(event["error"], ERROR_LIMIT, prose=True)
+    if isinstance(event.get("attempts"), list):
+        event["attempts"] = clean_json(event["attempts"][:ATTEMPTS_MAX], limit=ATTEMPT_TEXT_LIMIT)
+    return event
 
 
 def _integer(ev: dict[str, Any], name: str, value: Any, *, lo: int = 0, hi: int = COUNT_MAX) -> int:
@@ -112,7 +128,7 @@ def generation_fields(ev: dict[str, Any]) -> dict[str, Any]:
         "ttft_ms": _optional(ev, "ttft_ms"),
         "generation_time_ms": _optional(ev, "generation_time_ms"),
         "error": clean_text(ev.get("error"), ERROR_LIMIT, prose=True),
-        "attempts": clean_json(attempts[:50], limit=1000),
+        "attempts": clean_json(attempts[:ATTEMPTS_MAX], limit=ATTEMPT_TEXT_LIMIT),
         "is_byok": bool(ev.get("byok")),
         "created_at": datetime.fromtimestamp(created, tz=UTC),
     }

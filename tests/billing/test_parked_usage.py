@@ -265,7 +265,9 @@ def test_poisoned_usage_never_blocks_another_organisations(live, poison_catalog)
 
         async def go() -> None:
             hold = await hold_place(org_id=a.pk, key_id=a_key.pk, amount_units=event["cost"])
-            await hold_settle(hold, cost_units=event["cost"], event=orjson.dumps(event), generation_id=event["gen"])
+            await hold_settle(
+                hold, cost_units=event["cost"], event=orjson.dumps(event), generation_id=event["gen"]
+            )
 
         assert live.loop is not None
         asyncio.run_coroutine_threadsafe(go(), live.loop).result(timeout=15)

@@ -41,9 +41,7 @@ def secret(live, sim_catalog) -> str:
 
 
 def _post(live: Any, secret: str, path: str, body: dict[str, Any]) -> httpx.Response:
-    return httpx.post(
-        live.api + path, json=body, headers={"Authorization": f"Bearer {secret}"}, timeout=30
-    )
+    return httpx.post(live.api + path, json=body, headers={"Authorization": f"Bearer {secret}"}, timeout=30)
 
 
 def _assert_names(resp: httpx.Response, path: str, field: str) -> None:
