@@ -118,4 +118,4 @@ def parked_mirrored_units_by_org() -> dict[int, int]:
         .values("org_id")
         .annotate(units=Sum("cost_units"))
     )
-    return {int(r["org_id"]): int(r["units"] or 0) for r in rows}
+    return {int(r["org_id"] or 0): int(r["units"] or 0) for r in rows}
