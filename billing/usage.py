@@ -301,8 +301,9 @@ def usage_events_store(
         if is_outage(exc):
             raise
         logger.warning(
-            "usage batch of %d event(s) failed (%s: %s); writing them one by one",
+            "usage batch of %d event(s) (%s) failed (%s: %s); writing them one by one",
             len(events),
+            _gen_ids(events),
             type(exc).__name__,
             clean_text(exc, 300, prose=True),
         )
