@@ -7,40 +7,95 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('billing', '0003_dispute_hold_checkout_mismatch'),
+        ("billing", "0003_dispute_hold_checkout_mismatch"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='auditfinding',
-            name='kind',
-            field=models.CharField(choices=[('balance_mismatch', 'Cached balance ≠ ledger sum'), ('usage_missing', 'Generation without its usage entry'), ('usage_mismatch', 'Usage entry ≠ generation cost'), ('usage_orphan', 'Usage entry without a generation'), ('mirror_drift', 'Redis mirror ≠ database'), ('hold_stuck', 'Hold past expiry not reaped'), ('purchase_stuck', 'Purchase pending too long'), ('checkout_mismatch', 'Checkout paid ≠ purchase price'), ('usage_parked', 'Usage event parked (not in the ledger)')], max_length=32),
+            model_name="auditfinding",
+            name="kind",
+            field=models.CharField(
+                choices=[
+                    ("balance_mismatch", "Cached balance ≠ ledger sum"),
+                    ("usage_missing", "Generation without its usage entry"),
+                    ("usage_mismatch", "Usage entry ≠ generation cost"),
+                    ("usage_orphan", "Usage entry without a generation"),
+                    ("mirror_drift", "Redis mirror ≠ database"),
+                    ("hold_stuck", "Hold past expiry not reaped"),
+                    ("purchase_stuck", "Purchase pending too long"),
+                    ("checkout_mismatch", "Checkout paid ≠ purchase price"),
+                    ("usage_parked", "Usage event parked (not in the ledger)"),
+                ],
+                max_length=32,
+            ),
         ),
         migrations.CreateModel(
-            name='ParkedUsageEvent',
+            name="ParkedUsageEvent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('generation_id', models.CharField(blank=True, db_index=True, max_length=64)),
-                ('org_id', models.BigIntegerField(blank=True, help_text="The event's organisation (no foreign key: it may be gone).", null=True)),
-                ('cost_units', models.BigIntegerField(default=0, help_text="The event's charge (picodollars).")),
-                ('raw', models.TextField(help_text='The event as received.')),
-                ('reason', models.TextField()),
-                ('status', models.CharField(choices=[('parked', 'Parked (not in the ledger)'), ('written', 'Written on retry'), ('dismissed', 'Dismissed (written off)')], default='parked', max_length=16)),
-                ('mirrored', models.BooleanField(default=False)),
-                ('attempts', models.PositiveIntegerField(default=1)),
-                ('first_seen_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('last_seen_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('resolved_at', models.DateTimeField(blank=True, null=True)),
-                ('note', models.CharField(blank=True, max_length=300)),
-                ('resolved_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("generation_id", models.CharField(blank=True, db_index=True, max_length=64)),
+                (
+                    "org_id",
+                    models.BigIntegerField(
+                        blank=True,
+                        help_text="The event's organisation (no foreign key: it may be gone).",
+                        null=True,
+                    ),
+                ),
+                (
+                    "cost_units",
+                    models.BigIntegerField(default=0, help_text="The event's charge (picodollars)."),
+                ),
+                ("raw", models.TextField(help_text="The event as received.")),
+                ("reason", models.TextField()),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("parked", "Parked (not in the ledger)"),
+                            ("written", "Written on retry"),
+                            ("dismissed", "Dismissed (written off)"),
+                        ],
+                        default="parked",
+                        max_length=16,
+                    ),
+                ),
+                ("mirrored", models.BooleanField(default=False)),
+                ("attempts", models.PositiveIntegerField(default=1)),
+                ("first_seen_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("last_seen_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("resolved_at", models.DateTimeField(blank=True, null=True)),
+                ("note", models.CharField(blank=True, max_length=300)),
+                (
+                    "resolved_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-first_seen_at'],
-                'indexes': [models.Index(fields=['status', 'org_id'], name='billing_par_status_28886e_idx')],
-                'constraints': [models.UniqueConstraint(condition=models.Q(('status', 'parked'), models.Q(('generation_id', ''), _negated=True)), fields=('generation_id',), name='parked_usage_open_unique')],
+                "ordering": ["-first_seen_at"],
+                "indexes": [models.Index(fields=["status", "org_id"], name="billing_par_status_28886e_idx")],
+                "constraints": [
+                    models.UniqueConstraint(
+                        condition=models.Q(
+                            ("status", "parked"), models.Q(("generation_id", ""), _negated=True)
+                        ),
+                        fields=("generation_id",),
+                        name="parked_usage_open_unique",
+                    )
+                ],
             },
         ),
     ]
