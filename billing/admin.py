@@ -1,4 +1,5 @@
-"""Admin for the ledger (read-only), holds, purchases, refunds, disputes, Stripe events and audit findings.
+"""Admin for the ledger (read-only), holds, purchases, refunds, disputes, Stripe events, audit findings
+and parked usage events.
 
 Grants and adjustments go through a service that records the reason and the acting admin."""
 
@@ -21,11 +22,14 @@ from billing.models import (
     Dispute,
     Hold,
     LedgerEntry,
+    ParkedUsageEvent,
+    ParkedUsageStatus,
     Purchase,
     Refund,
     StripeEvent,
 )
 from billing.money import from_units
+from billing.parking import parked_usage_dismiss, parked_usage_retry
 from switchyard.errors import SwitchyardError
 
 
@@ -270,6 +274,60 @@ class AuditFindingAdmin(ReadOnlyAdmin):
 
         report = books_audit_run()
         messages.info(request, f"Audit done: {len(report.findings)} finding(s), {report.repaired} repaired.")
+
+
+@admin.register(ParkedUsageEvent)
+class ParkedUsageEventAdmin(ReadOnlyAdmin):
+    """Usage the writers could not store (docs/operations-usage.md). Read-only: fix the cause, then
+    retry; an event that can never be written is dismissed (written off), with who and why."""
+
+    list_display = [
+        "first_seen_at",
+        "generation_id",
+        "org_id",
+        "cost",
+        "status",
+        "attempts",
+        "last_seen_at",
+        "short_reason",
+    ]
+    list_filter = ["status", "mirrored"]
+    search_fields = ["generation_id", "reason", "raw"]
+    date_hierarchy = "first_seen_at"
+    extra_readonly = ("cost",)
+    actions = ["retry_parked", "dismiss_parked"]
+
+    @admin.display(description="Cost (USD)")
+    def cost(self, obj: ParkedUsageEvent) -> str:
+        return _usd(obj.cost_units)
+
+    @admin.display(description="Reason")
+    def short_reason(self, obj: ParkedUsageEvent) -> str:
+        return obj.reason[:120]
+
+    def has_retry_permission(self, request: HttpRequest) -> bool:
+        return bool(request.user.is_superuser)
+
+    @admin.action(
+        description="Retry writing the selected events (after fixing the cause)", permissions=["retry"]
+    )
+    def retry_parked(self, request: HttpRequest, queryset: Any) -> None:
+        ids = list(queryset.filter(status=ParkedUsageStatus.PARKED).values_list("pk", flat=True))
+        result = parked_usage_retry(parked_ids=ids, user=request.user)
+        level = messages.SUCCESS if not result.still_parked else messages.WARNING
+        messages.add_message(
+            request,
+            level,
+            f"{result.written} written to the ledger, {result.still_parked} still parked (see their reason).",
+        )
+
+    @admin.action(description="Dismiss (write off) the selected events", permissions=["retry"])
+    def dismiss_parked(self, request: HttpRequest, queryset: Any) -> None:
+        ids = list(queryset.filter(status=ParkedUsageStatus.PARKED).values_list("pk", flat=True))
+        done = parked_usage_dismiss(
+            parked_ids=ids, user=request.user, note=f"dismissed in admin by {request.user}"
+        )
+        messages.info(request, f"{done} event(s) dismissed; their charge is written off.")
 
 
 @admin.register(BillingProfile)

@@ -254,6 +254,7 @@ class FindingKind(models.TextChoices):
     HOLD_STUCK = "hold_stuck", "Hold past expiry not reaped"
     PURCHASE_STUCK = "purchase_stuck", "Purchase pending too long"
     CHECKOUT_MISMATCH = "checkout_mismatch", "Checkout paid ≠ purchase price"
+    USAGE_PARKED = "usage_parked", "Usage event parked (not in the ledger)"
 
 
 class AuditFinding(models.Model):
@@ -284,3 +285,54 @@ class AuditFinding(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind}: {self.subject}"
+
+
+class ParkedUsageStatus(models.TextChoices):
+    PARKED = "parked", "Parked (not in the ledger)"
+    WRITTEN = "written", "Written on retry"
+    DISMISSED = "dismissed", "Dismissed (written off)"
+
+
+class ParkedUsageEvent(models.Model):
+    """A usage event the writer could not store even on its own (dead-letter table).
+
+    Written instead of blocking the batch it arrived in: the raw event is kept exactly as received
+    (JSON text; orjson escapes control characters, so it always fits a text column), with why it
+    failed. Its charge is not in the ledger until a retry writes it. `mirrored`: full mode moved the
+    cost into the Redis mirror's balance when parking (so the organisation cannot spend it meanwhile),
+    which the auditor allows for.
+    """
+
+    generation_id = models.CharField(max_length=64, blank=True, db_index=True)
+    org_id = models.BigIntegerField(
+        null=True, blank=True, help_text="The event's organisation (no foreign key: it may be gone)."
+    )
+    cost_units = models.BigIntegerField(default=0, help_text="The event's charge (picodollars).")
+    raw = models.TextField(help_text="The event as received.")
+    reason = models.TextField()
+    status = models.CharField(
+        max_length=16, choices=ParkedUsageStatus.choices, default=ParkedUsageStatus.PARKED
+    )
+    mirrored = models.BooleanField(default=False)
+    attempts = models.PositiveIntegerField(default=1)
+    first_seen_at = models.DateTimeField(default=timezone.now)
+    last_seen_at = models.DateTimeField(default=timezone.now)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    note = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        ordering = ["-first_seen_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["generation_id"],
+                condition=models.Q(status="parked") & ~models.Q(generation_id=""),
+                name="parked_usage_open_unique",
+            )
+        ]
+        indexes = [models.Index(fields=["status", "org_id"])]
+
+    def __str__(self) -> str:
+        return f"{self.generation_id or 'unnamed event'} ({self.status})"

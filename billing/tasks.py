@@ -12,7 +12,7 @@ from django.conf import settings
 
 import switchyard.celery  # noqa: F401  (binds these shared tasks to the configured app in any process)
 from billing.holds import USAGE_STREAM, holds_reap_expired, redis_usage_applied
-from billing.usage import usage_events_apply
+from billing.usage import event_mirrorable, usage_event_park, usage_events_store
 from switchyard.shared import redis_enabled, sync_redis
 
 logger = logging.getLogger("switchyard.usage")
@@ -54,17 +54,39 @@ def drain_once(max_batches: int = 20) -> int:
             batches.append(read[0][1])
         entries = batches.pop()
         events: list[dict] = []
-        by_org: dict[int, list[tuple[str, int, int | None]]] = {}
+        sids: dict[int, str] = {}  # id(event) -> its stream entry
+        unreadable: list[str] = []
         for stream_id, fields in entries:
             if not fields:
                 continue  # deleted under us by another consumer's APPLY: already done
             sid = stream_id.decode() if isinstance(stream_id, bytes) else stream_id
-            ev = orjson.loads(fields[b"e"] if b"e" in fields else fields["e"])
+            raw = fields[b"e"] if b"e" in fields else fields.get("e", b"")
+            try:
+                ev = orjson.loads(raw)
+                if not isinstance(ev, dict):
+                    raise ValueError("not a JSON object")
+            except ValueError as exc:  # orjson.JSONDecodeError is a ValueError
+                raw_bytes = raw if isinstance(raw, bytes) else str(raw).encode()
+                usage_event_park(event=None, raw=raw_bytes, reason=str(exc), mirrored=False)
+                unreadable.append(sid)
+                continue
+            sids[id(ev)] = sid
             events.append(ev)
-            by_org.setdefault(ev["org"], []).append((sid, int(ev.get("cost", 0)), ev.get("key")))
-        usage_events_apply(events)
+        # Isolates a bad event (parked; its cost still moves into the mirror below, so the
+        # organisation cannot spend what it owes). An outage raises: the batch stays unacked and is
+        # re-claimed, nothing parked.
+        stored = usage_events_store(events, mirrored=event_mirrorable)
+        by_org: dict[int, list[tuple[str, int, int | None]]] = {}
+        for ev in [*stored.written, *stored.parked]:
+            sid = sids[id(ev)]
+            if not event_mirrorable(ev):
+                unreadable.append(sid)  # no organisation or cost to move: just take it off the stream
+                continue
+            by_org.setdefault(ev["org"], []).append((sid, ev.get("cost", 0), ev.get("key")))
         for org_id, pairs in by_org.items():
             redis_usage_applied(org_id, pairs)
+        if unreadable:
+            client.xdel(USAGE_STREAM, *unreadable)
         ids = [e[0] for e in entries]
         if ids:
             client.xack(USAGE_STREAM, GROUP, *ids)

@@ -143,9 +143,12 @@ def generation_pending(*, organization_id: int, generation_id: str) -> Generatio
     from billing.usage import generation_fields
 
     ev = pending_generation_event(generation_id)
-    if ev is None or int(ev.get("org", 0)) != organization_id:
+    if ev is None or ev.get("org") != organization_id:
         return None
-    return Generation(id=generation_id, **generation_fields(ev))
+    try:
+        return Generation(id=generation_id, **generation_fields(ev))
+    except ValueError:  # an event the writer will park: it has no record to show
+        return None
 
 
 def generation_data(g: Generation) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 
 /healthz answers 200 while the process can run its event loop (no I/O). /readyz answers 200 only when
 the database answers, Redis answers (full mode), every migration is applied and the process is not
-draining for shutdown; otherwise 503 with the failing checks named. Both are served before Django
+draining for shutdown; otherwise 503 with the failing checks named. It also reports how many usage
+events are parked (informational: they never make a process unready). Both are served before Django
 (see switchyard/asgi.py), so they cost no middleware and never touch a session.
 """
 
@@ -51,8 +52,9 @@ def unapplied_migrations() -> list[str]:
     return [f"{migration.app_label}.{migration.name}" for migration, backwards in plan if not backwards]
 
 
-def _database_check() -> list[str]:
-    """SELECT 1, then the migration plan (cached while it is empty). Returns unapplied migrations."""
+def _database_check() -> tuple[list[str], int | None]:
+    """SELECT 1, then the migration plan (cached while it is empty), then how many usage events are
+    parked. Returns (unapplied migrations, parked events; None before the table exists)."""
     global _migrations_ok_at
     from django.db import close_old_connections, connection
 
@@ -60,11 +62,14 @@ def _database_check() -> list[str]:
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
     now = time.monotonic()
-    if _migrations_ok_at is not None and now - _migrations_ok_at < MIGRATIONS_RECHECK_SECONDS:
-        return []
-    pending = unapplied_migrations()
-    _migrations_ok_at = None if pending else now
-    return pending
+    if _migrations_ok_at is None or now - _migrations_ok_at >= MIGRATIONS_RECHECK_SECONDS:
+        pending = unapplied_migrations()
+        _migrations_ok_at = None if pending else now
+        if pending:
+            return pending, None
+    from billing.parking import parked_usage_totals
+
+    return [], parked_usage_totals()[0]
 
 
 async def readiness() -> tuple[bool, dict[str, Any]]:
@@ -74,11 +79,14 @@ async def readiness() -> tuple[bool, dict[str, Any]]:
 
     checks: dict[str, Any] = {}
     try:
-        pending = await asyncio.wait_for(
+        pending, parked = await asyncio.wait_for(
             sync_to_async(_database_check, thread_sensitive=False)(), CHECK_TIMEOUT_SECONDS
         )
         checks["database"] = "ok"
         checks["migrations"] = "ok" if not pending else {"unapplied": pending}
+        # Reported, never a reason to be unready: parked usage needs an operator, not fewer web
+        # processes (docs/operations-usage.md).
+        checks["usage_parked"] = parked
     except Exception as exc:
         checks["database"] = f"unreachable: {type(exc).__name__}"
         checks["migrations"] = "unknown"

@@ -2,7 +2,7 @@
 
 Per-request figures are recorded once per request, in its settlement task (off the response path):
 requests by kind and outcome, latency and time-to-first-token histograms, tokens, cost, and upstream
-errors by provider. Shared state (open holds, the usage queue, Celery's queue, circuit states) lives
+errors by provider. Shared state (open holds, the usage queue, parked usage, Celery's queue, circuit states) lives
 in Redis (or the database in embedded mode) and is read when /metrics is scraped, so every web
 process reports the same deployment-wide numbers.
 
@@ -139,7 +139,21 @@ async def state_families() -> list[Metric]:
         "Circuit breaker per endpoint: 0 closed, 1 half-open, 2 open.",
         labels=["endpoint_id", "provider", "model"],
     )
-    families: list[Metric] = [holds, usage, circuits]
+    parked_events = GaugeMetricFamily(
+        "switchyard_usage_parked_events",
+        "Usage events the writers could not store and parked (not in the ledger until retried; admin: "
+        "Parked usage events). Anything above 0 needs an operator.",
+    )
+    parked_usd = GaugeMetricFamily(
+        "switchyard_usage_parked_usd", "USD of the parked usage events (float; the table is exact)."
+    )
+    families: list[Metric] = [holds, usage, circuits, parked_events, parked_usd]
+    try:
+        count, units = await sync_to_async(_parked_totals, thread_sensitive=False)()
+        parked_events.add_metric([], count)
+        parked_usd.add_metric([], units / UNITS_PER_USD)
+    except Exception:  # the database is away: /readyz says so; the other figures still render
+        logger.exception("could not read the parked usage totals")
     if redis_enabled():
         pipe = async_redis().pipeline(transaction=False)
         pipe.zcard(HOLDS_ZSET)
@@ -172,6 +186,15 @@ async def state_families() -> list[Metric]:
             state = 0 if since is None else (2 if now - since < BREAKER_COOLDOWN else 1)
             circuits.add_metric([str(ep.id), ep.provider_slug, model.slug], state)
     return families
+
+
+def _parked_totals() -> tuple[int, int]:
+    from django.db import close_old_connections
+
+    from billing.parking import parked_usage_totals
+
+    close_old_connections()
+    return parked_usage_totals()
 
 
 def _embedded_open_holds() -> int:

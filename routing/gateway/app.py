@@ -22,6 +22,7 @@ import orjson
 from accounts.keys import KeyInfo, key_lookup
 from billing.holds import HoldRef, hold_cap, hold_place, hold_settle, hold_settle_now
 from billing.money import from_units, json_default, json_number
+from billing.usage import usage_event_bound
 from routing.adapters.base import CallContext, Completion, UpstreamFailure, Usage, platform_key, scrub
 from routing.adapters.registry import adapter_for
 from routing.byok import BYOK_FAULTS, byok_api_key, byok_candidates, byok_failure, is_byok
@@ -362,6 +363,7 @@ class Run:
             "attempts": self.public_attempts(),
             "created": self.created,
         }
+        usage_event_bound(event)  # provider text (errors, finish reasons) is untrusted: cleaned, bounded
         settlement = {
             "cost_units": cost or 0,
             "event": orjson.dumps(event),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from switchyard.errors import BadRequest
+from switchyard.text import has_control
 
 ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
 PART_TYPES = {"text", "image_url", "input_audio", "file"}
@@ -13,6 +14,9 @@ MAX_TOKENS_CAP = 1_000_000
 MAX_STOP = 4
 MAX_TOOLS = 256
 MAX_MODELS = 10
+# The generation record's `model` column (routing.models.Generation): an id that long is also longer
+# than any catalog slug (Model.slug is 128), so no real model is refused.
+MAX_MODEL_ID = 128
 
 
 def _fail(field: str, message: str) -> BadRequest:
@@ -156,20 +160,35 @@ def _stop(body: dict[str, Any]) -> None:
         raise _fail("stop", f"must be a string or a list of at most {MAX_STOP} strings")
 
 
+def _model_id(field: str, value: Any) -> str:
+    """One model id: a non-empty string without control characters, at most MAX_MODEL_ID long."""
+    if not isinstance(value, str) or not value.strip():
+        raise _fail(field, "must be a model id such as openai/gpt-4o-mini")
+    if has_control(value):
+        raise _fail(field, "must not contain control characters")
+    model = value.strip()
+    if len(model) > MAX_MODEL_ID:
+        raise _fail(field, f"must be at most {MAX_MODEL_ID} characters, got {len(model)}")
+    return model
+
+
 def _models(body: dict[str, Any]) -> list[str]:
     model = body.get("model")
     fallbacks = body.get("models")
     out: list[str] = []
     if model is not None:
-        if not isinstance(model, str) or not model.strip():
-            raise _fail("model", "must be a model id such as openai/gpt-4o-mini")
-        out.append(model.strip())
+        out.append(_model_id("model", model))
     if fallbacks is not None:
-        if not isinstance(fallbacks, list) or not all(isinstance(m, str) and m for m in fallbacks):
+        if not isinstance(fallbacks, list):
             raise _fail("models", "must be a list of model ids")
         if len(fallbacks) > MAX_MODELS:
             raise _fail("models", f"at most {MAX_MODELS} models")
-        out.extend(m for m in fallbacks if m not in out)
+        for i, entry in enumerate(fallbacks):
+            if not isinstance(entry, str) or not entry:
+                raise _fail("models", "must be a list of model ids")
+            checked = _model_id(f"models[{i}]", entry)
+            if checked not in out:
+                out.append(checked)
     if not out:
         raise _fail("model", "is required")
     return out

@@ -21,6 +21,7 @@ class Command(BaseCommand):
             "uncharged_units",
             "holds_outstanding_units",
             "mirror_drift_units",
+            "usage_parked_units",
         }
         for name, value in report.as_dict().items():
             if name == "findings":
@@ -29,4 +30,10 @@ class Command(BaseCommand):
             self.stdout.write(f"{name}: {shown}")
         for finding in report.findings:
             self.stdout.write(f"finding: {finding}")
+        if report.usage_parked:
+            self.stdout.write(
+                f"{report.usage_parked} usage event(s) parked, "
+                f"{from_units(report.usage_parked_units).normalize():f} USD not in the ledger "
+                "(admin: Parked usage events; docs/operations-usage.md)"
+            )
         self.stdout.write("books balance" if report.clean else f"{len(report.findings)} finding(s)")
