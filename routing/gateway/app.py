@@ -24,7 +24,14 @@ from billing.holds import HoldRef, hold_cap, hold_place, hold_settle, hold_settl
 from billing.money import from_units, json_default, json_number
 from routing.adapters.base import CallContext, Completion, UpstreamFailure, Usage, platform_key, scrub
 from routing.adapters.registry import adapter_for
-from routing.byok import BYOK_FAULTS, byok_api_key, byok_candidates, byok_failure, is_byok
+from routing.byok import (
+    BYOK_FAULTS,
+    byok_api_key,
+    byok_candidates,
+    byok_failure,
+    byok_providers,
+    is_byok,
+)
 from routing.catalog.snapshot import EndpointInfo, catalog
 from routing.gateway import tokens
 from routing.gateway.cost import cost_units, worst_case_units
@@ -921,6 +928,7 @@ async def handle_front(scope: dict[str, Any], receive: Any, send: Any, front: Fr
             org_defaults=key.routing_defaults,
             prompt_estimate=bound.size // 4,
             rng=_rng,
+            keyed_providers=await byok_providers(key.org_id),
         )
         candidates = front.admit(req, await byok_candidates(key.org_id, candidates))
         # After routing, when it is known whether the request is on the free tier; in full mode the
