@@ -1042,6 +1042,24 @@ async def handle_models_list(scope: dict[str, Any], send: Any) -> None:
     await _send_json(send, 200, {"data": data}, [(b"vary", b"Accept")])
 
 
+API_PREFIX = "/api/"
+HTTPS_REQUIRED = (
+    "This API is served over HTTPS only: call it with https:// (through the TLS proxy in front of "
+    "Switchyard). A server on a private network without TLS sets SWITCHYARD_PLAIN_HTTP=1."
+)
+
+
+def _plain_http(scope: dict[str, Any]) -> bool:
+    """An insecure call as Django's SECURE_PROXY_SSL_HEADER sees it: neither TLS to this process (or a
+    trusted proxy uvicorn already applied) nor `X-Forwarded-Proto: https` from the proxy."""
+    if scope.get("scheme") == "https":
+        return False
+    for name, value in scope.get("headers") or ():
+        if name == b"x-forwarded-proto":
+            return value.split(b",", 1)[0].strip().lower() != b"https"
+    return True
+
+
 class GatewayApp:
     """Routes the hot-path paths to their async handlers and everything else to Django."""
 
@@ -1049,6 +1067,15 @@ class GatewayApp:
         self.django_app = django_app
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if (
+            scope["type"] == "http"
+            and scope.get("path", "").startswith(API_PREFIX)
+            and setting("SECURE_SSL_REDIRECT")
+            and _plain_http(scope)
+        ):
+            # One answer for the whole API where production redirects browsers to HTTPS.
+            await _send_json(send, 403, error_body(403, HTTPS_REQUIRED))
+            return
         handler = ROUTES.get(scope.get("path", "")) if scope["type"] == "http" else None
         if handler is None and scope["type"] == "http" and scope["method"] == "GET":
             if scope["path"] == MODELS_PATH:
