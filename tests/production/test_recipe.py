@@ -132,7 +132,7 @@ def test_the_production_recipe_runs_as_written_from_a_clean_clone(tmp_path, fres
         assert key.startswith("sk-sy-v1-")
 
         for i, line in enumerate(adapt(blocks["processes"][0]).strip().splitlines()):
-            out = open(logs / f"process-{i}.log", "wb")  # noqa: SIM115  (closed with the process)
+            out = open(logs / f"process-{i}.log", "wb")
             processes.append(
                 subprocess.Popen(
                     ["bash", "-c", load + "exec " + line],
