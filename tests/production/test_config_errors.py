@@ -63,7 +63,7 @@ def test_missing_encryption_keys_names_them_and_prints_the_command(tmp_path):
 
 def test_the_asgi_entry_point_prints_one_line_too(tmp_path):
     proc = _run(
-        ["-m", "uvicorn", "switchyard.asgi:application", "--port", str(free_port())], tmp_path, DEBUG="0"
+        ["-m", "uvicorn", "switchyard.asgi:application", "--port", str(free_port())], tmp_path, **FULL
     )
     assert "SECRET_KEY" in _one_line(proc)
 
