@@ -347,7 +347,7 @@ def report(results: list[dict[str, Any]]) -> None:
 
 
 def main() -> None:
-    logdir = ROOT / "var" / "bench-failover"
+    logdir = ROOT / "bench" / "results" / "failover"  # ignored by git (.gitignore)
     logdir.mkdir(parents=True, exist_ok=True)
     e = env()
     try:

@@ -199,7 +199,10 @@ def main() -> None:
     for name in client.scan_iter(match="sy:*", count=1000):
         client.delete(name)
     upstream = FakeOpenAIUpstream().start()
-    logdir = Path(tempfile.mkdtemp(prefix="soak-"))
+    # Raw outputs go with the other benchmarks' (bench/results/, ignored by git).
+    results = Path(__file__).resolve().parent / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    logdir = Path(tempfile.mkdtemp(prefix="soak-", dir=results))
     cat = logdir / "catalog.yaml"
     cat.write_text(catalog_yaml(int(upstream.base_url.rsplit(":", 1)[1].split("/")[0])))
     call_command("load_catalog", str(cat), verbosity=0)

@@ -59,6 +59,9 @@ class ByokEndpoint(EndpointInfo):
     provider_key_id: int
     api_key: str = field(repr=False)
 
+    def missing_key_env(self) -> str:
+        return ""  # reached with the organisation's key, not the platform's
+
 
 _ENDPOINT_FIELDS = tuple(f.name for f in dataclasses.fields(EndpointInfo))
 
@@ -124,7 +127,7 @@ def byok_plan(candidates: list[Candidate], keys: dict[str, OrgProviderKey]) -> l
             continue
         if key.api_key:
             first.append(Candidate(model=cand.model, endpoint=byok_endpoint(cand.endpoint, key)))
-        if key.allow_platform_fallback:
+        if key.allow_platform_fallback and not cand.endpoint.missing_key_env():
             rest.append(cand)
     planned = first + rest
     if not planned:
@@ -140,6 +143,12 @@ def byok_plan(candidates: list[Candidate], keys: dict[str, OrgProviderKey]) -> l
 
 async def byok_candidates(org_id: int, candidates: list[Candidate]) -> list[Candidate]:
     return byok_plan(candidates, await org_provider_keys(org_id))
+
+
+async def byok_providers(org_id: int) -> frozenset[str]:
+    """Slugs of the providers the organisation has a usable key for: the router keeps their endpoints
+    even when the platform key is not set (byok_candidates then applies the key)."""
+    return frozenset(slug for slug, key in (await org_provider_keys(org_id)).items() if key.api_key)
 
 
 # --- the per-process cache --------------------------------------------------------------------------

@@ -252,6 +252,9 @@ def _max_price_excludes(ep: EndpointInfo, max_price: dict[str, Decimal]) -> str 
     return None
 
 
+NO_KEY = "no platform key: "
+
+
 def _exclusion(
     model: ModelInfo,
     ep: EndpointInfo,
@@ -259,9 +262,14 @@ def _exclusion(
     prefs: dict[str, Any],
     variant: str | None,
     prompt_estimate: int,
+    keyed: frozenset[str],
 ) -> str | None:
     """Why this endpoint cannot serve the request, or None when it can."""
     slug, name = ep.provider_slug, ep.provider_name
+    key_env = ep.missing_key_env()
+    if key_env and slug not in keyed:
+        # Trying it would only send an empty key upstream and fail there, seconds later.
+        return f"{NO_KEY}{key_env} is not set"
     if variant == "free" and not ep.is_free:
         return "not free (:free variant)"
     if "only" in prefs and slug not in prefs["only"] and name not in prefs["only"]:
@@ -409,6 +417,7 @@ def _plan(
     org_defaults: dict[str, Any] | None,
     prompt_estimate: int,
     rng: random.Random,
+    keyed: frozenset[str] = frozenset(),
 ) -> tuple[list[Candidate], dict[str, Any]]:
     prefs = merge_preferences(org_defaults or {}, req.get("provider"))
     now = time.time()
@@ -438,7 +447,7 @@ def _plan(
             continue
         fitting = []
         for ep in model.endpoints:
-            why = _exclusion(model, ep, req, prefs, variant, prompt_estimate)
+            why = _exclusion(model, ep, req, prefs, variant, prompt_estimate, keyed)
             if why is None:
                 fitting.append(ep)
             else:
@@ -470,10 +479,29 @@ def _plan(
     candidates = _apply_breakers(candidates, now)
     if not candidates:
         raise NoProviderAvailable(
-            "No provider can serve this request with the given preferences.",
-            metadata={"models": req["_models"], "excluded": reasons},
+            _no_provider_message(reasons), metadata={"models": req["_models"], "excluded": reasons}
         )
     return candidates, prefs
+
+
+def _no_provider_message(reasons: dict[str, str]) -> str:
+    """The 503's message; it names the platform-key variables when their absence excluded endpoints."""
+    missing = sorted(
+        {why.removeprefix(NO_KEY).split(" ", 1)[0] for why in reasons.values() if why.startswith(NO_KEY)}
+    )
+    if not missing:
+        return "No provider can serve this request with the given preferences."
+    names = " and ".join(missing)
+    if all(why.startswith(NO_KEY) for why in reasons.values()):
+        return (
+            f"No provider can serve this model here: {names} {'is' if len(missing) == 1 else 'are'} not set "
+            "on the server (the operator sets the platform key; or add your organisation's own key under "
+            "Settings → Provider keys)."
+        )
+    return (
+        "No provider can serve this request with the given preferences "
+        f"(endpoints without a platform key were skipped: {names} not set)."
+    )
 
 
 def plan(
@@ -483,10 +511,12 @@ def plan(
     org_defaults: dict[str, Any] | None = None,
     prompt_estimate: int = 0,
     rng: random.Random | None = None,
+    keyed_providers: frozenset[str] = frozenset(),
 ) -> list[Candidate]:
     """All candidates for the request, in the order to try them (model fallbacks after, unless a
-    `sort` with `partition: "none"` or a performance preference mixes them)."""
-    return _plan(snapshot, req, org_defaults, prompt_estimate, rng or random.Random())[0]
+    `sort` with `partition: "none"` or a performance preference mixes them). Endpoints whose platform
+    key is not set are excluded unless their provider is in `keyed_providers` (the organisation's BYOK)."""
+    return _plan(snapshot, req, org_defaults, prompt_estimate, rng or random.Random(), keyed_providers)[0]
 
 
 # ---- sticky routing -------------------------------------------------------------------------------
@@ -525,6 +555,7 @@ async def route(
     org_defaults: dict[str, Any] | None = None,
     prompt_estimate: int = 0,
     rng: random.Random | None = None,
+    keyed_providers: frozenset[str] = frozenset(),
 ) -> list[Candidate]:
     """`plan()`, then sticky routing: an organisation's repeated requests to a model with the same
     opening go to the endpoint that answered last time while it is healthy, so its prompt cache hits.
@@ -534,7 +565,9 @@ async def route(
     reads are cheaper than fresh prompt tokens. The endpoint that answers is remembered for
     SWITCHYARD_STICKY_TTL_SECONDS when the request settles (routing.health)."""
     sticky_context.set(None)
-    candidates, prefs = _plan(snapshot, req, org_defaults, prompt_estimate, rng or random.Random())
+    candidates, prefs = _plan(
+        snapshot, req, org_defaults, prompt_estimate, rng or random.Random(), keyed_providers
+    )
     if (
         prefs.get("order")
         or prefs.get("sort")

@@ -6,6 +6,7 @@ from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
+from django.conf import settings
 from django.db.models import Count, F, QuerySet, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
@@ -53,14 +54,32 @@ def cheapest_endpoint(m: ModelInfo) -> EndpointInfo | None:
     return min(m.endpoints, key=lambda e: (e.prompt_units + e.completion_units, e.provider_slug))
 
 
+def _unavailable_reason(endpoints: tuple[EndpointInfo, ...] | list[EndpointInfo]) -> str | None:
+    """Why none of these endpoints can answer on this server (their platform keys are not set), or None
+    when one can. Organisations with their own key (BYOK) for the provider can still use them."""
+    missing = [ep.missing_key_env() for ep in endpoints]
+    if not endpoints or not all(missing):
+        return None
+    return f"no platform key on this server: {', '.join(sorted(set(missing)))} not set (BYOK still works)"
+
+
+def _listed(m: ModelInfo) -> bool:
+    """Whether the catalog readers show the model: it has endpoints, and it can answer here unless
+    SWITCHYARD_HIDE_UNAVAILABLE_MODELS is on (the admin's switch to hide models without a platform key)."""
+    if not m.endpoints:
+        return False
+    return not (settings.SWITCHYARD_HIDE_UNAVAILABLE_MODELS and _unavailable_reason(m.endpoints))
+
+
 def model_list(*, snapshot: Snapshot, search: str | None = None) -> list[dict[str, Any]]:
     out = []
     for m in snapshot.models.values():
-        if not m.endpoints:
+        if not _listed(m):
             continue
         if search and search.lower() not in (m.slug + " " + m.name).lower():
             continue
         top = cheapest_endpoint(m)
+        reason = _unavailable_reason(m.endpoints)
         params: set[str] = set()
         for ep in m.endpoints:
             params |= ep.supported_parameters
@@ -81,6 +100,9 @@ def model_list(*, snapshot: Snapshot, search: str | None = None) -> list[dict[st
                 },
                 "per_request_limits": None,
                 "supported_parameters": sorted(params),
+                # Not OpenRouter's: whether this server can answer for the model (a platform key is set).
+                "available": reason is None,
+                "unavailable_reason": reason,
             }
         )
     return out
@@ -119,6 +141,8 @@ def model_endpoints(
                 "ttft_last_30m": stats.get("ttft_ms"),
                 "requests_last_30m": stats.get("requests", 0),
                 "circuit": stats.get("circuit", "closed"),
+                "available": not ep.missing_key_env(),
+                "unavailable_reason": _unavailable_reason([ep]),
             }
         )
     return {
@@ -217,6 +241,7 @@ def _endpoint_row(ep: EndpointInfo) -> dict[str, Any]:
         "supported_parameters": sorted(ep.supported_parameters),
         "data_policy": ep.data_policy,
         "is_free": ep.is_free,
+        "missing_key_env": ep.missing_key_env(),
     }
 
 
@@ -237,6 +262,7 @@ def _model_row(m: ModelInfo) -> dict[str, Any]:
         "provider_slugs": sorted({e.provider_slug for e in m.endpoints}),
         "endpoint_count": len(m.endpoints),
         "is_free": bool(top and top.is_free),
+        "unavailable_reason": _unavailable_reason(m.endpoints),
     }
 
 
@@ -259,7 +285,7 @@ def catalog_browse(
     rows = []
     needle = search.strip().lower()
     for m in snapshot.models.values():
-        if not m.endpoints:
+        if not _listed(m):
             continue
         if needle and needle not in f"{m.slug} {m.name} {m.description}".lower():
             continue
@@ -305,7 +331,7 @@ def catalog_facets(*, snapshot: Snapshot) -> dict[str, Any]:
 
 
 def catalog_model_count(*, snapshot: Snapshot) -> int:
-    return sum(1 for m in snapshot.models.values() if m.endpoints)
+    return sum(1 for m in snapshot.models.values() if _listed(m))
 
 
 def catalog_model_detail(*, snapshot: Snapshot, slug: str) -> dict[str, Any] | None:

@@ -4,14 +4,22 @@ import os
 from typing import Any
 
 from django.core.asgi import get_asgi_application
+from django.core.exceptions import ImproperlyConfigured
+
+from switchyard.env import config_error_line
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "switchyard.settings")
-django_app = get_asgi_application()
+try:
+    django_app = get_asgi_application()
+except ImproperlyConfigured as exc:
+    # One line naming the variable, not a traceback through the ASGI server's import machinery.
+    raise SystemExit(config_error_line(exc))
 
-from routing.gateway.app import GatewayApp  # noqa: E402  (needs Django set up first)
-from switchyard import drain  # noqa: E402
-from switchyard.health import healthz_endpoint, readyz_endpoint  # noqa: E402
-from switchyard.metrics import metrics_endpoint  # noqa: E402
+# These need Django set up first (get_asgi_application above).
+from routing.gateway.app import GatewayApp
+from switchyard import drain
+from switchyard.health import healthz_endpoint, readyz_endpoint
+from switchyard.metrics import metrics_endpoint
 
 OPS_ROUTES: dict[str, Any] = {
     "/healthz": healthz_endpoint,

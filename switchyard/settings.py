@@ -11,10 +11,9 @@ import tempfile
 from datetime import timedelta
 from pathlib import Path
 
-import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from switchyard.env import env_bool, env_decimal, env_int, env_list, env_str
+from switchyard.env import env_bool, env_database, env_decimal, env_int, env_list, env_redis_url, env_str
 from switchyard.logging import logging_config
 from switchyard.sso import social_providers
 
@@ -23,7 +22,7 @@ VAR_DIR = Path(env_str("SWITCHYARD_VAR_DIR", str(BASE_DIR / "var")))
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 
 DATABASE_URL = env_str("DATABASE_URL", "")
-REDIS_URL = env_str("REDIS_URL", "")
+REDIS_URL = env_redis_url("REDIS_URL")
 # Embedded mode: one machine, zero services. Full mode: PostgreSQL + Redis + Celery workers.
 EMBEDDED = not REDIS_URL
 TESTING = "pytest" in sys.modules or env_bool("SWITCHYARD_TESTING", False)
@@ -59,7 +58,8 @@ SECRET_KEY = env_str("SECRET_KEY", "")
 if not SECRET_KEY:
     if not (LOCAL or DEBUG):
         raise ImproperlyConfigured(
-            "SECRET_KEY is required with DATABASE_URL or REDIS_URL set (set SECRET_KEY in the environment)."
+            'SECRET_KEY is required with DATABASE_URL or REDIS_URL set: export SECRET_KEY="$(python3 -c '
+            "'import secrets; print(secrets.token_urlsafe(50))')\" (or DEBUG=1 for development)."
         )
     SECRET_KEY = _persisted_secret(VAR_DIR / "secret_key")
 
@@ -129,12 +129,14 @@ SQLITE_OPTIONS = {
     "transaction_mode": "IMMEDIATE",
     "timeout": 20,
 }
-if DATABASE_URL:
-    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)}
+# env_database refuses schemes other than PostgreSQL and SQLite, and a malformed URL, by name.
+_database = env_database("DATABASE_URL", conn_max_age=60, conn_health_checks=True)
+if _database:
+    DATABASES = {"default": _database}
     if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         DATABASES["default"]["OPTIONS"] = {**SQLITE_OPTIONS, **DATABASES["default"].get("OPTIONS", {})}
     else:
-        # Behind PgBouncer in transaction mode (README "Scale-out guide").
+        # Behind PgBouncer in transaction mode (docs/operations/scaling.md).
         DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = env_bool(
             "DATABASE_DISABLE_SERVER_SIDE_CURSORS", False
         )
@@ -269,7 +271,9 @@ if not _enc:
     # rotation then never depends on SECRET_KEY).
     if not (LOCAL or DEBUG):
         raise ImproperlyConfigured(
-            "SWITCHYARD_ENCRYPTION_KEYS is required with DATABASE_URL or REDIS_URL set."
+            "SWITCHYARD_ENCRYPTION_KEYS is required with DATABASE_URL or REDIS_URL set: export "
+            "SWITCHYARD_ENCRYPTION_KEYS=\"$(.venv/bin/python -c 'from cryptography.fernet import Fernet; "
+            "print(Fernet.generate_key().decode())')\" (keep it: it decrypts the stored provider keys)."
         )
     _enc = [base64.urlsafe_b64encode(hashlib.sha256(("enc:" + SECRET_KEY).encode()).digest()).decode()]
 SWITCHYARD_ENCRYPTION_KEYS = _enc
@@ -279,6 +283,9 @@ SWITCHYARD_BYOK_FEE_PERCENT = env_decimal("SWITCHYARD_BYOK_FEE_PERCENT", "5")
 if not 0 <= SWITCHYARD_BYOK_FEE_PERCENT <= 100:
     raise ImproperlyConfigured("SWITCHYARD_BYOK_FEE_PERCENT must be between 0 and 100.")
 SWITCHYARD_BYOK_CACHE_SECONDS = env_int("SWITCHYARD_BYOK_CACHE_SECONDS", 2)
+# Models whose every endpoint lacks its platform key (`api_key_env` unset) are listed as unavailable;
+# on, /models and the model browser leave them out (organisations' own keys still reach them).
+SWITCHYARD_HIDE_UNAVAILABLE_MODELS = env_bool("SWITCHYARD_HIDE_UNAVAILABLE_MODELS", False)
 
 STRIPE_API_KEY = env_str("STRIPE_API_KEY", "")
 STRIPE_WEBHOOK_SECRET = env_str("STRIPE_WEBHOOK_SECRET", "")
@@ -364,14 +371,20 @@ SWITCHYARD_IMAGE_FETCH_MAX_BYTES = env_int("SWITCHYARD_IMAGE_FETCH_MAX_BYTES", 1
 SWITCHYARD_IMAGE_FETCH_TIMEOUT_SECONDS = env_decimal("SWITCHYARD_IMAGE_FETCH_TIMEOUT_SECONDS", "10")
 SWITCHYARD_IMAGE_FETCH_MAX_REDIRECTS = env_int("SWITCHYARD_IMAGE_FETCH_MAX_REDIRECTS", 3)
 
+# The one switch for serving production over plain HTTP on a private network (docs/operations/
+# production.md): no HTTPS redirect (and no HTTPS-only refusal on /api/), no Secure cookies, no HSTS.
+SWITCHYARD_PLAIN_HTTP = env_bool("SWITCHYARD_PLAIN_HTTP", False)
 if not DEBUG and not LOCAL:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-    SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
-    SESSION_COOKIE_SECURE = True
-    CSRF_COOKIE_SECURE = True
-    SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000)
-    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
-    SECURE_HSTS_PRELOAD = True
+    SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", not SWITCHYARD_PLAIN_HTTP)
+    SESSION_COOKIE_SECURE = not SWITCHYARD_PLAIN_HTTP
+    CSRF_COOKIE_SECURE = not SWITCHYARD_PLAIN_HTTP
+    SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0 if SWITCHYARD_PLAIN_HTTP else 31536000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = not SWITCHYARD_PLAIN_HTTP
+    SECURE_HSTS_PRELOAD = not SWITCHYARD_PLAIN_HTTP
+# The API is never redirected (clients do not follow a 301 on POST): routing/gateway/app.py answers a
+# plain-HTTP /api/ call with a JSON 403 naming HTTPS instead, for the hot path and the DRF views alike.
+SECURE_REDIRECT_EXEMPT = [r"^api/"]
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -56,6 +57,14 @@ class EndpointInfo:
     def explicit_caching(self) -> bool:
         """Whether `cache_control` is sent to this endpoint (it is removed otherwise)."""
         return self.prompt_caching == "explicit"
+
+    def missing_key_env(self) -> str:
+        """The platform key's variable when the provider needs one (`api_key_env`) and this process's
+        environment does not set it, else "". Read live, not at snapshot time: it is a dict lookup, and
+        a key set later (or by a test) counts at once."""
+        if self.api_key_env and not os.environ.get(self.api_key_env):
+            return self.api_key_env
+        return ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,14 @@ from billing.money import from_units, json_default, json_number
 from billing.usage import usage_event_bound
 from routing.adapters.base import CallContext, Completion, UpstreamFailure, Usage, platform_key, scrub
 from routing.adapters.registry import adapter_for
-from routing.byok import BYOK_FAULTS, byok_api_key, byok_candidates, byok_failure, is_byok
+from routing.byok import (
+    BYOK_FAULTS,
+    byok_api_key,
+    byok_candidates,
+    byok_failure,
+    byok_providers,
+    is_byok,
+)
 from routing.catalog.snapshot import EndpointInfo, catalog
 from routing.gateway import tokens
 from routing.gateway.cost import cost_units, worst_case_units
@@ -923,6 +930,7 @@ async def handle_front(scope: dict[str, Any], receive: Any, send: Any, front: Fr
             org_defaults=key.routing_defaults,
             prompt_estimate=bound.size // 4,
             rng=_rng,
+            keyed_providers=await byok_providers(key.org_id),
         )
         candidates = front.admit(req, await byok_candidates(key.org_id, candidates))
         # After routing, when it is known whether the request is on the free tier; in full mode the
@@ -1036,6 +1044,24 @@ async def handle_models_list(scope: dict[str, Any], send: Any) -> None:
     await _send_json(send, 200, {"data": data}, [(b"vary", b"Accept")])
 
 
+API_PREFIX = "/api/"
+HTTPS_REQUIRED = (
+    "This API is served over HTTPS only: call it with https:// (through the TLS proxy in front of "
+    "Switchyard). A server on a private network without TLS sets SWITCHYARD_PLAIN_HTTP=1."
+)
+
+
+def _plain_http(scope: dict[str, Any]) -> bool:
+    """An insecure call as Django's SECURE_PROXY_SSL_HEADER sees it: neither TLS to this process (or a
+    trusted proxy uvicorn already applied) nor `X-Forwarded-Proto: https` from the proxy."""
+    if scope.get("scheme") == "https":
+        return False
+    for name, value in scope.get("headers") or ():
+        if name == b"x-forwarded-proto":
+            return value.split(b",", 1)[0].strip().lower() != b"https"
+    return True
+
+
 class GatewayApp:
     """Routes the hot-path paths to their async handlers and everything else to Django."""
 
@@ -1043,6 +1069,15 @@ class GatewayApp:
         self.django_app = django_app
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if (
+            scope["type"] == "http"
+            and scope.get("path", "").startswith(API_PREFIX)
+            and setting("SECURE_SSL_REDIRECT")
+            and _plain_http(scope)
+        ):
+            # One answer for the whole API where production redirects browsers to HTTPS.
+            await _send_json(send, 403, error_body(403, HTTPS_REQUIRED))
+            return
         handler = ROUTES.get(scope.get("path", "")) if scope["type"] == "http" else None
         if handler is None and scope["type"] == "http" and scope["method"] == "GET":
             if scope["path"] == MODELS_PATH:

@@ -12,7 +12,7 @@ from django.conf import settings
 from billing.holds import hold_place
 from billing.money import from_units, json_number
 from routing.adapters.base import Embeddings
-from routing.byok import byok_candidates, charged_units
+from routing.byok import byok_candidates, byok_providers, charged_units
 from routing.catalog.snapshot import catalog
 from routing.gateway.app import (
     CHAT,
@@ -103,7 +103,13 @@ async def handle_embeddings(scope: dict[str, Any], receive: Any, send: Any) -> N
         req = validate_embeddings(body)
         snapshot = await catalog.get()
         size = input_bytes(req)
-        candidates = plan(snapshot, req, org_defaults=key.routing_defaults, prompt_estimate=size // 4)
+        candidates = plan(
+            snapshot,
+            req,
+            org_defaults=key.routing_defaults,
+            prompt_estimate=size // 4,
+            keyed_providers=await byok_providers(key.org_id),
+        )
         candidates = await byok_candidates(key.org_id, candidates)
         gate = await rate_gate(key, free=all(c.endpoint.is_free for c in candidates))
         worst = max(

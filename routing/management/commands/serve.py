@@ -1,7 +1,7 @@
 """`manage.py serve`: production serving, uvicorn (uvloop + httptools) with N worker processes.
 
-Before it binds a port it refuses to start with unapplied migrations (a web process on an old schema
-would fail on its first request) and collects static files if WhiteNoise's manifest is missing. With
+Before it binds a port it refuses to start when the database or Redis (full mode) does not answer, or
+with unapplied migrations (a web process on an old schema would fail on its first request) and collects static files if WhiteNoise's manifest is missing. With
 several workers it points prometheus-client at a fresh multiprocess directory, so /metrics on any
 worker reports all of them. SIGTERM drains in-flight streams (switchyard/drain.py).
 """
@@ -19,6 +19,13 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
 
 from switchyard.health import unapplied_migrations
+from switchyard.shared import redis_enabled, sync_redis
+
+
+def _first_line(exc: Exception) -> str:
+    """A driver's error, shortened to its first line (psycopg's carry a multi-line hint)."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
 def _default_workers() -> int:
@@ -89,7 +96,18 @@ class Command(BaseCommand):
         try:
             pending = unapplied_migrations()
         except Exception as exc:
-            raise CommandError(f"Refusing to start: the database is unreachable ({exc}).")
+            raise CommandError(
+                f"Refusing to start: the database is unreachable ({_first_line(exc)}); "
+                "check DATABASE_URL and that the server accepts connections."
+            )
+        if redis_enabled():
+            try:
+                sync_redis().ping()
+            except Exception as exc:
+                raise CommandError(
+                    f"Refusing to start: Redis is unreachable at REDIS_URL ({_first_line(exc)}); "
+                    "check REDIS_URL and that redis-server is running."
+                )
         if pending:
             shown = ", ".join(pending[:10]) + (" ..." if len(pending) > 10 else "")
             raise CommandError(
