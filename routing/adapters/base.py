@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from routing.catalog.snapshot import EndpointInfo
-from routing.gateway.upstream import ConnectFailed, Response, upstream_pool
+from routing.gateway.upstream import ConnectFailed, HeaderNotEncodable, Response, upstream_pool
 from switchyard.timeouts import within
 
 
@@ -182,6 +182,15 @@ class Adapter:
                 f"Could not connect to {ep.provider_name}: {exc}.",
                 retriable=True,
                 kind="connect",
+            )
+        except HeaderNotEncodable as exc:
+            # Nothing was sent, so the provider is not at fault: an organisation's own key with
+            # characters a header cannot carry (routing/byok.py names it), or a platform key misconfigured.
+            raise UpstreamFailure(
+                502,
+                f"The request to {ep.provider_name} could not be sent: {exc}.",
+                retriable=True,
+                kind="bad_header",
             )
         except ValueError as exc:  # the catalog's base URL is not an http(s) URL
             raise UpstreamFailure(502, f"{ep.provider_name}: {exc}.", retriable=True, kind="connect")

@@ -63,9 +63,10 @@ DONE = b"data: [DONE]\n\n"
 # One PRNG for the router's weighted shuffle: `plan()` otherwise seeds a new Random from os.urandom
 # on every request (about 2% of a request's CPU in a c=64 profile).
 _rng = random.Random()
-# Failures that say the request was bad, not the provider: they never count against its health.
-# An organisation's own key failing (BYOK_FAULTS) is not the provider's fault either.
-CALLER_FAULTS = {"bad_request", "too_large", "unsupported", "cancelled", *BYOK_FAULTS}
+# Failures that say the request was bad, not the provider: they never count against its health, which
+# every organisation's routing shares. An organisation's own key failing (BYOK_FAULTS) is not the
+# provider's fault either, nor a request that could not be sent at all (`bad_header`).
+CALLER_FAULTS = {"bad_request", "too_large", "unsupported", "cancelled", "bad_header", *BYOK_FAULTS}
 # Settlement is awaited before a response's last bytes (so a client that has read the whole answer
 # finds its hold settled and its usage event queued), but never for longer than this.
 SETTLE_BEFORE_REPLY_SECONDS = 1.0
