@@ -21,7 +21,7 @@ TOOL_TURNS: list[dict[str, Any]] = [
         "content": [{"type": "tool_use", "id": "toolu_1", "name": "weather", "input": {"city": "Paris"}}],
     },
 ]
-WRONG = [[1], {"a": 1}, 3, 2.5, True, "text", None]
+WRONG_MESSAGES: list[Any] = [{"role": "user"}, "hi", 3, None, []]
 
 
 def body(**changes: Any) -> dict[str, Any]:
@@ -49,7 +49,7 @@ CASES: list[tuple[str, Any]] = [
     ("body is null", None),
     *[(f"model={v!r}", body(model=v)) for v in ([MODEL], {"id": MODEL}, 3, None)],
     *[(f"max_tokens={v!r}", body(max_tokens=v)) for v in ("16", 16.5, [16], True, None, -1, 0)],
-    *[(f"messages={v!r}", body(messages=v)) for v in ({"role": "user"}, "hi", 3, None, [])],
+    *[(f"messages={v!r}", body(messages=v)) for v in WRONG_MESSAGES],
     *[(f"messages[0]={v!r}", body(messages=[v])) for v in ("hi", ["hi"], 3, None)],
     *[(f"role={v!r}", body(messages=[{"role": v, "content": "hi"}])) for v in (["user"], {"r": 1}, 1, None)],
     *[
