@@ -153,11 +153,29 @@ def test_served_schema_documents_every_api_route(live):
         ),
         ("POST", "/api/v1/embeddings", {"model": "switchyard/sim-embed", "input": [1, 2, 3]}, 200),
         ("GET", "/api/v1/generation?id=%00gen", None, 404),
+        (
+            "POST",
+            "/api/v1/chat/completions",
+            {
+                "model": "switchyard/sim-1",
+                "messages": [{"role": "user", "content": "hi"}],
+                "tools": [{"type": "function", "function": {"name": "f"}}],
+                "tool_choice": {"type": "function", "function": {"name": {"a": 1}}},
+            },
+            400,
+        ),
     ],
-    ids=["role-object", "part-type-list", "single-token-array", "nul-in-generation-id"],
+    ids=[
+        "role-object",
+        "part-type-list",
+        "single-token-array",
+        "nul-in-generation-id",
+        "tool-choice-name-object",
+    ],
 )
 def test_inputs_the_fuzzer_once_crashed_on(live, fuzz_key, method, path, body, status):
-    """Each of these was a 500 found by the fuzzer (the last one only on PostgreSQL)."""
+    """Each of these was a 500 found by the fuzzer (the fourth only on PostgreSQL; the last by the
+    random-shapes test, test_fuzz_shapes.py)."""
     import httpx
 
     response = httpx.request(
