@@ -70,7 +70,7 @@ run: catalog
 	echo "    -H \"Authorization: Bearer $$KEY\" -H 'Content-Type: application/json' \\"; \
 	echo "    -d '{\"model\": \"switchyard/sim-1\", \"messages\": [{\"role\": \"user\", \"content\": \"Hello!\"}]}'"; \
 	echo ""; \
-	exec $(VENV)/bin/uvicorn switchyard.asgi:application --host 127.0.0.1 --port $(PORT) --log-level warning
+	exec $(VENV)/bin/uvicorn switchyard.asgi:application --http switchyard.server:TimedHttpToolsProtocol --host 127.0.0.1 --port $(PORT) --log-level warning
 
 lint: $(DEV_STAMP)
 	$(VENV)/bin/ruff check .

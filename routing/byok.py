@@ -35,9 +35,10 @@ from switchyard.shared import TTLCache, async_redis, redis_enabled, sync_redis
 logger = logging.getLogger("switchyard.byok")
 
 REDIS_ENTRY_TTL = 3600
-# Attempt failures caused by the organisation's own key (its credentials, its quota): they are not the
-# provider's fault, so they never count against the endpoint's health for everyone else.
-BYOK_FAULTS = frozenset({"byok_auth", "byok_rate_limited"})
+# Attempt failures caused by the organisation's own key (its credentials, its quota, its access to the
+# model, characters a header cannot carry): they are not the provider's fault, so they never count
+# against the endpoint's health for everyone else (one tenant could otherwise open a shared circuit).
+BYOK_FAULTS = frozenset({"byok_auth", "byok_rate_limited", "byok_not_found", "byok_bad_key"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +97,7 @@ def byok_endpoint(ep: EndpointInfo, key: OrgProviderKey) -> ByokEndpoint:
 
 def byok_failure(ep: EndpointInfo, failure: UpstreamFailure) -> None:
     """Rewrite, in place, a failure of an attempt made with the organisation's key: the message names
-    the organisation's key (not the platform's), and auth / rate-limit failures get BYOK_FAULTS kinds."""
+    the organisation's key (not the platform's), and failures the key causes get BYOK_FAULTS kinds."""
     if not isinstance(ep, ByokEndpoint):
         return
     if failure.kind == "auth":
@@ -109,6 +110,20 @@ def byok_failure(ep: EndpointInfo, failure: UpstreamFailure) -> None:
         failure.kind = "byok_rate_limited"
         failure.message = (
             f"{ep.provider_name} rate-limited your organisation's own API key (BYOK): {failure.message}"
+        )
+    elif failure.kind == "not_found":
+        # With the platform's key the endpoint answers; through the organisation's key a 404 is that
+        # account's access to the model.
+        failure.kind = "byok_not_found"
+        failure.message = (
+            f"{ep.provider_name} does not serve this model to your organisation's own API key (BYOK): "
+            f"{failure.message}"
+        )
+    elif failure.kind == "bad_header":
+        failure.kind = "byok_bad_key"
+        failure.message = (
+            f"Your organisation's own API key (BYOK) for {ep.provider_name} has characters an HTTP header "
+            "cannot carry, so it was not sent; replace it under Settings → Provider keys."
         )
 
 

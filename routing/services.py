@@ -57,6 +57,7 @@ def provider_set_enabled(*, provider: Provider, enabled: bool) -> Provider:
 
 PROVIDER_KEY_MIN_LENGTH = 8
 PROVIDER_KEY_MAX_LENGTH = 1000
+PROVIDER_KEY_FIRST_CHAR, PROVIDER_KEY_LAST_CHAR = "!", "~"  # printable ASCII, no space
 
 
 def provider_key_clean(api_key: str) -> str:
@@ -72,6 +73,14 @@ def provider_key_clean(api_key: str) -> str:
     if any(ch.isspace() for ch in secret) or not secret.isprintable():
         raise BadRequest(
             "A provider key cannot contain spaces or control characters.", metadata={"field": "api_key"}
+        )
+    if not all(PROVIDER_KEY_FIRST_CHAR <= ch <= PROVIDER_KEY_LAST_CHAR for ch in secret):
+        # It is sent in an HTTP header: anything else fails on every request (a look-alike character
+        # pasted from a document), and no provider issues such keys.
+        raise BadRequest(
+            "A provider key is printable ASCII only (letters, digits and punctuation); this one has "
+            "other characters, often a look-alike pasted from a document. Copy it again from the provider.",
+            metadata={"field": "api_key"},
         )
     return secret
 

@@ -212,13 +212,53 @@ COMPLETION_RESPONSE = {
         "usage": USAGE,
     },
 }
+CACHE_CONTROL = {"type": "object", "properties": {"type": {"type": "string", "enum": ["ephemeral"]}}}
+ANTHROPIC_TEXT_BLOCK = {
+    "type": "object",
+    "required": ["type", "text"],
+    "properties": {
+        "type": {"type": "string", "enum": ["text"]},
+        "text": {"type": "string"},
+        "cache_control": CACHE_CONTROL,
+    },
+}
+ANTHROPIC_SOURCE = {
+    "type": "object",
+    "required": ["type"],
+    "properties": {
+        "type": {"type": "string", "enum": ["base64", "url", "text", "content"]},
+        "media_type": {"type": "string"},
+        "data": {"type": "string"},
+        "url": {"type": "string"},
+    },
+}
+ANTHROPIC_BLOCK = {
+    "type": "object",
+    "required": ["type"],
+    "description": "A content block: text, image, document, tool_use (assistant), tool_result (user), thinking.",
+    "properties": {
+        "type": {
+            "type": "string",
+            "enum": ["text", "image", "document", "tool_use", "tool_result", "thinking", "redacted_thinking"],
+        },
+        "text": {"type": "string"},
+        "source": ANTHROPIC_SOURCE,
+        "id": {"type": "string"},
+        "name": {"type": "string"},
+        "input": {"type": "object"},
+        "tool_use_id": {"type": "string"},
+        "is_error": {"type": "boolean"},
+        "content": {"oneOf": [{"type": "string"}, {"type": "array", "items": ANTHROPIC_TEXT_BLOCK}]},
+        "cache_control": CACHE_CONTROL,
+    },
+}
 MESSAGES_REQUEST = {
     "type": "object",
     "required": ["model", "messages", "max_tokens"],
     "properties": {
         "model": {"type": "string"},
         "max_tokens": {"type": "integer", "minimum": 1},
-        "system": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "object"}}]},
+        "system": {"oneOf": [{"type": "string"}, {"type": "array", "items": ANTHROPIC_TEXT_BLOCK}]},
         "messages": {
             "type": "array",
             "minItems": 1,
@@ -227,9 +267,7 @@ MESSAGES_REQUEST = {
                 "required": ["role", "content"],
                 "properties": {
                     "role": {"type": "string", "enum": ["user", "assistant"]},
-                    "content": {
-                        "oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "object"}}]
-                    },
+                    "content": {"oneOf": [{"type": "string"}, {"type": "array", "items": ANTHROPIC_BLOCK}]},
                 },
             },
         },
@@ -238,9 +276,37 @@ MESSAGES_REQUEST = {
         "temperature": {"type": "number", "minimum": 0, "maximum": 1},
         "top_p": {"type": "number", "minimum": 0, "maximum": 1},
         "top_k": {"type": "integer", "minimum": 0},
-        "tools": {"type": "array", "items": {"type": "object"}},
-        "tool_choice": {"type": "object"},
-        "metadata": {"type": "object"},
+        "tools": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["name", "input_schema"],
+                "properties": {
+                    "name": {"type": "string"},
+                    "description": {"type": "string"},
+                    "input_schema": {"type": "object"},
+                    "cache_control": CACHE_CONTROL,
+                },
+            },
+        },
+        "tool_choice": {
+            "type": "object",
+            "required": ["type"],
+            "properties": {
+                "type": {"type": "string", "enum": ["auto", "any", "tool", "none"]},
+                "name": {"type": "string"},
+                "disable_parallel_tool_use": {"type": "boolean"},
+            },
+        },
+        "metadata": {"type": "object", "properties": {"user_id": {"type": "string"}}},
+        "thinking": {
+            "type": "object",
+            "required": ["type"],
+            "properties": {
+                "type": {"type": "string", "enum": ["enabled", "disabled"]},
+                "budget_tokens": {"type": "integer", "minimum": 1024},
+            },
+        },
     },
     "example": {
         "model": "switchyard/sim-1",

@@ -437,6 +437,15 @@ LOGGING = logging_config(fmt=LOG_FORMAT, level=LOG_LEVEL, access=SWITCHYARD_ACCE
 # django-axes logs every login at INFO; its lockouts (the part worth reading) are warnings.
 LOGGING["loggers"]["axes"] = {"level": "WARNING"}
 SWITCHYARD_SHUTDOWN_DRAIN_SECONDS = env_int("SWITCHYARD_SHUTDOWN_DRAIN_SECONDS", 25)
+# Read deadlines and the connection limit of the web server (switchyard/server.py): a client's request
+# headers must arrive within the first, its body within the second (whole deadlines: a trickle cannot
+# stretch them); 0 turns one off. Connections beyond the limit, per process, get a 503 JSON.
+SWITCHYARD_HEADER_TIMEOUT = env_decimal("SWITCHYARD_HEADER_TIMEOUT", "10")
+SWITCHYARD_BODY_TIMEOUT = env_decimal("SWITCHYARD_BODY_TIMEOUT", "60")
+SWITCHYARD_MAX_CONNECTIONS = env_int("SWITCHYARD_MAX_CONNECTIONS", 1000)
+for _name in ("SWITCHYARD_HEADER_TIMEOUT", "SWITCHYARD_BODY_TIMEOUT", "SWITCHYARD_MAX_CONNECTIONS"):
+    if globals()[_name] < 0:
+        raise ImproperlyConfigured(f"{_name} cannot be negative (0 turns it off).")
 SWITCHYARD_METRICS_TOKEN = env_str("SWITCHYARD_METRICS_TOKEN", "")
 SWITCHYARD_METRICS_ALLOWED_NETWORKS = env_list(
     "SWITCHYARD_METRICS_ALLOWED_NETWORKS", ["127.0.0.1/32", "::1/128"]

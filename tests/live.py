@@ -29,7 +29,7 @@ class LiveServer:
             lifespan="on",
             log_level="warning",
             loop="uvloop",  # as in production (`manage.py serve`, the Dockerfile)
-            http="httptools",
+            http="switchyard.server:TimedHttpToolsProtocol",  # as `manage.py serve` runs it
             timeout_graceful_shutdown=5,
         )
         self.server = uvicorn.Server(config)

@@ -9,7 +9,16 @@ from typing import Any
 
 import orjson
 
-from routing.adapters.base import Adapter, CallContext, Completion, StreamTranslator, UpstreamFailure, Usage
+from routing.adapters.base import (
+    Adapter,
+    CallContext,
+    Completion,
+    StreamTranslator,
+    UpstreamFailure,
+    Usage,
+    provider_usage,
+    usage_fields,
+)
 from routing.adapters.caching import tools_without_cache_control, without_cache_control
 from routing.adapters.openai import forwardable
 from routing.catalog.snapshot import EndpointInfo
@@ -287,19 +296,22 @@ def passthrough_body(raw: dict[str, Any], ep: EndpointInfo, *, stream: bool) -> 
 # ---- response: Anthropic -> OpenAI ----------------------------------------------------------------
 
 
-def usage_from_anthropic(u: dict[str, Any] | None, thinking: str = "") -> Usage | None:
+def usage_from_anthropic(u: Any, thinking: str = "") -> Usage | None:
     if not u:
         return None
-    cache_read = int(u.get("cache_read_input_tokens") or 0)
-    cache_write = int(u.get("cache_creation_input_tokens") or 0)
-    output = int(u.get("output_tokens") or 0)
-    reasoning = min(count_text(thinking), output) if thinking else 0
-    return Usage(
-        prompt_tokens=int(u.get("input_tokens") or 0) + cache_read + cache_write,
-        completion_tokens=output,
-        cached_tokens=cache_read,
-        cache_write_tokens=cache_write,
-        reasoning_tokens=reasoning,
+    u = usage_fields(u)
+    cache_read, cache_write = u.get("cache_read_input_tokens"), u.get("cache_creation_input_tokens")
+    # Anthropic does not count thinking apart: the part of the output it took, by our tokenizer
+    # (provider_usage keeps it within the output).
+    return provider_usage(
+        "anthropic",
+        u,
+        prompt=u.get("input_tokens"),
+        completion=u.get("output_tokens"),
+        cached=cache_read,
+        cache_write=cache_write,
+        reasoning=count_text(thinking) if thinking else 0,
+        extra_prompt=(cache_read, cache_write),
     )
 
 
@@ -458,7 +470,7 @@ class AnthropicStream(StreamTranslator):
             )
         kind = payload.get("type") or event
         if kind == "message_start":
-            self.usage.update((payload.get("message") or {}).get("usage") or {})
+            self.usage.update(usage_fields(usage_fields(payload.get("message")).get("usage")))
             return []
         if kind == "content_block_start":
             block = payload.get("content_block") or {}
@@ -490,7 +502,7 @@ class AnthropicStream(StreamTranslator):
                 return self._chunk({"reasoning": delta.get("thinking", "")})
             return []  # signature_delta, citations_delta: nothing to say in OpenAI terms
         if kind == "message_delta":
-            self.usage.update({k: v for k, v in (payload.get("usage") or {}).items() if v is not None})
+            self.usage.update({k: v for k, v in usage_fields(payload.get("usage")).items() if v is not None})
             reason = (payload.get("delta") or {}).get("stop_reason")
             if reason:
                 return self._chunk({}, STOP_REASONS.get(reason, "stop"))

@@ -6,6 +6,7 @@ provider's wire format, and the provider's answer (whole or streamed) back into 
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import time
@@ -16,8 +17,14 @@ from typing import Any
 import orjson
 
 from routing.catalog.snapshot import EndpointInfo
-from routing.gateway.upstream import ConnectFailed, Response, upstream_pool
+from routing.gateway.upstream import ConnectFailed, HeaderNotEncodable, Response, upstream_pool
 from switchyard.timeouts import within
+
+logger = logging.getLogger("switchyard.adapters")
+
+# No single request has ever used a billion tokens; a provider that says so (or says -5, 1.5, "lots")
+# is not to be charged from. See `provider_usage`.
+USAGE_TOKEN_BOUND = 10**9
 
 
 @dataclass(slots=True)
@@ -98,6 +105,68 @@ class CallContext:
     def until_first_byte(self) -> float:
         """Seconds left before the first-byte deadline (or the total one, if sooner); may be <= 0."""
         return min(self.started + self.first_byte, self.deadline) - time.monotonic()
+
+
+def token_count(value: Any) -> int | None:
+    """A provider's token count as an int in [0, USAGE_TOKEN_BOUND]; 0 when absent (null), None when it
+    is not a count: negative, fractional, not a number (a bool or a string included), or absurd."""
+    if value is None:
+        return 0
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int) or not 0 <= value <= USAGE_TOKEN_BOUND:
+        return None
+    return value
+
+
+def provider_usage(
+    provider_format: str,
+    raw: Any,
+    *,
+    prompt: Any,
+    completion: Any,
+    cached: Any = None,
+    cache_write: Any = None,
+    reasoning: Any = None,
+    extra_prompt: tuple[Any, ...] = (),
+    extra_completion: tuple[Any, ...] = (),
+) -> Usage | None:
+    """The usage a provider reported, checked: every count must be a `token_count`, else None (the
+    gateway then charges its own estimate, marked estimated, rather than a negative or absurd amount).
+    Cached and cache-write tokens beyond the prompt contradict it (None too); reasoning is clamped
+    within the completion (Anthropic's is our own count of its thinking). `extra_*` are counts the format reports
+    apart but OpenAI's accounting includes (Anthropic's cache tokens, Gemini's thoughts)."""
+    counts = [token_count(v) for v in (prompt, completion, cached, cache_write, reasoning)]
+    extras_p = [token_count(v) for v in extra_prompt]
+    extras_c = [token_count(v) for v in extra_completion]
+    if prompt is None or any(c is None for c in (*counts, *extras_p, *extras_c)):
+        _unusable(provider_format, raw)
+        return None
+    p, c, k, w, r = (int(n or 0) for n in counts)
+    p += sum(int(n or 0) for n in extras_p)
+    c += sum(int(n or 0) for n in extras_c)
+    if p > USAGE_TOKEN_BOUND or c > USAGE_TOKEN_BOUND or k + w > p:
+        _unusable(provider_format, raw)  # (more cached than prompt: the counts contradict each other)
+        return None
+    return Usage(
+        prompt_tokens=p,
+        completion_tokens=c,
+        cached_tokens=k,
+        cache_write_tokens=w,
+        reasoning_tokens=min(r, c),
+    )
+
+
+def _unusable(provider_format: str, raw: Any) -> None:
+    logger.warning("%s provider reported unusable usage %.300r; charging our own count", provider_format, raw)
+
+
+def usage_fields(raw: Any) -> dict[str, Any]:
+    """A usage object (or one of its `*_details`) as a dict; anything else (a list, a string) as empty,
+    so the counts read from it are missing rather than a crash."""
+    return raw if isinstance(raw, dict) else {}
 
 
 def platform_key(ep: EndpointInfo, byok: str | None = None) -> str:
@@ -182,6 +251,15 @@ class Adapter:
                 f"Could not connect to {ep.provider_name}: {exc}.",
                 retriable=True,
                 kind="connect",
+            )
+        except HeaderNotEncodable as exc:
+            # Nothing was sent, so the provider is not at fault: an organisation's own key with
+            # characters a header cannot carry (routing/byok.py names it), or a platform key misconfigured.
+            raise UpstreamFailure(
+                502,
+                f"The request to {ep.provider_name} could not be sent: {exc}.",
+                retriable=True,
+                kind="bad_header",
             )
         except ValueError as exc:  # the catalog's base URL is not an http(s) URL
             raise UpstreamFailure(502, f"{ep.provider_name}: {exc}.", retriable=True, kind="connect")

@@ -20,6 +20,8 @@ from routing.adapters.base import (
     StreamTranslator,
     UpstreamFailure,
     Usage,
+    provider_usage,
+    usage_fields,
 )
 from routing.adapters.openai import forwardable
 
@@ -219,15 +221,19 @@ def build_body(
 # ---- response: Gemini -> OpenAI -------------------------------------------------------------------
 
 
-def usage_from_gemini(u: dict[str, Any] | None) -> Usage | None:
-    if not u or "promptTokenCount" not in u:
+def usage_from_gemini(u: Any) -> Usage | None:
+    u = usage_fields(u)
+    if "promptTokenCount" not in u:
         return None
-    thoughts = int(u.get("thoughtsTokenCount") or 0)
-    return Usage(
-        prompt_tokens=int(u.get("promptTokenCount") or 0),
-        completion_tokens=int(u.get("candidatesTokenCount") or 0) + thoughts,
-        cached_tokens=int(u.get("cachedContentTokenCount") or 0),
-        reasoning_tokens=thoughts,
+    thoughts = u.get("thoughtsTokenCount")
+    return provider_usage(
+        "gemini",
+        u,
+        prompt=u.get("promptTokenCount"),
+        completion=u.get("candidatesTokenCount"),
+        cached=u.get("cachedContentTokenCount"),
+        reasoning=thoughts,
+        extra_completion=(thoughts,),
     )
 
 

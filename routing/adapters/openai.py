@@ -14,6 +14,8 @@ from routing.adapters.base import (
     StreamTranslator,
     UpstreamFailure,
     Usage,
+    provider_usage,
+    usage_fields,
 )
 from routing.adapters.caching import tools_without_cache_control, without_cache_control
 
@@ -41,17 +43,20 @@ MAX_TOKENS_FIELD = {"openai": "max_completion_tokens", "azure": "max_completion_
 NO_STREAM_OPTIONS: set[str] = set()
 
 
-def usage_from_openai(u: dict[str, Any] | None) -> Usage | None:
+def usage_from_openai(u: Any) -> Usage | None:
     if not u:
         return None
-    prompt_details = u.get("prompt_tokens_details") or {}
-    completion_details = u.get("completion_tokens_details") or {}
-    return Usage(
-        prompt_tokens=int(u.get("prompt_tokens") or 0),
-        completion_tokens=int(u.get("completion_tokens") or 0),
-        cached_tokens=int(prompt_details.get("cached_tokens") or 0),
-        cache_write_tokens=int(prompt_details.get("cache_write_tokens") or 0),
-        reasoning_tokens=int(completion_details.get("reasoning_tokens") or 0),
+    u = usage_fields(u)
+    prompt_details = usage_fields(u.get("prompt_tokens_details"))
+    completion_details = usage_fields(u.get("completion_tokens_details"))
+    return provider_usage(
+        "openai",
+        u,
+        prompt=u.get("prompt_tokens"),
+        completion=u.get("completion_tokens"),
+        cached=prompt_details.get("cached_tokens"),
+        cache_write=prompt_details.get("cache_write_tokens"),
+        reasoning=completion_details.get("reasoning_tokens"),
     )
 
 
@@ -157,8 +162,12 @@ class OpenAIAdapter(Adapter):
                 retriable=True,
                 kind="malformed",
             )
-        u = data.get("usage") or {}
-        usage = Usage(prompt_tokens=int(u.get("prompt_tokens") or 0)) if "prompt_tokens" in u else None
+        u = usage_fields(data.get("usage"))
+        usage = (
+            provider_usage("openai", u, prompt=u["prompt_tokens"], completion=0)
+            if "prompt_tokens" in u
+            else None
+        )
         return Embeddings(data=items, usage=usage)
 
 

@@ -71,9 +71,10 @@ DONE = b"data: [DONE]\n\n"
 # One PRNG for the router's weighted shuffle: `plan()` otherwise seeds a new Random from os.urandom
 # on every request (about 2% of a request's CPU in a c=64 profile).
 _rng = random.Random()
-# Failures that say the request was bad, not the provider: they never count against its health.
-# An organisation's own key failing (BYOK_FAULTS) is not the provider's fault either.
-CALLER_FAULTS = {"bad_request", "too_large", "unsupported", "cancelled", *BYOK_FAULTS}
+# Failures that say the request was bad, not the provider: they never count against its health, which
+# every organisation's routing shares. An organisation's own key failing (BYOK_FAULTS) is not the
+# provider's fault either, nor a request that could not be sent at all (`bad_header`).
+CALLER_FAULTS = {"bad_request", "too_large", "unsupported", "cancelled", "bad_header", *BYOK_FAULTS}
 # Settlement is awaited before a response's last bytes (so a client that has read the whole answer
 # finds its hold settled and its usage event queued), but never for longer than this.
 SETTLE_BEFORE_REPLY_SECONDS = 1.0
@@ -1002,6 +1003,20 @@ async def _handle_embeddings(scope: dict[str, Any], receive: Any, send: Any) -> 
     await handle_embeddings(scope, receive, send)
 
 
+# Routes whose errors are in Anthropic's shape, even the last-resort 500 (routing/gateway/messages.py
+# writes every other error of its own).
+ANTHROPIC_SHAPED = frozenset({"/api/v1/messages"})
+
+
+def anthropic_error_body(exc: SwitchyardError) -> dict[str, Any]:
+    kind = "overloaded_error" if exc.status == 503 else "api_error"
+    return {"type": "error", "error": {"type": kind, "message": exc.message}}
+
+
+def _extra(exc: SwitchyardError) -> list[tuple[bytes, bytes]]:
+    return [(k.lower().encode(), v.encode()) for k, v in exc.headers.items()]
+
+
 # Hot-path routes (POST only). Other front doors (messages, embeddings) register here too.
 ROUTES: dict[str, Any] = {
     "/api/v1/chat/completions": handle_chat,
@@ -1100,11 +1115,14 @@ class GatewayApp:
                 down = store_unavailable(exc)
                 if down is None:
                     logger.exception("unhandled error on %s", scope["path"])
+                failure: SwitchyardError = down or SwitchyardError(
+                    "Internal server error.", status=500, code="internal"
+                )
                 try:
-                    if down is not None:
-                        await send_error(send, down)
+                    if scope["path"] in ANTHROPIC_SHAPED:
+                        await _send_json(send, failure.status, anthropic_error_body(failure), _extra(failure))
                     else:
-                        await _send_json(send, 500, error_body(500, "Internal server error."))
+                        await send_error(send, failure)
                 except Exception:
                     pass  # the response had already started; the client sees a truncated stream
             return

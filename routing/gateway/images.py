@@ -1,8 +1,9 @@
 """Fetch image URLs server-side for providers that only take inline image data (Gemini), safely.
 
-Limits: size, time and redirects (the SWITCHYARD_IMAGE_FETCH_* settings), content type, and never a
-private, loopback, link-local, multicast or otherwise non-public address (every resolved address is
-checked, on every redirect hop). Failures are the caller's: a 400 that names the message part.
+Limits: size, time and redirects (the SWITCHYARD_IMAGE_FETCH_* settings), content type, and never an
+address in IANA's special-purpose registries (routing/gateway/addresses.py: private, loopback,
+link-local, multicast, NAT64/6to4 wrapping any of those, ...; every resolved address is checked, on
+every redirect hop). Failures are the caller's: a 400 that names the message part.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from urllib.parse import urljoin, urlsplit
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from django.conf import settings
+
+from routing.gateway.addresses import address_allowed
 
 # What Gemini takes inline (and what is safe to hand on: no SVG).
 ALLOWED_TYPES = {"image/png", "image/jpeg", "image/gif", "image/webp"}
@@ -40,25 +43,6 @@ class ImageFetchError(Exception):
 
 def _allow_private() -> bool:
     return bool(getattr(settings, "SWITCHYARD_IMAGE_FETCH_ALLOW_PRIVATE", False))
-
-
-def address_allowed(address: str) -> bool:
-    """True for a globally routable unicast address."""
-    try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return not (
-        ip.is_private
-        or ip.is_loopback
-        or ip.is_link_local
-        or ip.is_multicast
-        or ip.is_reserved
-        or ip.is_unspecified
-        or not ip.is_global
-    )
 
 
 class _PublicResolver(AbstractResolver):

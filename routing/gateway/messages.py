@@ -75,13 +75,41 @@ def _fail(field: str, message: str) -> BadRequest:
     return BadRequest(f"{field}: {message}", metadata={"field": field})
 
 
+# Every field is type-checked here, before anything looks inside it: a value of the wrong JSON type
+# (a block `type` that is a list, say) is the caller's 400 naming the field, never a TypeError (500).
+
+
+def _block_kind(block: Any, where: str) -> str:
+    """A content block's `type`, once the block is known to be an object with a string type."""
+    if not isinstance(block, dict):
+        raise _fail(where, "must be a content block object")
+    kind = block.get("type")
+    if not isinstance(kind, str):
+        raise _fail(f"{where}.type", "must be a string naming the content block type")
+    return kind
+
+
+def _optional(block: dict[str, Any], name: str, kind: type | tuple[type, ...], where: str, what: str) -> Any:
+    """`block[name]` when present; a 400 naming it when it is not of `kind` (never int: bool is one)."""
+    value = block.get(name)
+    if value is not None and not isinstance(value, kind):
+        raise _fail(f"{where}.{name}", f"must be {what}")
+    return value
+
+
+def _cache_control(block: dict[str, Any], where: str, part: dict[str, Any]) -> None:
+    value = _optional(block, "cache_control", dict, where, "an object")
+    if value:
+        part["cache_control"] = value
+
+
 # ---- request: Anthropic -> internal (OpenAI) ------------------------------------------------------
 
 
 def _image_part(block: dict[str, Any], where: str) -> dict[str, Any]:
     source = block.get("source")
     if not isinstance(source, dict):
-        raise _fail(f"{where}.source", "is required")
+        raise _fail(f"{where}.source", "is required and must be an object")
     if source.get("type") == "base64":
         if not isinstance(source.get("media_type"), str) or not isinstance(source.get("data"), str):
             raise _fail(f"{where}.source", "a base64 source needs media_type and data")
@@ -91,8 +119,7 @@ def _image_part(block: dict[str, Any], where: str) -> dict[str, Any]:
     else:
         raise _fail(f"{where}.source.type", 'must be "base64" or "url"')
     part: dict[str, Any] = {"type": "image_url", "image_url": {"url": url}}
-    if block.get("cache_control"):
-        part["cache_control"] = block["cache_control"]
+    _cache_control(block, where, part)
     return part
 
 
@@ -100,9 +127,24 @@ def _text_part(block: dict[str, Any], where: str) -> dict[str, Any]:
     if not isinstance(block.get("text"), str):
         raise _fail(f"{where}.text", "must be a string")
     part: dict[str, Any] = {"type": "text", "text": block["text"]}
-    if block.get("cache_control"):
-        part["cache_control"] = block["cache_control"]
+    _cache_control(block, where, part)
     return part
+
+
+def _native_block(block: dict[str, Any], where: str) -> None:
+    """The shape of a block only pass-through sends (document, search_result, container_upload): its
+    source, when it has one, is an object whose fields have their types."""
+    _cache_control(block, where, {})
+    source = block.get("source")
+    if source is None and block.get("type") != "document":
+        return
+    if not isinstance(source, dict):
+        raise _fail(f"{where}.source", "is required and must be an object")
+    if not isinstance(source.get("type"), str):
+        raise _fail(f"{where}.source.type", "must be a string")
+    for name in ("media_type", "data", "url", "file_id"):
+        _optional(source, name, str, f"{where}.source", "a string")
+    _optional(source, "content", (str, list), f"{where}.source", "a string or a list of content blocks")
 
 
 def _collapse(parts: list[dict[str, Any]]) -> str | list[dict[str, Any]]:
@@ -163,14 +205,15 @@ def body_prompt_bound(body: dict[str, Any]) -> PromptBound:
 
 def _tool_result(block: dict[str, Any], where: str, native: list[str]) -> dict[str, Any]:
     content = block.get("content")
-    prefix = "Error: " if block.get("is_error") else ""
+    _cache_control(block, where, {})
+    prefix = "Error: " if _optional(block, "is_error", bool, where, "true or false") else ""
     if content is None or isinstance(content, str):
         return {"role": "tool", "tool_call_id": block["tool_use_id"], "content": prefix + (content or "")}
     if not isinstance(content, list):
         raise _fail(f"{where}.content", "must be a string or a list of content blocks")
     parts: list[dict[str, Any]] = []
     for k, sub in enumerate(content):
-        kind = sub.get("type") if isinstance(sub, dict) else None
+        kind = _block_kind(sub, f"{where}.content[{k}]")
         if kind == "text":
             parts.append(_text_part(sub, f"{where}.content[{k}]"))
             continue
@@ -181,6 +224,7 @@ def _tool_result(block: dict[str, Any], where: str, native: list[str]) -> dict[s
         if kind == "image":
             parts.append(_image_part(sub, f"{where}.content[{k}]"))
         else:
+            _native_block(sub, f"{where}.content[{k}]")
             parts.append({"type": "text", "text": _stand_in(sub)})
     if prefix:
         parts.insert(0, {"type": "text", "text": prefix})
@@ -202,7 +246,7 @@ def _user_turn(content: list[Any], where: str, native: list[str]) -> list[dict[s
     parts: list[dict[str, Any]] = []
     for j, block in enumerate(content):
         at = f"{where}[{j}]"
-        kind = block.get("type") if isinstance(block, dict) else None
+        kind = _block_kind(block, at)
         if kind == "text":
             parts.append(_text_part(block, at))
         elif kind == "image":
@@ -212,6 +256,7 @@ def _user_turn(content: list[Any], where: str, native: list[str]) -> list[dict[s
                 raise _fail(f"{at}.tool_use_id", "is required")
             out.append(_tool_result(block, at, native))
         elif kind in NATIVE_ONLY_BLOCKS:
+            _native_block(block, at)
             native.append(f"{at}: a {kind} block")
             stand_in = _stand_in(block)
             if stand_in:
@@ -228,12 +273,14 @@ def _assistant_turn(content: list[Any], where: str) -> dict[str, Any]:
     calls: list[dict[str, Any]] = []
     for j, block in enumerate(content):
         at = f"{where}[{j}]"
-        kind = block.get("type") if isinstance(block, dict) else None
+        kind = _block_kind(block, at)
         if kind == "text":
             parts.append(_text_part(block, at))
         elif kind == "tool_use":
             if not isinstance(block.get("id"), str) or not isinstance(block.get("name"), str):
                 raise _fail(at, "tool_use needs an id and a name")
+            _optional(block, "input", dict, at, "an object")
+            _cache_control(block, at, {})
             calls.append(
                 {
                     "id": block["id"],
@@ -259,11 +306,18 @@ def _tools(tools: Any) -> list[dict[str, Any]]:
         raise _fail("tools", "must be a list")
     out = []
     for i, tool in enumerate(tools):
-        if not isinstance(tool, dict) or tool.get("type") not in (None, "custom"):
-            kind = tool.get("type") if isinstance(tool, dict) else None
+        if not isinstance(tool, dict):
+            raise _fail(f"tools[{i}]", "must be an object")
+        kind = tool.get("type")
+        if kind is not None and not isinstance(kind, str):
+            raise _fail(f"tools[{i}].type", "must be a string")
+        if kind not in (None, "custom"):
             raise _fail(f"tools[{i}].type", f"server tool {kind!r} is not supported; only custom tools are")
         if not isinstance(tool.get("name"), str) or not tool["name"]:
-            raise _fail(f"tools[{i}].name", "is required")
+            raise _fail(f"tools[{i}].name", "is required and must be a string")
+        _optional(tool, "description", str, f"tools[{i}]", "a string")
+        _optional(tool, "input_schema", dict, f"tools[{i}]", "an object (a JSON schema)")
+        _cache_control(tool, f"tools[{i}]", {})
         fn: dict[str, Any] = {
             "name": tool["name"],
             "parameters": tool.get("input_schema") or {"type": "object", "properties": {}},
@@ -288,10 +342,12 @@ def _tool_choice(choice: Any, out: dict[str, Any]) -> None:
     elif kind == "none":
         out["tool_choice"] = "none"
     elif kind == "tool":
-        out["tool_choice"] = {"type": "function", "function": {"name": choice.get("name")}}
+        if not isinstance(choice.get("name"), str) or not choice["name"]:
+            raise _fail("tool_choice.name", 'is required with type "tool" and must be a string')
+        out["tool_choice"] = {"type": "function", "function": {"name": choice["name"]}}
     else:
         raise _fail("tool_choice.type", 'must be "auto", "any", "tool" or "none"')
-    if choice.get("disable_parallel_tool_use"):
+    if _optional(choice, "disable_parallel_tool_use", bool, "tool_choice", "true or false"):
         out["parallel_tool_calls"] = False
 
 
@@ -314,7 +370,11 @@ def to_internal(body: Any) -> dict[str, Any]:
         if system:
             messages.append({"role": "system", "content": system})
     elif isinstance(system, list):
-        parts = [_text_part(b if isinstance(b, dict) else {}, f"system[{i}]") for i, b in enumerate(system)]
+        parts = []
+        for i, block in enumerate(system):
+            if _block_kind(block, f"system[{i}]") != "text":
+                raise _fail(f"system[{i}].type", 'must be "text"')
+            parts.append(_text_part(block, f"system[{i}]"))
         if parts:
             messages.append({"role": "system", "content": _collapse(parts)})
     elif system is not None:
@@ -341,16 +401,28 @@ def to_internal(body: Any) -> dict[str, Any]:
         out["stream"] = body["stream"]
     stop = body.get("stop_sequences")
     if stop is not None:
+        if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
+            raise _fail("stop_sequences", "must be a list of strings")
         out["stop"] = stop
-    if body.get("tools"):
+    if body.get("tools") is not None:
         out["tools"] = _tools(body["tools"])
+        if not out["tools"]:
+            del out["tools"]
     if body.get("tool_choice") is not None:
         _tool_choice(body["tool_choice"], out)
     metadata = body.get("metadata")
-    if isinstance(metadata, dict) and isinstance(metadata.get("user_id"), str):
-        out["user"] = metadata["user_id"]
+    if metadata is not None:
+        if not isinstance(metadata, dict):
+            raise _fail("metadata", "must be an object")
+        if _optional(metadata, "user_id", str, "metadata", "a string"):
+            out["user"] = metadata["user_id"]
     thinking = body.get("thinking")
-    if isinstance(thinking, dict) and thinking.get("type") == "enabled":
+    if thinking is not None:
+        if not isinstance(thinking, dict):
+            raise _fail("thinking", "must be an object")
+        if thinking.get("type") not in ("enabled", "disabled"):
+            raise _fail("thinking.type", 'must be "enabled" or "disabled"')
+    if thinking is not None and thinking["type"] == "enabled":
         budget = thinking.get("budget_tokens")
         if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
             raise _fail("thinking.budget_tokens", "must be a positive integer")

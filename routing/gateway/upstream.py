@@ -52,6 +52,29 @@ class ProtocolFailure(UpstreamError):
     """The provider's bytes are not HTTP/1.1."""
 
 
+class HeaderNotEncodable(ValueError):
+    """A request header's value cannot be sent (not Latin-1, or a line break in it): the request never
+    left, so the provider is not at fault. `name` is the header's name; the value is never kept."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"the {name} header cannot be sent in HTTP/1.1")
+        self.name = name
+
+
+def encode_headers(headers: dict[str, str]) -> bytes:
+    """The header lines, or HeaderNotEncodable. A CR or LF in a value would split the request."""
+    lines = []
+    for name, value in headers.items():
+        try:
+            line = f"{name}: {value}\r\n".encode("latin-1")
+        except UnicodeEncodeError:
+            raise HeaderNotEncodable(name) from None
+        if line.count(b"\n") != 1 or line.count(b"\r") != 1:
+            raise HeaderNotEncodable(name)
+        lines.append(line)
+    return b"".join(lines)
+
+
 @functools.lru_cache(maxsize=1024)
 def _target(url: str) -> tuple[tuple[str, str, int], bytes]:
     """(origin, request-line target and Host header) for a URL, parsed once per URL."""
@@ -270,17 +293,12 @@ class _Connection(asyncio.Protocol):
         if self.response is not None:
             self.response._finish(exc)
 
-    async def send(self, head: bytes, headers: dict[str, str], body: bytes) -> Response:
+    async def send(self, head: bytes, header_lines: bytes, body: bytes) -> Response:
         assert self.transport is not None
         resp = self.response = Response(self)
         self.reusable = self.until_close = False
         self.headers_ready = self.loop.create_future()
-        lines = [head]
-        for name, value in headers.items():
-            lines.append(f"{name}: {value}\r\n".encode("latin-1"))
-        lines.append(b"Content-Length: %d\r\n\r\n" % len(body))
-        lines.append(body)
-        self.transport.write(b"".join(lines))
+        self.transport.write(b"".join((head, header_lines, b"Content-Length: %d\r\n\r\n" % len(body), body)))
         try:
             await self.headers_ready
         except BaseException:
@@ -376,10 +394,12 @@ class Pool:
     async def post(
         self, url: str, headers: dict[str, str], body: bytes, *, connect_timeout: float
     ) -> Response:
-        """Send `body`; return once the answer's status and headers are in (its body follows)."""
+        """Send `body`; return once the answer's status and headers are in (its body follows).
+        HeaderNotEncodable before any connection is taken when a header cannot be sent."""
         origin, head = _target(url)
+        lines = encode_headers(headers)
         conn = self._take(origin) or await self._connect(origin, connect_timeout)
-        return await conn.send(head, headers, body)
+        return await conn.send(head, lines, body)
 
     def close(self) -> None:
         for conns in self.idle.values():

@@ -134,7 +134,7 @@ def _tools(body: dict[str, Any]) -> None:
         name = (
             (choice.get("function") or {}).get("name") if isinstance(choice.get("function"), dict) else None
         )
-        if choice.get("type") != "function" or name not in names:
+        if choice.get("type") != "function" or not isinstance(name, str) or name not in names:
             raise _fail("tool_choice.function.name", "must name one of the tools")
     else:
         raise _fail("tool_choice", "must be a string or an object")

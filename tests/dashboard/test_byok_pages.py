@@ -78,6 +78,18 @@ def test_form_errors_never_echo_the_key(team, providers):
     assert not ProviderKey.objects.exists()
 
 
+def test_a_key_that_is_not_printable_ascii_gets_a_clear_form_error(team, providers):
+    """A look-alike character (Cyrillic, a non-breaking hyphen) could never be sent in a header; saved,
+    every request with it failed (and counted against the provider's shared health)."""
+    client = team.client("owner")
+    for key in ("sk-proj-ключ-9aB8cD7eF6gH5iJ4", "sk-proj\u2011ownerkey-9aB8cD7eF6"):
+        response = _add(client, providers["openai"], key)
+        page = response.content.decode()
+        assert response.status_code == 400 and "printable ASCII only" in page
+        assert key not in page
+    assert not ProviderKey.objects.exists()
+
+
 def test_simulated_provider_is_not_offered(team, providers):
     page = team.client("owner").get(URL).content.decode()
     assert f'value="{providers["openai"].pk}"' in page

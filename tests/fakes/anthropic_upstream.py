@@ -39,6 +39,9 @@ class Script:
     # Bill input as Anthropic does: the system prompt, tool definitions and every block count, and a
     # PDF document costs PDF_PAGE_TOKENS per page (its text and its page image), whatever its bytes.
     bill_whole_body: bool = False
+    # Sent verbatim as the answer's usage (message_start's, and message_delta's output_tokens when
+    # streamed), for tests of bad provider usage: negative, non-integer, non-numeric, huge counts.
+    usage: dict[str, Any] | None = None
 
 
 @dataclass
@@ -322,6 +325,8 @@ class FakeAnthropicUpstream(ThreadedServer):
             "cache_read_input_tokens": script.cache_read,
             "output_tokens": script.output_tokens if script.output_tokens is not None else out_words,
         }
+        if script.usage is not None:
+            usage = dict(script.usage)
         return content, usage, script.stop_reason or stop
 
     async def _stream(
@@ -342,7 +347,7 @@ class FakeAnthropicUpstream(ThreadedServer):
             await resp.write(f"event: {event}\ndata: {json.dumps(data)}\n\n".encode())
             await asyncio.sleep(0)
 
-        start_usage = {**usage, "output_tokens": 1}
+        start_usage = usage if script.usage is not None else {**usage, "output_tokens": 1}
         await send(
             "message_start",
             {
@@ -445,7 +450,7 @@ class FakeAnthropicUpstream(ThreadedServer):
             {
                 "type": "message_delta",
                 "delta": {"stop_reason": stop, "stop_sequence": None},
-                "usage": {"output_tokens": usage["output_tokens"]},
+                "usage": {"output_tokens": usage.get("output_tokens")},
             },
         )
         await send("message_stop", {"type": "message_stop"})

@@ -43,6 +43,8 @@ class Script:
     candidates_tokens: int | None = None
     thoughts_tokens: int | None = None
     finish_reason: str | None = None
+    # Sent verbatim as usageMetadata, for tests of bad provider usage (negative, non-numeric, huge).
+    usage: dict[str, Any] | None = None
 
 
 @dataclass
@@ -345,4 +347,6 @@ class FakeGeminiUpstream(ThreadedServer):
         if thoughts:
             usage["thoughtsTokenCount"] = thoughts
         usage["totalTokenCount"] = prompt + out + (thoughts or 0)
+        if script.usage is not None:
+            usage = dict(script.usage)
         return parts, usage, script.finish_reason or "STOP"

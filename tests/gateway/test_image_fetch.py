@@ -200,6 +200,10 @@ async def test_private_literal_address_is_refused_before_connecting(private, pub
         "http://[::1]/x.png",
         "http://[fe80::1]/x.png",
         "http://0.0.0.0:{port}/pixel.png",
+        "http://192.0.0.8/x.png",  # IANA's IPv4 dummy address: `is_global` let it through
+        "http://[2002:7f00:2::1]:{port}/pixel.png",  # 6to4 wrapping 127.0.0.2
+        "http://[2002:a9fe:a9fe::1]/latest/meta-data/",  # 6to4 wrapping the metadata address
+        "http://[64:ff9b::a9fe:a9fe]/latest/meta-data/",  # NAT64 wrapping it
     ],
 )
 async def test_redirect_to_a_private_address_is_refused(public, private, public_loopback, target):
@@ -352,6 +356,18 @@ def test_openai_sdk_oversized_image_is_a_400(oai, fakes, public, public_loopback
         oai.chat.completions.create(model="test/gemini", messages=[{"role": "user", "content": content}])
     assert "messages[0].content[1].image_url.url" in err.value.message
     assert f"larger than {LIMIT} bytes" in err.value.message
+    assert fakes["gemini"].requests == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_chat_image_on_a_6to4_address_wrapping_loopback_is_a_400(oai, fakes, private, public_loopback):  # noqa: F811
+    """Through the gateway: 2002:7f00:2:: is 6to4 for 127.0.0.2, where a live server answers."""
+    url = f"http://[2002:7f00:2::1]:{private.port}/pixel.png"
+    content = [{"type": "text", "text": "what is it?"}, {"type": "image_url", "image_url": {"url": url}}]
+    with pytest.raises(openai.BadRequestError) as err:
+        oai.chat.completions.create(model="test/gemini", messages=[{"role": "user", "content": content}])
+    assert "messages[0].content[1].image_url.url" in err.value.message
+    assert "is not public" in err.value.message
     assert fakes["gemini"].requests == []
 
 

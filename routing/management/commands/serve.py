@@ -80,7 +80,8 @@ class Command(BaseCommand):
             port=options["port"],
             workers=workers,
             loop="uvloop",
-            http="httptools",
+            # httptools with read deadlines and a connection limit (SWITCHYARD_HEADER_TIMEOUT, ...).
+            http="switchyard.server:TimedHttpToolsProtocol",
             lifespan="on",
             access_log=options["access_log"],
             log_config=logging_config(
