@@ -29,6 +29,7 @@ urlpatterns = [
     ),
     path("dashboard/keys/", accounts_views.keys, name="keys"),
     path("dashboard/keys/new", accounts_views.key_new, name="key-new"),
+    path("dashboard/keys/created", accounts_views.key_created, name="key-created"),
     path("dashboard/keys/<int:key_id>/edit", accounts_views.key_edit, name="key-edit"),
     path(
         "dashboard/keys/<int:key_id>/<str:action>",

@@ -99,8 +99,11 @@ def test_create_key_shows_secret_once(team):
             "expires": str(timezone.now().date() + timedelta(days=30)),
         },
     )
+    assert response.status_code == 302 and response["Location"] == "/dashboard/keys/created"
+    response = client.get(response["Location"])
     assert response.status_code == 200 and response["Cache-Control"] == "no-store"
     secret = re.search(r'value="(sk-sy-v1-[^"]+)"', response.content.decode()).group(1)
+    assert secret not in client.get("/dashboard/keys/created").content.decode()  # popped on first display
     key = ApiKey.objects.get(name="ci")
     assert key.created_by == team.member and key.limit_units == to_units("5") and key.limit_reset == "monthly"
     assert key.expires_at is not None

@@ -1,0 +1,109 @@
+"""Each defect the dashboard walk-through found (issue 21), reproduced in Debian's chromium and fixed.
+
+The real uvicorn server (`live`) serves the dashboard; Playwright drives the browser with a signed-in
+session of the seeded organisation (tests/dashboard/browser.py).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+
+import pytest
+
+from tests.dashboard.browser import (
+    DESKTOP,
+    HOSTILE_KEY_NAME,
+    PHONE,
+    Seeded,
+    open_as,
+    seed_dashboard,
+)
+from tests.dashboard.test_browser import CHROMIUM, browser, orm  # noqa: F401  (browser: a fixture)
+
+pytestmark = [
+    pytest.mark.skipif(
+        not CHROMIUM.exists(), reason="/usr/bin/chromium is missing (apt-get install chromium)"
+    ),
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.timeout(300),
+]
+
+
+@pytest.fixture
+def seeded(live) -> Seeded:
+    return orm(seed_dashboard)
+
+
+def _key_count(org_id: int) -> int:
+    from accounts.models import ApiKey
+
+    return ApiKey.objects.filter(organization_id=org_id).count()
+
+
+def test_new_key_secret_is_shown_once_and_reload_creates_nothing(live, seeded, browser):  # noqa: F811
+    context = open_as(browser, live.url, seeded.owner_cookie, DESKTOP)
+    page = context.new_page()
+    before = orm(_key_count, seeded.org_id)
+    page.goto(live.url + "/dashboard/keys/new")
+    page.get_by_label("Name").fill("prg key")
+    page.get_by_role("button", name="Create key").click()
+    secret = page.get_by_test_id("secret").input_value()
+    assert secret.startswith("sk-sy-v1-")
+    assert orm(_key_count, seeded.org_id) == before + 1
+    assert "/dashboard/keys/new" not in page.url  # the secret page is the answer to a GET, not the POST
+
+    page.reload()
+    assert orm(_key_count, seeded.org_id) == before + 1
+    assert secret not in page.content()
+    assert page.get_by_test_id("secret").count() == 0
+    assert "shown only once" in page.locator("main").inner_text()
+
+    page.go_back()
+    page.go_forward()
+    assert orm(_key_count, seeded.org_id) == before + 1
+    assert secret not in page.content()
+    context.close()
+
+
+# The requests chart's total, summed over its series, equals n (Chart.js draws it after the htmx swap).
+CHART_TOTAL = """(n) => {
+    const c = window.Chart && Chart.getChart('chart-requests');
+    return !!c && c.data.datasets.reduce((a, d) => a + d.data.reduce((x, y) => x + y, 0), 0) === n;
+}"""
+
+
+def _rows(text: str) -> list[list[str]]:
+    return list(csv.reader(io.StringIO(text)))
+
+
+def test_export_and_charts_follow_the_filters(live, seeded, browser):  # noqa: F811
+    context = open_as(browser, live.url, seeded.owner_cookie, DESKTOP, accept_downloads=True)
+    page = context.new_page()
+    page.goto(live.url + "/dashboard/activity/?days=90")
+    page.wait_for_function(CHART_TOTAL, arg=seeded.total)
+
+    page.get_by_label("Status").select_option("error")
+    page.wait_for_url(re.compile(r"status=error"))
+    page.wait_for_function(CHART_TOTAL, arg=1)
+    assert page.locator("#activity-table tbody tr").count() == 1
+    with page.expect_download() as download:
+        page.get_by_role("link", name="Export CSV").click()
+    rows = _rows(download.value.path().read_text())
+    assert len(rows) == 2, rows  # the header and the one failed request, not all 18
+    assert rows[1][5] == "error"
+    assert "days=90" in page.url  # the chart range survives the filter change
+
+    # Formula injection: a key named like a formula is exported as text.
+    page.get_by_label("Status").select_option("")
+    page.wait_for_function(CHART_TOTAL, arg=seeded.total)
+    with page.expect_download() as download:
+        page.get_by_role("link", name="Export CSV").click()
+    rows = _rows(download.value.path().read_text())
+    names = {r[4] for r in rows[1:]}
+    assert "'" + HOSTILE_KEY_NAME in names and HOSTILE_KEY_NAME not in names
+    for row in rows[1:]:
+        for cell in row:
+            assert not cell or cell[0] not in "=+-@\t\r", row
+    context.close()
