@@ -99,6 +99,8 @@ OPS = [
     Op("keys", "get", _r("keys")),
     Op("key-new", "get", _r("key-new")),
     Op("key-new", "post", _r("key-new"), data=lambda w: {"name": "fresh", "limit_reset": "none"}),
+    # The one-time secret page shows only what this session's own key form put there.
+    Op("key-created", "get", _r("key-created")),
     # Members manage only their own keys: someone else's is a 404 to them, as to outsiders.
     Op("key-edit", "get", _r("key-edit", lambda w: w.owner_key.pk), member=404, outsider=404),
     Op(
