@@ -387,18 +387,23 @@ def usage_by_day(
     group_by: str | None = "model",
     top: int = 6,
     today: date | None = None,
+    filters: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Spend, tokens and requests per day for the dashboard charts, one series per model (or provider).
 
     The `top` groups by spend get their own series; the rest are summed as "Other". `group_by=None`
     gives a single "All requests" series (the overview). Spend is a Decimal USD per day (exact sums of
-    picodollars); days without traffic are zeros so every series lines up.
+    picodollars); days without traffic are zeros so every series lines up. `filters` are
+    `generation_list`'s (model, provider, api_key_id, status, date_from, date_to), so the charts count
+    exactly the requests the activity table lists.
     """
     field = None if group_by is None else "provider" if group_by == "provider" else "model"
     today = today or timezone.now().date()
     start = today - timedelta(days=days - 1)
     rows = (
-        Generation.objects.filter(organization_id=organization_id, created_at__date__gte=start)
+        generation_list(organization_id=organization_id, **(filters or {}))
+        .filter(created_at__date__gte=start)
+        .order_by()
         .annotate(day=TruncDate("created_at"))
         .values("day", *([field] if field else []))
         .annotate(

@@ -186,30 +186,63 @@ CHART_RANGES = {"7": 7, "30": 30, "90": 90}
 
 @dashboard_view()
 def activity(request: DashboardRequest) -> HttpResponse:
+    """Requests, their charts and the CSV export link, all from the same filters.
+
+    The filter form swaps `#activity-results` (charts, export link, table) with htmx, so what the page
+    shows, what the charts total and what Export CSV downloads never disagree.
+    """
     org = request.org
     form, filters = _activity_filters(request)
     generations = selectors.generation_list(organization_id=org.pk, **filters)
     page = Paginator(generations, 50).get_page(request.GET.get("page"))
     query = request.GET.copy()
     query.pop("page", None)
-    context: dict[str, Any] = {"section": "activity", "form": form, "page": page, "query": query.urlencode()}
-    if request.headers.get("HX-Request") and request.headers.get("HX-Target") == "activity-table":
-        return render(request, "dashboard/_activity_table.html", context)
+    chart_query = query.copy()  # the filters without the chart's own controls, for the range links
+    for name in ("group", "days"):
+        chart_query.pop(name, None)
     group = "provider" if request.GET.get("group") == "provider" else "model"
     days = CHART_RANGES.get(request.GET.get("days", ""), 30)
-    charts = selectors.usage_by_day(organization_id=org.pk, days=days, group_by=group)
+    context: dict[str, Any] = {
+        "section": "activity",
+        "form": form,
+        "page": page,
+        "query": query.urlencode(),
+        "chart_query": chart_query.urlencode(),
+        "group": group,
+        "days": days,
+    }
+    target = request.headers.get("HX-Target") if request.headers.get("HX-Request") else None
+    if target == "activity-table":
+        return render(request, "dashboard/_activity_table.html", context)
+    charts = selectors.usage_by_day(organization_id=org.pk, days=days, group_by=group, filters=filters)
     context.update(
         {
             "charts": selectors.usage_chart_data(charts),
             "chart_totals": charts["totals"],
-            "group": group,
-            "days": days,
             "ranges": CHART_RANGES,
+        }
+    )
+    if target == "activity-results":
+        return render(request, "dashboard/_activity_results.html", context)
+    context.update(
+        {
             "has_any": selectors.generation_list(organization_id=org.pk).exists(),
             "base_url": base_url(request),
         }
     )
     return render_dashboard(request, "dashboard/activity.html", context)
+
+
+# A spreadsheet runs a cell that starts with one of these as a formula (OWASP "CSV injection"): a key
+# named `=HYPERLINK(...)` would become a live link in whoever opens the export. A leading quote makes
+# the cell text again.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe(value: object) -> object:
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
 
 
 @dashboard_view()
@@ -244,7 +277,8 @@ def activity_csv(request: DashboardRequest) -> StreamingHttpResponse:
         )
         for g in rows.iterator(chunk_size=500):
             yield writer.writerow(
-                [
+                csv_safe(cell)
+                for cell in [
                     g.id,
                     g.created_at.isoformat(),
                     g.model,

@@ -2,9 +2,17 @@
    stacked bars per day, and the overview's week of spend (bars) and requests (a line). */
 (function () {
   "use strict";
+  if (!window.Chart) return;
+
+  function render() {
   var node = document.getElementById("chart-data");
-  if (!node || !window.Chart) return;
+  if (!node) return;
   var data = JSON.parse(node.textContent);
+  // A filter change swaps the canvases (htmx): drop the charts drawn on the ones it replaced.
+  ["chart-spend", "chart-tokens", "chart-requests", "chart-week"].forEach(function (id) {
+    var old = Chart.getChart(id);
+    if (old) old.destroy();
+  });
   var palette = ["#4f46e5", "#0ea5e9", "#10b981", "#f59e0b", "#ef4444", "#8b5cf6", "#94a3b8"];
   var labels = data.labels.map(function (d) {
     var parts = d.split("-");
@@ -125,4 +133,10 @@
   draw("chart-tokens", "tokens", count, true);
   draw("chart-requests", "requests", count, true);
   drawWeek("chart-week");
+  }
+
+  render();
+  document.addEventListener("htmx:afterSettle", function (event) {
+    if (event.target && event.target.id === "activity-results") render();
+  });
 })();
