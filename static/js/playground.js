@@ -12,6 +12,9 @@
   var temperatureOut = document.getElementById("pg-temperature-out");
   var history = [];
   var key = null;
+  // Phones: the settings start folded under the chat so the message box is on screen.
+  var settings = root.querySelector("[data-pg-settings]");
+  if (settings && window.matchMedia("(max-width: 900px)").matches) settings.open = false;
 
   function csrfToken() {
     try { return JSON.parse(document.body.getAttribute("hx-headers"))["X-CSRFToken"]; } catch (e) { return ""; }
