@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+from decimal import Decimal
 
 import pytest
 
@@ -106,4 +107,77 @@ def test_export_and_charts_follow_the_filters(live, seeded, browser):  # noqa: F
     for row in rows[1:]:
         for cell in row:
             assert not cell or cell[0] not in "=+-@\t\r", row
+    context.close()
+
+
+def _new_user_cookie(email: str) -> str:
+    from allauth.account.models import EmailAddress
+
+    from tests.dashboard.browser import session_cookie
+    from tests.factories import UserFactory
+
+    user = UserFactory(email=email)
+    EmailAddress.objects.create(user=user, email=email, verified=True, primary=True)
+    return session_cookie(user)
+
+
+def _balance(org_name: str) -> Decimal:
+    from accounts.models import Organization
+    from billing.selectors import balance_get
+
+    return balance_get(organization=Organization.objects.get(name=org_name))
+
+
+def _grant(org_name: str, amount: str) -> None:
+    from accounts.models import Organization
+    from billing.services import credits_grant
+
+    credits_grant(organization=Organization.objects.get(name=org_name), amount_usd=Decimal(amount), reason="top up")
+
+
+def test_starter_credits_and_a_way_to_more_without_stripe(live, browser, settings):  # noqa: F811
+    from tests.dashboard.browser import load_catalogs
+
+    settings.STRIPE_API_KEY = ""
+    settings.SWITCHYARD_STARTER_CREDITS = "0.000001"
+    settings.SWITCHYARD_OPERATOR_CONTACT = "credits@operator.example"
+    orm(load_catalogs)
+    cookie = orm(_new_user_cookie, "founder@example.com")
+    context = open_as(browser, live.url, cookie, DESKTOP)
+    page = context.new_page()
+    page.goto(live.url + "/dashboard/organizations/new")
+    page.get_by_label("Organisation name").fill("Starter Labs")
+    page.get_by_role("button", name="Create organisation").click()
+    page.wait_for_url("**/dashboard/keys/")
+    assert orm(_balance, "Starter Labs") == Decimal("0.000001")
+
+    # No Stripe: the owner is told to ask the operator, with the operator's contact.
+    page.goto(live.url + "/dashboard/credits/")
+    main = page.locator("main").inner_text()
+    assert "ask your operator" in main.lower() and "credits@operator.example" in main
+    assert "STRIPE" not in page.content().upper()
+
+    # The starter grant does not cover a request: the 402 links to Credits and the message can be retried.
+    page.goto(live.url + "/dashboard/playground/?model=switchyard/sim-1")
+    page.get_by_label("Message").fill("Hello there")
+    page.get_by_label("Message").press("Enter")
+    error = page.locator("[data-pg-error]")
+    error.wait_for(state="visible", timeout=15000)
+    assert error.get_by_role("link", name=re.compile("Credits")).get_attribute("href") == "/dashboard/credits/"
+    orm(_grant, "Starter Labs", "5")
+    page.get_by_role("button", name="Retry").click()
+    page.get_by_test_id("pg-usage").wait_for(timeout=15000)
+    assert page.locator(".pg-user").count() == 1  # retried, not sent twice
+    assert error.is_hidden()
+    context.close()
+
+
+def test_members_see_nothing_about_stripe(live, seeded, browser, settings):  # noqa: F811
+    settings.STRIPE_API_KEY = ""
+    settings.SWITCHYARD_OPERATOR_CONTACT = "credits@operator.example"
+    context = open_as(browser, live.url, seeded.member_cookie, DESKTOP)
+    page = context.new_page()
+    page.goto(live.url + "/dashboard/credits/")
+    assert "STRIPE" not in page.content().upper()
+    assert "owner" in page.locator("main").inner_text().lower()
     context.close()
