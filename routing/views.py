@@ -14,7 +14,8 @@ from django import forms
 from django.core.handlers.asgi import ASGIRequest
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
+from django.templatetags.static import static
 from django.views.decorators.http import require_POST
 
 from accounts.models import ApiKey
@@ -128,6 +129,13 @@ def model_page(request: HttpRequest, author: str, name: str) -> HttpResponse:
     if model is None:
         raise Http404("No such model.")
     return _public(request, "public/model.html", {"model": model})
+
+
+def favicon(request: HttpRequest) -> HttpResponse:
+    """/favicon.ico, which browsers ask for whatever the page links: the static (hashed, long-cached) file."""
+    response = redirect(static("img/favicon.ico"))
+    response["Cache-Control"] = "public, max-age=86400"
+    return response
 
 
 def docs(request: HttpRequest) -> HttpResponse:

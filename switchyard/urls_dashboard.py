@@ -13,6 +13,7 @@ urlpatterns = [
     path("models", routing_views.models_browser, name="models"),
     path("models/<str:author>/<str:name>", routing_views.model_page, name="model"),
     path("docs", routing_views.docs, name="docs"),
+    path("favicon.ico", routing_views.favicon, name="favicon"),
     path("invitations/<str:token>/", accounts_views.invitation_accept, name="invite-accept"),
     # Dashboard
     path("dashboard/", accounts_views.dashboard_home, name="dashboard"),

@@ -162,6 +162,7 @@ def dashboard_pages(seeded: Seeded) -> dict[str, str]:
 # Routes of switchyard/urls_dashboard.py a browser never GETs as a page (POST actions, htmx partials,
 # downloads, JSON), so `dashboard_pages` need not cover them.
 NOT_PAGES = {
+    "favicon",
     "org-switch",
     "member-role",
     "member-remove",

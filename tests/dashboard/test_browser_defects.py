@@ -181,3 +181,50 @@ def test_members_see_nothing_about_stripe(live, seeded, browser, settings):  # n
     assert "STRIPE" not in page.content().upper()
     assert "owner" in page.locator("main").inner_text().lower()
     context.close()
+
+
+# Emoji (and other pictographs) that render as empty boxes where no emoji font is installed.
+EMOJI = re.compile("[\U0001f300-\U0001faff\u2600-\u27bf\u2b50\u2b55]")
+
+
+def test_empty_states_use_svg_icons_not_emoji(live, browser):  # noqa: F811
+    from tests.dashboard.browser import load_catalogs
+
+    orm(load_catalogs)
+    cookie = orm(_new_user_cookie, "empty@example.com")
+    context = open_as(browser, live.url, cookie, DESKTOP)
+    page = context.new_page()
+    page.goto(live.url + "/dashboard/organizations/new")
+    page.get_by_label("Organisation name").fill("Empty Labs")
+    page.get_by_role("button", name="Create organisation").click()
+    page.wait_for_url("**/dashboard/keys/")
+    for path in ("/dashboard/keys/", "/dashboard/activity/", "/dashboard/settings/provider-keys/", "/dashboard/"):
+        page.goto(live.url + path)
+        assert not EMOJI.search(page.locator("main").inner_text()), path
+        icons = page.locator("main .empty-icon, main .week-empty-icon")
+        assert icons.count() >= 1, path
+        for i in range(icons.count()):
+            assert icons.nth(i).locator("svg").count() == 1, path
+    context.close()
+
+
+def test_not_found_and_server_error_pages_and_the_favicon(live, browser, settings):  # noqa: F811
+    settings.ROOT_URLCONF = "tests.dashboard.crash_urls"
+    context = open_as(browser, live.url, None, DESKTOP)
+    page = context.new_page()
+    for path, status, title in (("/no-such-page", 404, "Page not found"), ("/test-crash", 500, "Something went wrong")):
+        response = page.goto(live.url + path)
+        assert response.status == status
+        assert page.locator("h1").inner_text() == title
+        assert "URLconf" not in page.content() and "Traceback" not in page.content()
+        # Styled: the app's stylesheet applies (cards have a border radius) and the way home is a button.
+        assert page.evaluate("() => getComputedStyle(document.querySelector('.card')).borderRadius") != "0px"
+        assert page.get_by_role("link", name="Go home").is_visible()
+        assert page.locator("link[rel=icon]").count() >= 1
+
+    icon = page.request.get(live.url + "/favicon.ico")
+    assert icon.status == 200 and icon.headers["content-type"] in ("image/x-icon", "image/vnd.microsoft.icon")
+    assert icon.body()[:4] == b"\x00\x00\x01\x00"  # an ICO file
+    svg = page.locator("link[rel=icon][type='image/svg+xml']").get_attribute("href")
+    assert page.request.get(live.url + svg).status == 200
+    context.close()

@@ -59,6 +59,7 @@ OPS = [
     Op("models", "get", _r("models"), public=True),
     Op("model", "get", _r("model", "switchyard", "no-such-model"), public=True),
     Op("docs", "get", _r("docs"), public=True),
+    Op("favicon", "get", _r("favicon"), public=True),
     # A wrong invitation token is a 404 for everyone (the token is the capability).
     Op("invite-accept", "get", _r("invite-accept", "not-a-token"), 404, 404, 404, 404),
     Op("dashboard", "get", _r("dashboard")),
