@@ -78,6 +78,21 @@
     if (message && !window.confirm(message)) event.preventDefault();
   });
 
+  // A region that scrolls sideways (a wide table, a long code sample) must be reachable from the
+  // keyboard to scroll it: give it a tab stop only while it actually overflows.
+  function markScrollers() {
+    document.querySelectorAll(".table-wrap, pre.code").forEach(function (el) {
+      if (el.scrollWidth > el.clientWidth + 1) {
+        if (!el.hasAttribute("tabindex")) el.setAttribute("tabindex", "0");
+      } else if (el.getAttribute("tabindex") === "0") {
+        el.removeAttribute("tabindex");
+      }
+    });
+  }
+  markScrollers();
+  window.addEventListener("resize", markScrollers);
+  document.addEventListener("htmx:afterSettle", markScrollers);
+
   document.addEventListener("change", function (event) {
     if (event.target.matches("select[data-autosubmit]")) event.target.form.requestSubmit();
   });

@@ -228,3 +228,36 @@ def test_not_found_and_server_error_pages_and_the_favicon(live, browser, setting
     svg = page.locator("link[rel=icon][type='image/svg+xml']").get_attribute("href")
     assert page.request.get(live.url + svg).status == 200
     context.close()
+
+
+def _contrast(a: tuple[int, int, int], b: tuple[int, int, int]) -> float:
+    def lum(rgb: tuple[int, int, int]) -> float:
+        parts = [c / 255 for c in rgb]
+        lin = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in parts]
+        return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+    high, low = sorted([lum(a), lum(b)], reverse=True)
+    return (high + 0.05) / (low + 0.05)
+
+
+def _rgb(css: str) -> tuple[int, int, int]:
+    values = re.findall(r"[\d.]+", css)
+    assert len(values) == 3 or (len(values) == 4 and float(values[3]) == 1), f"not an opaque colour: {css}"
+    return (int(float(values[0])), int(float(values[1])), int(float(values[2])))
+
+
+def test_focus_ring_has_three_to_one_contrast(live, seeded, browser):  # noqa: F811
+    context = open_as(browser, live.url, seeded.owner_cookie, DESKTOP)
+    page = context.new_page()
+    page.goto(live.url + "/dashboard/keys/new")
+    page.get_by_label("Name").focus()
+    page.wait_for_function("() => document.getAnimations().length === 0")  # the ring's transition ended
+    shadow = page.evaluate("() => getComputedStyle(document.activeElement).boxShadow")
+    ring = re.findall(r"rgba?\([^)]*\)", shadow)[-1]  # the outer ring; the inner one is the gap
+    assert _contrast(_rgb(ring), (255, 255, 255)) >= 3, shadow
+    page.keyboard.press("Shift+Tab")  # keyboard focus on a link or button shows an outline
+    outline = page.evaluate(
+        "() => { const s = getComputedStyle(document.activeElement); return [s.outlineStyle, s.outlineColor]; }"
+    )
+    assert outline[0] == "solid" and _contrast(_rgb(outline[1]), (246, 247, 251)) >= 3, outline
+    context.close()

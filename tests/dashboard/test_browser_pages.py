@@ -19,6 +19,8 @@ from tests.dashboard.browser import (
     PUBLIC,
     SIGNED_OUT_PAGES,
     Seeded,
+    axe_source,
+    axe_violations,
     dashboard_pages,
     horizontal_overflow,
     open_as,
@@ -137,3 +139,29 @@ def test_phone_shows_cost_and_status_and_breaks_model_ids_between_words(live, se
     page.locator("main summary", has_text="Settings").click()
     assert page.get_by_label("Model", exact=True).is_visible()
     context.close()
+
+
+@pytest.fixture(scope="session")
+def axe() -> str:
+    return axe_source()
+
+
+@pytest.mark.parametrize("viewport", [PHONE, DESKTOP], ids=["phone", "desktop"])
+def test_no_page_has_accessibility_violations(live, seeded, browser, viewport, axe):  # noqa: F811
+    # bypass_csp: the pages allow only their own script files, and axe-core is injected inline.
+    owner = open_as(browser, live.url, seeded.owner_cookie, viewport, bypass_csp=True)
+    anon = open_as(browser, live.url, None, viewport, bypass_csp=True)
+    failures: dict[str, list[str]] = {}
+    page = owner.new_page()
+    for name, path in dashboard_pages(seeded).items():
+        _visit(page, live.url, path)
+        if found := axe_violations(page, axe):
+            failures[name] = found
+    signed_out = anon.new_page()
+    for name, path in SIGNED_OUT_PAGES.items():
+        _visit(signed_out, live.url, path)
+        if found := axe_violations(signed_out, axe):
+            failures[f"{name} (signed out)"] = found
+    assert not failures, "\n".join(f"{name}: {v}" for name, found in failures.items() for v in found)
+    owner.close()
+    anon.close()
