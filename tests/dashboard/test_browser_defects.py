@@ -261,3 +261,50 @@ def test_focus_ring_has_three_to_one_contrast(live, seeded, browser):  # noqa: F
     )
     assert outline[0] == "solid" and _contrast(_rgb(outline[1]), (246, 247, 251)) >= 3, outline
     context.close()
+
+
+def _generation_count(org_id: int) -> int:
+    from routing.models import Generation
+
+    return Generation.objects.filter(organization_id=org_id).count()
+
+
+def test_playground_max_tokens_zero_is_refused_and_empty_means_no_limit(live, seeded, browser):  # noqa: F811
+    from tests.conftest import flush_usage
+
+    context = open_as(browser, live.url, seeded.owner_cookie, DESKTOP)
+    page = context.new_page()
+    page.goto(live.url + "/dashboard/playground/?model=switchyard/sim-1")
+    before = orm(_generation_count, seeded.org_id)
+    field = page.get_by_label("Max tokens")
+    field.fill("0")
+    page.get_by_label("Message").fill("Hello")
+    page.get_by_role("button", name="Send").click()
+    error = page.locator("[data-pg-error]")
+    error.wait_for(state="visible")
+    assert "at least 1" in error.inner_text()
+    assert field.get_attribute("aria-invalid") == "true"
+    assert page.locator(".pg-user").count() == 0  # nothing was sent
+    orm(flush_usage)
+    assert orm(_generation_count, seeded.org_id) == before
+
+    # The API refuses 0 too (a 400 naming the field), whatever a client sends.
+    key = page.evaluate(
+        "async () => (await (await fetch('/dashboard/playground/key', {method: 'POST', headers: {'X-CSRFToken':"
+        " JSON.parse(document.body.getAttribute('hx-headers'))['X-CSRFToken']}})).json()).key"
+    )
+    refused = page.request.post(
+        live.api + "/chat/completions",
+        headers={"Authorization": f"Bearer {key}"},
+        data={"model": "switchyard/sim-1", "max_tokens": 0, "messages": [{"role": "user", "content": "hi"}]},
+    )
+    assert refused.status == 400 and "max_tokens" in refused.text()
+
+    # Empty: "no limit", said on the page, and the message goes.
+    field.fill("")
+    assert field.get_attribute("placeholder") == "No limit"
+    assert "no limit" in page.locator("#pg-max-tokens-help").inner_text().lower()
+    page.get_by_role("button", name="Send").click()
+    page.get_by_test_id("pg-usage").wait_for(timeout=15000)
+    assert error.is_hidden()
+    context.close()
