@@ -312,6 +312,20 @@ def catalog_browse(
     return rows
 
 
+_provider_names: dict[str, Any] = {"snapshot": None, "names": {}}
+
+
+def provider_names(*, snapshot: Snapshot) -> dict[str, str]:
+    """Provider slug → display name ("simulated" → "Switchyard Simulator"), built once per snapshot.
+
+    Providers without enabled endpoints are not in the snapshot; their rows still name them."""
+    if _provider_names["snapshot"] is not snapshot:
+        names = dict(Provider.objects.values_list("slug", "name"))
+        names.update(catalog_facets(snapshot=snapshot)["providers"])
+        _provider_names.update(snapshot=snapshot, names=names)
+    return _provider_names["names"]
+
+
 def catalog_facets(*, snapshot: Snapshot) -> dict[str, Any]:
     authors: set[str] = set()
     providers: dict[str, str] = {}

@@ -308,3 +308,21 @@ def test_playground_max_tokens_zero_is_refused_and_empty_means_no_limit(live, se
     page.get_by_test_id("pg-usage").wait_for(timeout=15000)
     assert error.is_hidden()
     context.close()
+
+
+def test_audit_details_are_readable_and_not_clipped(live, seeded, browser):  # noqa: F811
+    context = open_as(browser, live.url, seeded.owner_cookie, DESKTOP)
+    page = context.new_page()
+    page.goto(live.url + "/dashboard/audit/")
+    details = page.locator("main table tbody [data-col=details]")
+    text = details.all_inner_texts()
+    joined = "\n".join(text)
+    assert "Limit: none" in joined and "Limit: $5.00" in joined
+    assert "Amount: $9.9997848" in joined or "Amount: $10.00" in joined
+    assert "None" not in joined and "_units" not in joined and "limit_reset=" not in joined
+    clipped = page.evaluate(
+        """() => [...document.querySelectorAll('main .table-wrap, main [data-col=details]')]
+            .filter(el => el.scrollWidth > el.clientWidth + 1).map(el => el.className || el.dataset.col)"""
+    )
+    assert clipped == []
+    context.close()
