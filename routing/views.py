@@ -159,9 +159,10 @@ class ActivityFilterForm(forms.Form):
             ("", "All models"),
             *((m, m) for m in options["models"]),
         ]
+        names = selectors.provider_names(snapshot=catalog.get_sync())
         cast(forms.ChoiceField, self.fields["provider"]).choices = [
             ("", "All providers"),
-            *((p, p) for p in options["providers"]),
+            *((p, names.get(p, p)) for p in options["providers"]),
         ]
         cast(forms.ChoiceField, self.fields["key"]).choices = [
             ("", "All keys"),
@@ -223,9 +224,14 @@ def activity(request: DashboardRequest) -> HttpResponse:
     if target == "activity-table":
         return render(request, "dashboard/_activity_table.html", context)
     charts = selectors.usage_by_day(organization_id=org.pk, days=days, group_by=group, filters=filters)
+    chart_data = selectors.usage_chart_data(charts)
+    if group == "provider":  # series by display name, as everywhere else
+        names = selectors.provider_names(snapshot=catalog.get_sync())
+        for series in chart_data["series"]:
+            series["name"] = names.get(series["name"], series["name"])
     context.update(
         {
-            "charts": selectors.usage_chart_data(charts),
+            "charts": chart_data,
             "chart_totals": charts["totals"],
             "ranges": CHART_RANGES,
         }

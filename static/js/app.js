@@ -78,6 +78,22 @@
     if (message && !window.confirm(message)) event.preventDefault();
   });
 
+  // Dates: the server writes "Dec 3, 2026, 14:05 UTC"; here every <time data-format> is rewritten in
+  // the browser's time zone, in that same one format (date, or date and time).
+  var MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+  function pad(n) { return n < 10 ? "0" + n : String(n); }
+  function localTimes(root) {
+    (root || document).querySelectorAll("time[data-format]").forEach(function (el) {
+      var d = new Date(el.getAttribute("datetime"));
+      if (isNaN(d.getTime())) return;
+      var text = MONTHS[d.getMonth()] + " " + d.getDate() + ", " + d.getFullYear();
+      if (el.getAttribute("data-format") === "datetime") text += ", " + pad(d.getHours()) + ":" + pad(d.getMinutes());
+      el.textContent = text;
+    });
+  }
+  localTimes();
+  document.addEventListener("htmx:afterSettle", function (event) { localTimes(event.target); });
+
   // A region that scrolls sideways (a wide table, a long code sample) must be reachable from the
   // keyboard to scroll it: give it a tab stop only while it actually overflows.
   function markScrollers() {

@@ -241,8 +241,8 @@ def test_dashboard_journey(live, catalogs, browser, mail_dir):
     assert csv_lines[1].startswith(reply.id + ",")
     page.goto(f"{base}/dashboard/activity/?group=provider&days=7")
     page.wait_for_function("() => window.Chart && Chart.getChart('chart-tokens')")
-    assert page.evaluate("Chart.getChart('chart-spend').data.datasets[0].label") == "simulated"
-    page.get_by_role("link", name=re.compile(r"\d+:\d+:\d+")).first.click()
+    assert page.evaluate("Chart.getChart('chart-spend').data.datasets[0].label") == "Switchyard Simulator"
+    page.locator("#activity-table tbody [data-col=time] a").first.click()
     page.wait_for_url(f"**/dashboard/activity/{reply.id}")
     assert "Routing attempts" in page.content()
     shoot(page, "generation")

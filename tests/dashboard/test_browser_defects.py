@@ -326,3 +326,50 @@ def test_audit_details_are_readable_and_not_clipped(live, seeded, browser):  # n
     )
     assert clipped == []
     context.close()
+
+
+ONE_DATE_FORMAT = re.compile(r"^[A-Z][a-z]{2} \d{1,2}, \d{4}(, \d{2}:\d{2})?$")
+
+
+def _first_generation_local(org_id: int, zone: str) -> str:
+    from zoneinfo import ZoneInfo
+
+    from routing.models import Generation
+
+    moment = Generation.objects.filter(organization_id=org_id).order_by("-created_at").first().created_at
+    local = moment.astimezone(ZoneInfo(zone))
+    return f"{local:%b} {local.day}, {local.year}, {local:%H:%M}"
+
+
+def test_one_formatter_each_for_money_dates_and_provider_names(live, seeded, browser):  # noqa: F811
+    zone = "America/New_York"
+    context = open_as(browser, live.url, seeded.owner_cookie, DESKTOP, timezone_id=zone)
+    page = context.new_page()
+
+    # Money: two decimals, the exact amount on hover.
+    page.goto(live.url + "/dashboard/")
+    balance = page.get_by_test_id("balance")
+    assert balance.inner_text() == "$10.00"
+    assert balance.locator("[title]").get_attribute("title") == "$9.9997848"
+
+    # Provider display names, in the table, the filter and the chart legend.
+    page.goto(live.url + "/dashboard/activity/?group=provider")
+    providers = page.locator("main table tbody [data-col=provider]").all_inner_texts()
+    assert providers and set(providers) == {"Switchyard Simulator"}
+    assert page.get_by_label("Provider").locator("option").all_inner_texts() == ["All providers", "Switchyard Simulator"]
+    page.wait_for_function("() => window.Chart && Chart.getChart('chart-spend')")
+    assert page.evaluate("Chart.getChart('chart-spend').data.datasets[0].label") == "Switchyard Simulator"
+
+    # Dates: one format, in the viewer's time zone.
+    first = page.locator("main table tbody [data-col=time]").first.inner_text()
+    assert first == orm(_first_generation_local, seeded.org_id, zone)
+    for path, col in (("/dashboard/keys/", "created"), ("/dashboard/audit/", "when"), ("/dashboard/members/", "joined")):
+        page.goto(live.url + path)
+        for text in page.locator(f"main table tbody [data-col={col}]").all_inner_texts():
+            assert ONE_DATE_FORMAT.match(text.strip()), (path, text)
+
+    # BYOK dropdown: names, not slugs.
+    page.goto(live.url + "/dashboard/settings/provider-keys/")
+    options = page.get_by_label("Provider").locator("option").all_inner_texts()
+    assert "OpenAI" in options and "openai" not in options
+    context.close()
