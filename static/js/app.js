@@ -109,6 +109,16 @@
   window.addEventListener("resize", markScrollers);
   document.addEventListener("htmx:afterSettle", markScrollers);
 
+  // While htmx fetches, the region it will replace says so to assistive technology too.
+  document.addEventListener("htmx:beforeRequest", function (event) {
+    var target = document.getElementById("activity-results");
+    if (target && event.target.closest && event.target.closest("[hx-indicator]")) target.setAttribute("aria-busy", "true");
+  });
+  document.addEventListener("htmx:afterRequest", function () {
+    var target = document.getElementById("activity-results");
+    if (target) target.removeAttribute("aria-busy");
+  });
+
   document.addEventListener("change", function (event) {
     if (event.target.matches("select[data-autosubmit]")) event.target.form.requestSubmit();
   });

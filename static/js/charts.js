@@ -18,8 +18,10 @@
     var parts = d.split("-");
     return new Date(Date.UTC(+parts[0], +parts[1] - 1, +parts[2])).toLocaleDateString(undefined, { month: "short", day: "numeric", timeZone: "UTC" });
   });
+  var style = getComputedStyle(document.documentElement);
+  var grid = style.getPropertyValue("--border").trim() || "#eef2f7";
   Chart.defaults.font.family = getComputedStyle(document.body).fontFamily;
-  Chart.defaults.color = "#64748b";
+  Chart.defaults.color = style.getPropertyValue("--muted").trim() || "#5b6779";
 
   function draw(id, metric, format, integers) {
     var canvas = document.getElementById(id);
@@ -46,7 +48,7 @@
         interaction: { mode: "index", intersect: false },
         scales: {
           x: { stacked: true, grid: { display: false }, ticks: { maxRotation: 0, autoSkipPadding: 12 } },
-          y: { stacked: true, beginAtZero: true, grid: { color: "#eef2f7" }, ticks: { callback: format, maxTicksLimit: 5, precision: integers ? 0 : undefined } },
+          y: { stacked: true, beginAtZero: true, grid: { color: grid }, ticks: { callback: format, maxTicksLimit: 5, precision: integers ? 0 : undefined } },
         },
         plugins: {
           legend: { position: "bottom", labels: { boxWidth: 10, boxHeight: 10, usePointStyle: true } },
@@ -74,7 +76,7 @@
             backgroundColor: palette[1],
             borderWidth: 2,
             pointRadius: 3,
-            cubicInterpolationMode: "monotone", // curves without overshooting below zero
+            tension: 0, // straight segments: a curve would invent values between days
             order: 0,
           },
           {
@@ -96,7 +98,7 @@
         interaction: { mode: "index", intersect: false },
         scales: {
           x: { grid: { display: false }, ticks: { maxRotation: 0, autoSkipPadding: 8 } },
-          spend: { position: "left", beginAtZero: true, grid: { color: "#eef2f7" }, ticks: { callback: money, maxTicksLimit: 5 } },
+          spend: { position: "left", beginAtZero: true, grid: { color: grid }, ticks: { callback: money, maxTicksLimit: 5 } },
           requests: { position: "right", beginAtZero: true, grid: { display: false }, ticks: { callback: count, maxTicksLimit: 5, precision: 0 } },
         },
         plugins: {
@@ -136,6 +138,7 @@
   }
 
   render();
+  document.addEventListener("sy:themechange", render);
   document.addEventListener("htmx:afterSettle", function (event) {
     if (event.target && event.target.id === "activity-results") render();
   });

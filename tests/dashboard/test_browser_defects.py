@@ -373,3 +373,55 @@ def test_one_formatter_each_for_money_dates_and_provider_names(live, seeded, bro
     options = page.get_by_label("Provider").locator("option").all_inner_texts()
     assert "OpenAI" in options and "openai" not in options
     context.close()
+
+
+def _background_luminance(page) -> float:
+    rgb = _rgb(page.evaluate("() => getComputedStyle(document.body).backgroundColor"))
+    return _contrast(rgb, (0, 0, 0))  # 1.0 for black; about 21 for white
+
+
+def test_dark_mode_follows_the_system_and_the_toggle_is_remembered(live, seeded, browser):  # noqa: F811
+    context = open_as(browser, live.url, seeded.owner_cookie, DESKTOP, color_scheme="dark")
+    page = context.new_page()
+    page.goto(live.url + "/dashboard/")
+    assert page.evaluate("document.documentElement.dataset.theme") == "dark"
+    assert _background_luminance(page) < 2
+    toggle = page.locator("[data-theme-toggle]").first
+    assert toggle.get_attribute("aria-pressed") == "true"
+    toggle.click()
+    assert page.evaluate("document.documentElement.dataset.theme") == "light"
+    assert _background_luminance(page) > 15
+    page.reload()
+    assert page.evaluate("document.documentElement.dataset.theme") == "light"  # remembered
+    page.goto(live.url + "/models")  # the public pages share the choice
+    assert page.evaluate("document.documentElement.dataset.theme") == "light"
+    context.close()
+
+
+def test_overview_requests_line_is_not_smoothed(live, seeded, browser):  # noqa: F811
+    context = open_as(browser, live.url, seeded.owner_cookie, DESKTOP)
+    page = context.new_page()
+    page.goto(live.url + "/dashboard/")
+    page.wait_for_function("() => window.Chart && Chart.getChart('chart-week')")
+    line = page.evaluate(
+        "(() => { const d = Chart.getChart('chart-week').data.datasets.find(d => d.type === 'line');"
+        " const m = Chart.getChart('chart-week').getDatasetMeta(0); return [d.tension || 0, d.cubicInterpolationMode || 'default', m.dataset.options.tension]; })()"
+    )
+    assert line == [0, "default", 0]
+    context.close()
+
+
+def test_activity_shows_a_loading_state_while_filters_update(live, seeded, browser):  # noqa: F811
+    context = open_as(browser, live.url, seeded.owner_cookie, DESKTOP)
+    page = context.new_page()
+    page.goto(live.url + "/dashboard/activity/")
+    held = []
+    page.route(re.compile(r".*/dashboard/activity/\?.*status=error.*"), lambda route: held.append(route))
+    page.get_by_label("Status").select_option("error")
+    page.wait_for_function("() => document.getElementById('activity-results').getAttribute('aria-busy') === 'true'")
+    assert page.locator("#activity-results .loading-bar").evaluate("el => getComputedStyle(el).opacity") == "1"
+    assert held, "the filter request was not sent"
+    held[0].continue_()
+    page.wait_for_function("() => document.querySelectorAll('#activity-table tbody tr').length === 1")
+    assert page.locator("#activity-results").get_attribute("aria-busy") is None
+    context.close()
