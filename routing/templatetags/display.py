@@ -67,7 +67,9 @@ def day(value: object) -> SafeString | str:
     if isinstance(value, datetime):
         return _time_tag(value, "date")
     if isinstance(value, date):
-        return format_html('<time datetime="{}">{} {}, {}</time>', value.isoformat(), f"{value:%b}", value.day, value.year)
+        return format_html(
+            '<time datetime="{}">{} {}, {}</time>', value.isoformat(), f"{value:%b}", value.day, value.year
+        )
     return "—"
 
 
@@ -103,7 +105,9 @@ def _audit_value(key: str, value: Any) -> Any:
         except ValueError:
             return value
     if isinstance(value, dict):
-        return ", ".join(f"{AUDIT_LABELS.get(k, k.replace('_', ' '))}: {v}" for k, v in value.items()) or "none"
+        return (
+            ", ".join(f"{AUDIT_LABELS.get(k, k.replace('_', ' '))}: {v}" for k, v in value.items()) or "none"
+        )
     if isinstance(value, list | tuple):
         return ", ".join(str(v) for v in value) or "none"
     return str(value)

@@ -61,7 +61,7 @@ def seed_dashboard(*, credits: str = "9.9997848", requests: int = 18) -> Seeded:
     from django.utils import timezone
 
     from accounts import services as account_services
-    from accounts.models import Membership, Role
+    from accounts.models import Membership, Role, User
     from billing.money import to_units
     from billing.services import credits_grant
     from routing.models import Generation, Provider
@@ -73,8 +73,8 @@ def seed_dashboard(*, credits: str = "9.9997848", requests: int = 18) -> Seeded:
     org.name = "Acme Labs"
     org.save(update_fields=["name"])
     credits_grant(organization=org, amount_usd=Decimal(credits), reason="Welcome grant")
-    owner = UserFactory(email="olivia.owner@example.com", name="Olivia Owner")
-    member = UserFactory(email="mark.member@example.com")
+    owner: User = UserFactory(email="olivia.owner@example.com", name="Olivia Owner")  # type: ignore[assignment]
+    member: User = UserFactory(email="mark.member@example.com")  # type: ignore[assignment]
     for user in (owner, member):
         EmailAddress.objects.create(user=user, email=user.email, verified=True, primary=True)
     owner_membership = Membership.objects.create(user=owner, organization=org, role=Role.OWNER)
@@ -100,7 +100,9 @@ def seed_dashboard(*, credits: str = "9.9997848", requests: int = 18) -> Seeded:
     )
     openai = Provider.objects.filter(slug="openai").first()
     if openai is not None:
-        provider_key_save(organization=org, provider=openai, api_key="sk-test-byok-1234567890abcd", user=owner)
+        provider_key_save(
+            organization=org, provider=openai, api_key="sk-test-byok-1234567890abcd", user=owner
+        )
     now = timezone.now()
     first_id = ""
     for i in range(requests):
@@ -118,7 +120,9 @@ def seed_dashboard(*, credits: str = "9.9997848", requests: int = 18) -> Seeded:
             latency_ms=40 + i,
             error="upstream 500" if failed else "",
             created_at=now - timedelta(hours=5 * i),
-            attempts=[{"provider": "simulated", "model": "switchyard/sim-1", "status": 200, "latency_ms": 40}],
+            attempts=[
+                {"provider": "simulated", "model": "switchyard/sim-1", "status": 200, "latency_ms": 40}
+            ],
         )
         first_id = first_id or gen.id
     return Seeded(
@@ -205,7 +209,16 @@ def axe_source() -> str:
     """axe-core from npm (fetched once into var/node, which is gitignored): no vendored copy to keep."""
     if not AXE.exists():
         subprocess.run(
-            ["npm", "install", "--no-save", "--no-audit", "--no-fund", "--prefix", str(AXE.parents[2]), "axe-core@4"],
+            [
+                "npm",
+                "install",
+                "--no-save",
+                "--no-audit",
+                "--no-fund",
+                "--prefix",
+                str(AXE.parents[2]),
+                "axe-core@4",
+            ],
             check=True,
             capture_output=True,
             timeout=300,

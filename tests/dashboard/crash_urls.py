@@ -3,7 +3,8 @@
 from django.http import HttpRequest, HttpResponse
 from django.urls import path
 
-from switchyard.urls import handler404, urlpatterns as real_urlpatterns
+from switchyard.urls import handler404
+from switchyard.urls import urlpatterns as real_urlpatterns
 
 
 def crash(request: HttpRequest) -> HttpResponse:

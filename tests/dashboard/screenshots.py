@@ -20,7 +20,9 @@ from tests.dashboard.browser import (
 from tests.dashboard.test_browser import CHROMIUM, SHOTS, browser, orm  # noqa: F401  (browser: a fixture)
 
 pytestmark = [
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium is missing (apt-get install chromium)"),
+    pytest.mark.skipif(
+        not CHROMIUM.exists(), reason="/usr/bin/chromium is missing (apt-get install chromium)"
+    ),
     pytest.mark.django_db(transaction=True),
     pytest.mark.timeout(1200),
 ]

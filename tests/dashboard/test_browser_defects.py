@@ -16,7 +16,6 @@ import pytest
 from tests.dashboard.browser import (
     DESKTOP,
     HOSTILE_KEY_NAME,
-    PHONE,
     Seeded,
     open_as,
     seed_dashboard,
@@ -132,7 +131,9 @@ def _grant(org_name: str, amount: str) -> None:
     from accounts.models import Organization
     from billing.services import credits_grant
 
-    credits_grant(organization=Organization.objects.get(name=org_name), amount_usd=Decimal(amount), reason="top up")
+    credits_grant(
+        organization=Organization.objects.get(name=org_name), amount_usd=Decimal(amount), reason="top up"
+    )
 
 
 def test_starter_credits_and_a_way_to_more_without_stripe(live, browser, settings):  # noqa: F811
@@ -163,7 +164,9 @@ def test_starter_credits_and_a_way_to_more_without_stripe(live, browser, setting
     page.get_by_label("Message").press("Enter")
     error = page.locator("[data-pg-error]")
     error.wait_for(state="visible", timeout=15000)
-    assert error.get_by_role("link", name=re.compile("Credits")).get_attribute("href") == "/dashboard/credits/"
+    assert (
+        error.get_by_role("link", name=re.compile("Credits")).get_attribute("href") == "/dashboard/credits/"
+    )
     orm(_grant, "Starter Labs", "5")
     page.get_by_role("button", name="Retry").click()
     page.get_by_test_id("pg-usage").wait_for(timeout=15000)
@@ -198,7 +201,12 @@ def test_empty_states_use_svg_icons_not_emoji(live, browser):  # noqa: F811
     page.get_by_label("Organisation name").fill("Empty Labs")
     page.get_by_role("button", name="Create organisation").click()
     page.wait_for_url("**/dashboard/keys/")
-    for path in ("/dashboard/keys/", "/dashboard/activity/", "/dashboard/settings/provider-keys/", "/dashboard/"):
+    for path in (
+        "/dashboard/keys/",
+        "/dashboard/activity/",
+        "/dashboard/settings/provider-keys/",
+        "/dashboard/",
+    ):
         page.goto(live.url + path)
         assert not EMOJI.search(page.locator("main").inner_text()), path
         icons = page.locator("main .empty-icon, main .week-empty-icon")
@@ -212,7 +220,10 @@ def test_not_found_and_server_error_pages_and_the_favicon(live, browser, setting
     settings.ROOT_URLCONF = "tests.dashboard.crash_urls"
     context = open_as(browser, live.url, None, DESKTOP)
     page = context.new_page()
-    for path, status, title in (("/no-such-page", 404, "Page not found"), ("/test-crash", 500, "Something went wrong")):
+    for path, status, title in (
+        ("/no-such-page", 404, "Page not found"),
+        ("/test-crash", 500, "Something went wrong"),
+    ):
         response = page.goto(live.url + path)
         assert response.status == status
         assert page.locator("h1").inner_text() == title
@@ -336,7 +347,7 @@ def _first_generation_local(org_id: int, zone: str) -> str:
 
     from routing.models import Generation
 
-    moment = Generation.objects.filter(organization_id=org_id).order_by("-created_at").first().created_at
+    moment = Generation.objects.filter(organization_id=org_id).latest("created_at").created_at
     local = moment.astimezone(ZoneInfo(zone))
     return f"{local:%b} {local.day}, {local.year}, {local:%H:%M}"
 
@@ -356,14 +367,21 @@ def test_one_formatter_each_for_money_dates_and_provider_names(live, seeded, bro
     page.goto(live.url + "/dashboard/activity/?group=provider")
     providers = page.locator("main table tbody [data-col=provider]").all_inner_texts()
     assert providers and set(providers) == {"Switchyard Simulator"}
-    assert page.get_by_label("Provider").locator("option").all_inner_texts() == ["All providers", "Switchyard Simulator"]
+    assert page.get_by_label("Provider").locator("option").all_inner_texts() == [
+        "All providers",
+        "Switchyard Simulator",
+    ]
     page.wait_for_function("() => window.Chart && Chart.getChart('chart-spend')")
     assert page.evaluate("Chart.getChart('chart-spend').data.datasets[0].label") == "Switchyard Simulator"
 
     # Dates: one format, in the viewer's time zone.
     first = page.locator("main table tbody [data-col=time]").first.inner_text()
     assert first == orm(_first_generation_local, seeded.org_id, zone)
-    for path, col in (("/dashboard/keys/", "created"), ("/dashboard/audit/", "when"), ("/dashboard/members/", "joined")):
+    for path, col in (
+        ("/dashboard/keys/", "created"),
+        ("/dashboard/audit/", "when"),
+        ("/dashboard/members/", "joined"),
+    ):
         page.goto(live.url + path)
         for text in page.locator(f"main table tbody [data-col={col}]").all_inner_texts():
             assert ONE_DATE_FORMAT.match(text.strip()), (path, text)
@@ -418,8 +436,12 @@ def test_activity_shows_a_loading_state_while_filters_update(live, seeded, brows
     held = []
     page.route(re.compile(r".*/dashboard/activity/\?.*status=error.*"), lambda route: held.append(route))
     page.get_by_label("Status").select_option("error")
-    page.wait_for_function("() => document.getElementById('activity-results').getAttribute('aria-busy') === 'true'")
-    assert page.locator("#activity-results .loading-bar").evaluate("el => getComputedStyle(el).opacity") == "1"
+    page.wait_for_function(
+        "() => document.getElementById('activity-results').getAttribute('aria-busy') === 'true'"
+    )
+    assert (
+        page.locator("#activity-results .loading-bar").evaluate("el => getComputedStyle(el).opacity") == "1"
+    )
     assert held, "the filter request was not sent"
     held[0].continue_()
     page.wait_for_function("() => document.querySelectorAll('#activity-table tbody tr').length === 1")
