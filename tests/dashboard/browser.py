@@ -170,6 +170,7 @@ NOT_PAGES = {
     "org-switch",
     "member-role",
     "member-remove",
+    "member-leave",
     "invitation-revoke",
     "key-action",
     "key-created",  # shown once after creating a key (tests/dashboard/test_browser_defects.py)

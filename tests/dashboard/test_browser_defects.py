@@ -383,7 +383,7 @@ def test_one_formatter_each_for_money_dates_and_provider_names(live, seeded, bro
         ("/dashboard/members/", "joined"),
     ):
         page.goto(live.url + path)
-        for text in page.locator(f"main table tbody [data-col={col}]").all_inner_texts():
+        for text in page.locator(f"main table tbody [data-col={col}] time").all_inner_texts():
             assert ONE_DATE_FORMAT.match(text.strip()), (path, text)
 
     # BYOK dropdown: names, not slugs.
