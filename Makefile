@@ -19,7 +19,7 @@ RUN_STAMP := $(VENV)/.installed-run-$(PYVER)-$(HASH)
 DEV_STAMP := $(VENV)/.installed-dev-$(PYVER)-$(HASH)
 DOCS_STAMP := $(VENV)/.installed-docs-$(PYVER)-$(HASH)
 
-.PHONY: run test test-only lint format serve worker beat bench migrate catalog clean fuzz soak docs docs-serve venv
+.PHONY: run test test-only lint format serve worker beat bench migrate catalog clean fuzz soak docs docs-serve venv screenshots
 
 # Creates .venv with $(PYTHON), or rebuilds it when another interpreter version made it.
 venv:
@@ -116,6 +116,11 @@ docs: $(DOCS_STAMP)
 
 docs-serve: $(DOCS_STAMP)
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve
+
+# Every page at 390 and 1440 px, light and dark, from a live server with seeded data, as PNGs under
+# artifacts/screenshots/ (docs/dashboard.md). Needs /usr/bin/chromium (apt-get install chromium).
+screenshots: $(DEV_STAMP)
+	$(PY) -m pytest -p no:cacheprovider -q -s tests/dashboard/screenshots.py
 
 clean:
 	rm -rf $(VENV) var staticfiles

@@ -23,7 +23,7 @@ from accounts.models import (
     User,
 )
 from billing.money import to_units
-from billing.services import MAX_ENTRY_UNITS
+from billing.services import MAX_ENTRY_UNITS, starter_credits_grant
 from switchyard.errors import BadRequest
 
 
@@ -48,6 +48,7 @@ def organization_create(*, slug: str, name: str | None = None, owner: User | Non
         raise BadRequest(f"An organisation with slug {slug!r} already exists.")
     org = Organization.objects.create(slug=slug, name=name or slug.replace("-", " ").title())
     audit_record(action=AuditAction.ORG_CREATED, organization=org, target=org)
+    starter_credits_grant(organization=org)
     if owner is not None:
         member = Membership.objects.create(user=owner, organization=org, role=Role.OWNER)
         audit_record(

@@ -37,6 +37,7 @@ from billing.money import from_units
 from switchyard.errors import SwitchyardError
 
 ORG_SESSION_KEY = "sy_org"
+NEW_KEY_SESSION_KEY = "sy_new_key"
 
 
 class DashboardRequest(HttpRequest):
@@ -422,19 +423,35 @@ def key_new(request: DashboardRequest) -> HttpResponse:
         except SwitchyardError as exc:
             _error(form, exc, "limit")
         else:
-            response = render_dashboard(
-                request,
-                "dashboard/key_created.html",
-                {"section": "keys", "key": key, "secret": secret, "base_url": base_url(request)},
-            )
-            response["Cache-Control"] = "no-store"
-            return response
+            # Post/redirect/get: the secret waits in the (server-side) session for the one GET that
+            # shows it, so reloading or going back and forth never re-sends the form or re-shows it.
+            request.session[NEW_KEY_SESSION_KEY] = {"id": key.pk, "secret": secret}
+            return redirect("key-created")
     return render_dashboard(
         request,
         "dashboard/key_form.html",
         {"section": "keys", "form": form, "creating": True},
         status=400 if form.errors else 200,
     )
+
+
+@dashboard_view()
+def key_created(request: DashboardRequest) -> HttpResponse:
+    """The new key's secret, once: popped from the session by the first display."""
+    entry = request.session.pop(NEW_KEY_SESSION_KEY, None)
+    key = _key_or_404(request, entry["id"]) if entry else None
+    response = render_dashboard(
+        request,
+        "dashboard/key_created.html",
+        {
+            "section": "keys",
+            "key": key,
+            "secret": entry["secret"] if entry else None,
+            "base_url": base_url(request),
+        },
+    )
+    response["Cache-Control"] = "no-store"
+    return response
 
 
 def _key_or_404(request: DashboardRequest, key_id: int, *, include_playground: bool = False) -> Any:

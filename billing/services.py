@@ -6,10 +6,11 @@ import logging
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
 from django.db.models import F
@@ -94,6 +95,42 @@ def mirror_balance(organization_id: int, amount_units: int, version: int) -> Non
         from billing.holds import redis_balance_sync
 
         redis_balance_sync(organization_id, amount_units, version)
+
+
+STARTER_SOURCE = "starter:{org_id}"
+
+
+def starter_credits_grant(*, organization: Organization) -> LedgerEntry | None:
+    """SWITCHYARD_STARTER_CREDITS for a new organisation, once: the ledger's (kind, source) constraint
+    makes a second call (a retry, a re-run) a no-op. None when the operator grants nothing."""
+    try:
+        amount = Decimal(str(settings.SWITCHYARD_STARTER_CREDITS))
+    except InvalidOperation:
+        raise ImproperlyConfigured("SWITCHYARD_STARTER_CREDITS must be a decimal amount in USD.")
+    if not amount.is_finite() or amount <= 0:
+        return None
+    try:
+        units = to_units(amount)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"SWITCHYARD_STARTER_CREDITS: {exc}")
+    entry, created = ledger_append(
+        organization_id=organization.pk,
+        kind=EntryKind.GRANT,
+        amount_units=units,
+        source=STARTER_SOURCE.format(org_id=organization.pk),
+        reason="Starter credits",
+    )
+    if created:
+        from accounts.audit import audit_record
+
+        audit_record(
+            action="credits.granted",
+            organization=organization,
+            target=entry,
+            target_label=f"starter {amount} USD",
+            metadata={"kind": EntryKind.GRANT, "amount_usd": str(amount), "reason": "Starter credits"},
+        )
+    return entry
 
 
 def credits_grant(

@@ -6,6 +6,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.core.validators import MaxValueValidator, MinValueValidator
@@ -36,6 +37,18 @@ def _auto_topup_supported() -> bool:
 def _limits_help() -> str:
     low, high = selectors.purchase_limits_usd()
     return f"Between ${low:,} and ${high:,}."
+
+
+def operator_contact() -> dict[str, str] | None:
+    """SWITCHYARD_OPERATOR_CONTACT as a link: an email address becomes mailto:, a URL stays itself."""
+    contact = str(getattr(settings, "SWITCHYARD_OPERATOR_CONTACT", "") or "").strip()
+    if not contact:
+        return None
+    if contact.startswith(("https://", "http://")):
+        return {"text": contact, "href": contact}
+    if "@" in contact and " " not in contact:
+        return {"text": contact, "href": "mailto:" + contact.removeprefix("mailto:")}
+    return {"text": contact, "href": ""}
 
 
 class BuyForm(forms.Form):
@@ -115,6 +128,7 @@ def _credits_context(request: DashboardRequest, **extra: Any) -> dict[str, Any]:
         "topup_form": topup,
         "billing_profile": profile,
         "purchase_limits": selectors.purchase_limits_usd(),
+        "operator_contact": operator_contact(),
     }
     context.update(extra)
     return context
@@ -168,7 +182,7 @@ def credits_buy(request: DashboardRequest) -> HttpResponse:
     checkout = _checkout()
     form = BuyForm(request.POST)
     if checkout is None:
-        messages.error(request, "Purchases are not configured (set STRIPE_API_KEY).")
+        messages.error(request, "Buying credits is not available on this server: ask your operator.")
         return redirect("credits")
     if form.is_valid():
         amount = form.cleaned_data["amount"]

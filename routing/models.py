@@ -38,7 +38,7 @@ class Provider(models.Model):
         ordering = ["slug"]
 
     def __str__(self) -> str:
-        return self.slug
+        return self.name or self.slug  # what dropdowns (BYOK, admin) show: "OpenAI", not "openai"
 
 
 class Model(models.Model):

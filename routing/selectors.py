@@ -312,6 +312,20 @@ def catalog_browse(
     return rows
 
 
+_provider_names: dict[str, Any] = {"snapshot": None, "names": {}}
+
+
+def provider_names(*, snapshot: Snapshot) -> dict[str, str]:
+    """Provider slug → display name ("simulated" → "Switchyard Simulator"), built once per snapshot.
+
+    Providers without enabled endpoints are not in the snapshot; their rows still name them."""
+    if _provider_names["snapshot"] is not snapshot:
+        names = dict(Provider.objects.values_list("slug", "name"))
+        names.update(catalog_facets(snapshot=snapshot)["providers"])
+        _provider_names.update(snapshot=snapshot, names=names)
+    return _provider_names["names"]
+
+
 def catalog_facets(*, snapshot: Snapshot) -> dict[str, Any]:
     authors: set[str] = set()
     providers: dict[str, str] = {}
@@ -387,18 +401,23 @@ def usage_by_day(
     group_by: str | None = "model",
     top: int = 6,
     today: date | None = None,
+    filters: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Spend, tokens and requests per day for the dashboard charts, one series per model (or provider).
 
     The `top` groups by spend get their own series; the rest are summed as "Other". `group_by=None`
     gives a single "All requests" series (the overview). Spend is a Decimal USD per day (exact sums of
-    picodollars); days without traffic are zeros so every series lines up.
+    picodollars); days without traffic are zeros so every series lines up. `filters` are
+    `generation_list`'s (model, provider, api_key_id, status, date_from, date_to), so the charts count
+    exactly the requests the activity table lists.
     """
     field = None if group_by is None else "provider" if group_by == "provider" else "model"
     today = today or timezone.now().date()
     start = today - timedelta(days=days - 1)
     rows = (
-        Generation.objects.filter(organization_id=organization_id, created_at__date__gte=start)
+        generation_list(organization_id=organization_id, **(filters or {}))
+        .filter(created_at__date__gte=start)
+        .order_by()
         .annotate(day=TruncDate("created_at"))
         .values("day", *([field] if field else []))
         .annotate(

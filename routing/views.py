@@ -14,7 +14,8 @@ from django import forms
 from django.core.handlers.asgi import ASGIRequest
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
+from django.templatetags.static import static
 from django.views.decorators.http import require_POST
 
 from accounts.models import ApiKey
@@ -130,6 +131,13 @@ def model_page(request: HttpRequest, author: str, name: str) -> HttpResponse:
     return _public(request, "public/model.html", {"model": model})
 
 
+def favicon(request: HttpRequest) -> HttpResponse:
+    """/favicon.ico, which browsers ask for whatever the page links: the static (hashed, long-cached) file."""
+    response = redirect(static("img/favicon.ico"))
+    response["Cache-Control"] = "public, max-age=86400"
+    return response
+
+
 def docs(request: HttpRequest) -> HttpResponse:
     return _public(request, "public/docs.html", {"example_model": _example_model(catalog.get_sync())})
 
@@ -151,9 +159,10 @@ class ActivityFilterForm(forms.Form):
             ("", "All models"),
             *((m, m) for m in options["models"]),
         ]
+        names = selectors.provider_names(snapshot=catalog.get_sync())
         cast(forms.ChoiceField, self.fields["provider"]).choices = [
             ("", "All providers"),
-            *((p, p) for p in options["providers"]),
+            *((p, names.get(p, p)) for p in options["providers"]),
         ]
         cast(forms.ChoiceField, self.fields["key"]).choices = [
             ("", "All keys"),
@@ -186,30 +195,68 @@ CHART_RANGES = {"7": 7, "30": 30, "90": 90}
 
 @dashboard_view()
 def activity(request: DashboardRequest) -> HttpResponse:
+    """Requests, their charts and the CSV export link, all from the same filters.
+
+    The filter form swaps `#activity-results` (charts, export link, table) with htmx, so what the page
+    shows, what the charts total and what Export CSV downloads never disagree.
+    """
     org = request.org
     form, filters = _activity_filters(request)
     generations = selectors.generation_list(organization_id=org.pk, **filters)
     page = Paginator(generations, 50).get_page(request.GET.get("page"))
     query = request.GET.copy()
     query.pop("page", None)
-    context: dict[str, Any] = {"section": "activity", "form": form, "page": page, "query": query.urlencode()}
-    if request.headers.get("HX-Request") and request.headers.get("HX-Target") == "activity-table":
-        return render(request, "dashboard/_activity_table.html", context)
+    chart_query = query.copy()  # the filters without the chart's own controls, for the range links
+    for name in ("group", "days"):
+        chart_query.pop(name, None)
     group = "provider" if request.GET.get("group") == "provider" else "model"
     days = CHART_RANGES.get(request.GET.get("days", ""), 30)
-    charts = selectors.usage_by_day(organization_id=org.pk, days=days, group_by=group)
+    context: dict[str, Any] = {
+        "section": "activity",
+        "form": form,
+        "page": page,
+        "query": query.urlencode(),
+        "chart_query": chart_query.urlencode(),
+        "group": group,
+        "days": days,
+    }
+    target = request.headers.get("HX-Target") if request.headers.get("HX-Request") else None
+    if target == "activity-table":
+        return render(request, "dashboard/_activity_table.html", context)
+    charts = selectors.usage_by_day(organization_id=org.pk, days=days, group_by=group, filters=filters)
+    chart_data = selectors.usage_chart_data(charts)
+    if group == "provider":  # series by display name, as everywhere else
+        names = selectors.provider_names(snapshot=catalog.get_sync())
+        for series in chart_data["series"]:
+            series["name"] = names.get(series["name"], series["name"])
     context.update(
         {
-            "charts": selectors.usage_chart_data(charts),
+            "charts": chart_data,
             "chart_totals": charts["totals"],
-            "group": group,
-            "days": days,
             "ranges": CHART_RANGES,
+        }
+    )
+    if target == "activity-results":
+        return render(request, "dashboard/_activity_results.html", context)
+    context.update(
+        {
             "has_any": selectors.generation_list(organization_id=org.pk).exists(),
             "base_url": base_url(request),
         }
     )
     return render_dashboard(request, "dashboard/activity.html", context)
+
+
+# A spreadsheet runs a cell that starts with one of these as a formula (OWASP "CSV injection"): a key
+# named `=HYPERLINK(...)` would become a live link in whoever opens the export. A leading quote makes
+# the cell text again.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe(value: object) -> object:
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
 
 
 @dashboard_view()
@@ -244,7 +291,8 @@ def activity_csv(request: DashboardRequest) -> StreamingHttpResponse:
         )
         for g in rows.iterator(chunk_size=500):
             yield writer.writerow(
-                [
+                csv_safe(cell)
+                for cell in [
                     g.id,
                     g.created_at.isoformat(),
                     g.model,

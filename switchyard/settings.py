@@ -287,6 +287,11 @@ SWITCHYARD_BYOK_CACHE_SECONDS = env_int("SWITCHYARD_BYOK_CACHE_SECONDS", 2)
 # on, /models and the model browser leave them out (organisations' own keys still reach them).
 SWITCHYARD_HIDE_UNAVAILABLE_MODELS = env_bool("SWITCHYARD_HIDE_UNAVAILABLE_MODELS", False)
 
+# Credits every new organisation starts with (USD, a ledger grant; 0 = none), and who to ask for more
+# when purchases are off (no STRIPE_API_KEY): an email address or URL shown to organisation owners.
+SWITCHYARD_STARTER_CREDITS = str(env_decimal("SWITCHYARD_STARTER_CREDITS", "0"))
+SWITCHYARD_OPERATOR_CONTACT = env_str("SWITCHYARD_OPERATOR_CONTACT", "")
+
 STRIPE_API_KEY = env_str("STRIPE_API_KEY", "")
 STRIPE_WEBHOOK_SECRET = env_str("STRIPE_WEBHOOK_SECRET", "")
 STRIPE_API_BASE = env_str("STRIPE_API_BASE", "")

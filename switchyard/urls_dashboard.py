@@ -13,6 +13,7 @@ urlpatterns = [
     path("models", routing_views.models_browser, name="models"),
     path("models/<str:author>/<str:name>", routing_views.model_page, name="model"),
     path("docs", routing_views.docs, name="docs"),
+    path("favicon.ico", routing_views.favicon, name="favicon"),
     path("invitations/<str:token>/", accounts_views.invitation_accept, name="invite-accept"),
     # Dashboard
     path("dashboard/", accounts_views.dashboard_home, name="dashboard"),
@@ -29,6 +30,7 @@ urlpatterns = [
     ),
     path("dashboard/keys/", accounts_views.keys, name="keys"),
     path("dashboard/keys/new", accounts_views.key_new, name="key-new"),
+    path("dashboard/keys/created", accounts_views.key_created, name="key-created"),
     path("dashboard/keys/<int:key_id>/edit", accounts_views.key_edit, name="key-edit"),
     path(
         "dashboard/keys/<int:key_id>/<str:action>",

@@ -78,6 +78,47 @@
     if (message && !window.confirm(message)) event.preventDefault();
   });
 
+  // Dates: the server writes "Dec 3, 2026, 14:05 UTC"; here every <time data-format> is rewritten in
+  // the browser's time zone, in that same one format (date, or date and time).
+  var MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+  function pad(n) { return n < 10 ? "0" + n : String(n); }
+  function localTimes(root) {
+    (root || document).querySelectorAll("time[data-format]").forEach(function (el) {
+      var d = new Date(el.getAttribute("datetime"));
+      if (isNaN(d.getTime())) return;
+      var text = MONTHS[d.getMonth()] + " " + d.getDate() + ", " + d.getFullYear();
+      if (el.getAttribute("data-format") === "datetime") text += ", " + pad(d.getHours()) + ":" + pad(d.getMinutes());
+      el.textContent = text;
+    });
+  }
+  localTimes();
+  document.addEventListener("htmx:afterSettle", function (event) { localTimes(event.target); });
+
+  // A region that scrolls sideways (a wide table, a long code sample) must be reachable from the
+  // keyboard to scroll it: give it a tab stop only while it actually overflows.
+  function markScrollers() {
+    document.querySelectorAll(".table-wrap, pre.code").forEach(function (el) {
+      if (el.scrollWidth > el.clientWidth + 1) {
+        if (!el.hasAttribute("tabindex")) el.setAttribute("tabindex", "0");
+      } else if (el.getAttribute("tabindex") === "0") {
+        el.removeAttribute("tabindex");
+      }
+    });
+  }
+  markScrollers();
+  window.addEventListener("resize", markScrollers);
+  document.addEventListener("htmx:afterSettle", markScrollers);
+
+  // While htmx fetches, the region it will replace says so to assistive technology too.
+  document.addEventListener("htmx:beforeRequest", function (event) {
+    var target = document.getElementById("activity-results");
+    if (target && event.target.closest && event.target.closest("[hx-indicator]")) target.setAttribute("aria-busy", "true");
+  });
+  document.addEventListener("htmx:afterRequest", function () {
+    var target = document.getElementById("activity-results");
+    if (target) target.removeAttribute("aria-busy");
+  });
+
   document.addEventListener("change", function (event) {
     if (event.target.matches("select[data-autosubmit]")) event.target.form.requestSubmit();
   });

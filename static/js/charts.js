@@ -2,16 +2,26 @@
    stacked bars per day, and the overview's week of spend (bars) and requests (a line). */
 (function () {
   "use strict";
+  if (!window.Chart) return;
+
+  function render() {
   var node = document.getElementById("chart-data");
-  if (!node || !window.Chart) return;
+  if (!node) return;
   var data = JSON.parse(node.textContent);
+  // A filter change swaps the canvases (htmx): drop the charts drawn on the ones it replaced.
+  ["chart-spend", "chart-tokens", "chart-requests", "chart-week"].forEach(function (id) {
+    var old = Chart.getChart(id);
+    if (old) old.destroy();
+  });
   var palette = ["#4f46e5", "#0ea5e9", "#10b981", "#f59e0b", "#ef4444", "#8b5cf6", "#94a3b8"];
   var labels = data.labels.map(function (d) {
     var parts = d.split("-");
     return new Date(Date.UTC(+parts[0], +parts[1] - 1, +parts[2])).toLocaleDateString(undefined, { month: "short", day: "numeric", timeZone: "UTC" });
   });
+  var style = getComputedStyle(document.documentElement);
+  var grid = style.getPropertyValue("--border").trim() || "#eef2f7";
   Chart.defaults.font.family = getComputedStyle(document.body).fontFamily;
-  Chart.defaults.color = "#64748b";
+  Chart.defaults.color = style.getPropertyValue("--muted").trim() || "#5b6779";
 
   function draw(id, metric, format, integers) {
     var canvas = document.getElementById(id);
@@ -38,7 +48,7 @@
         interaction: { mode: "index", intersect: false },
         scales: {
           x: { stacked: true, grid: { display: false }, ticks: { maxRotation: 0, autoSkipPadding: 12 } },
-          y: { stacked: true, beginAtZero: true, grid: { color: "#eef2f7" }, ticks: { callback: format, maxTicksLimit: 5, precision: integers ? 0 : undefined } },
+          y: { stacked: true, beginAtZero: true, grid: { color: grid }, ticks: { callback: format, maxTicksLimit: 5, precision: integers ? 0 : undefined } },
         },
         plugins: {
           legend: { position: "bottom", labels: { boxWidth: 10, boxHeight: 10, usePointStyle: true } },
@@ -66,7 +76,7 @@
             backgroundColor: palette[1],
             borderWidth: 2,
             pointRadius: 3,
-            cubicInterpolationMode: "monotone", // curves without overshooting below zero
+            tension: 0, // straight segments: a curve would invent values between days
             order: 0,
           },
           {
@@ -88,7 +98,7 @@
         interaction: { mode: "index", intersect: false },
         scales: {
           x: { grid: { display: false }, ticks: { maxRotation: 0, autoSkipPadding: 8 } },
-          spend: { position: "left", beginAtZero: true, grid: { color: "#eef2f7" }, ticks: { callback: money, maxTicksLimit: 5 } },
+          spend: { position: "left", beginAtZero: true, grid: { color: grid }, ticks: { callback: money, maxTicksLimit: 5 } },
           requests: { position: "right", beginAtZero: true, grid: { display: false }, ticks: { callback: count, maxTicksLimit: 5, precision: 0 } },
         },
         plugins: {
@@ -125,4 +135,11 @@
   draw("chart-tokens", "tokens", count, true);
   draw("chart-requests", "requests", count, true);
   drawWeek("chart-week");
+  }
+
+  render();
+  document.addEventListener("sy:themechange", render);
+  document.addEventListener("htmx:afterSettle", function (event) {
+    if (event.target && event.target.id === "activity-results") render();
+  });
 })();

@@ -12,6 +12,10 @@
   var temperatureOut = document.getElementById("pg-temperature-out");
   var history = [];
   var key = null;
+  var failed = null; // the user message whose answer failed, until it is retried or replaced
+  // Phones: the settings start folded under the chat so the message box is on screen.
+  var settings = root.querySelector("[data-pg-settings]");
+  if (settings && window.matchMedia("(max-width: 900px)").matches) settings.open = false;
 
   function csrfToken() {
     try { return JSON.parse(document.body.getAttribute("hx-headers"))["X-CSRFToken"]; } catch (e) { return ""; }
@@ -49,9 +53,28 @@
     return item;
   }
 
-  function showError(message) {
-    errorBox.textContent = message;
+  // An error under the chat: the message, a link to Credits when the answer was a 402, and a Retry
+  // button that sends the failed message again (its bubble stays; it is not sent twice).
+  function showError(message, status) {
+    errorBox.textContent = "";
     errorBox.hidden = !message;
+    if (!message) return;
+    errorBox.appendChild(document.createTextNode(message + " "));
+    if (status === 402) {
+      var link = document.createElement("a");
+      link.href = root.getAttribute("data-credits-url");
+      link.textContent = "Add credits on the Credits page";
+      errorBox.appendChild(link);
+      errorBox.appendChild(document.createTextNode(" "));
+    }
+    if (failed !== null) {
+      var retry = document.createElement("button");
+      retry.type = "button";
+      retry.className = "btn btn-sm";
+      retry.textContent = "Retry";
+      retry.addEventListener("click", function () { run(failed); });
+      errorBox.appendChild(retry);
+    }
   }
 
   function formatCost(cost) {
@@ -60,7 +83,24 @@
     return "$" + String(cost);
   }
 
-  function request(messages, retried) {
+  // Max tokens: empty means no limit (said so beside the field); anything else must be a whole number
+  // of at least 1. Returns the number, null for no limit, or false (and says why) when it is invalid.
+  function readMaxTokens() {
+    var field = document.getElementById("pg-max-tokens");
+    var raw = field.value.trim();
+    if (!raw && field.validity.valid) return null;
+    var n = Number(raw);
+    if (!field.validity.valid || !Number.isInteger(n) || n < 1) {
+      showError("Max tokens must be a whole number of at least 1, or empty for no limit.");
+      field.setAttribute("aria-invalid", "true");
+      field.focus();
+      return false;
+    }
+    field.removeAttribute("aria-invalid");
+    return n;
+  }
+
+  function request(messages, retried, maxTokens) {
     return getKey(retried).then(function (secret) {
       var body = {
         model: document.getElementById("pg-model").value,
@@ -68,14 +108,14 @@
         stream: true,
         stream_options: { include_usage: true },
         temperature: Number(temperature.value),
-        max_tokens: Number(document.getElementById("pg-max-tokens").value) || undefined,
       };
+      if (maxTokens) body.max_tokens = maxTokens;
       return fetch(root.getAttribute("data-api"), {
         method: "POST",
         headers: { "Authorization": "Bearer " + secret, "Content-Type": "application/json" },
         body: JSON.stringify(body),
       }).then(function (response) {
-        if (response.status === 401 && !retried) return request(messages, true);
+        if (response.status === 401 && !retried) return request(messages, true, maxTokens);
         return response;
       });
     });
@@ -132,21 +172,34 @@
 
   function submit() {
     var content = prompt.value.trim();
-    if (!content) return;
-    showError("");
-    var system = document.getElementById("pg-system").value.trim();
-    history.push({ role: "user", content: content });
+    if (!content || readMaxTokens() === false) return;
+    if (failed !== null) {  // a new message replaces the one that failed
+      var stale = log.querySelector(".pg-failed");
+      if (stale) stale.remove();
+      failed = null;
+    }
     bubble("user", content);
     prompt.value = "";
+    run(content);
+  }
+
+  function run(content) {
+    var maxTokens = readMaxTokens();
+    if (maxTokens === false) return;
+    showError("");
+    failed = null;
+    log.querySelectorAll(".pg-failed").forEach(function (el) { el.classList.remove("pg-failed"); });
+    var system = document.getElementById("pg-system").value.trim();
+    history.push({ role: "user", content: content });
     send.disabled = true;
     var item = bubble("assistant", "");
     item.classList.add("pg-pending");
     var messages = (system ? [{ role: "system", content: system }] : []).concat(history);
-    request(messages, false).then(function (response) {
+    var status = 0;
+    request(messages, false, maxTokens).then(function (response) {
+      status = response.status;
       if (!response.ok) {
         return response.json().catch(function () { return {}; }).then(function (body) {
-          item.remove();
-          history.pop();
           throw new Error((body.error && body.error.message) || "Request failed (HTTP " + response.status + ").");
         });
       }
@@ -154,7 +207,12 @@
         history.push({ role: "assistant", content: answer });
       });
     }).catch(function (err) {
-      showError(err.message);
+      item.remove();
+      history.pop();
+      failed = content;
+      var users = log.querySelectorAll(".pg-user");
+      if (users.length) users[users.length - 1].classList.add("pg-failed");
+      showError(err.message, status);
     }).then(function () {
       item.classList.remove("pg-pending");
       send.disabled = false;
@@ -168,6 +226,7 @@
   });
   root.querySelector("[data-pg-clear]").addEventListener("click", function () {
     history = [];
+    failed = null;
     log.innerHTML = "";
     showError("");
   });

@@ -99,8 +99,11 @@ def test_create_key_shows_secret_once(team):
             "expires": str(timezone.now().date() + timedelta(days=30)),
         },
     )
+    assert response.status_code == 302 and response["Location"] == "/dashboard/keys/created"
+    response = client.get(response["Location"])
     assert response.status_code == 200 and response["Cache-Control"] == "no-store"
     secret = re.search(r'value="(sk-sy-v1-[^"]+)"', response.content.decode()).group(1)
+    assert secret not in client.get("/dashboard/keys/created").content.decode()  # popped on first display
     key = ApiKey.objects.get(name="ci")
     assert key.created_by == team.member and key.limit_units == to_units("5") and key.limit_reset == "monthly"
     assert key.expires_at is not None
@@ -224,7 +227,7 @@ def test_credits_page_without_stripe(team, monkeypatch):
         model="m",
     )
     body = team.client("owner").get("/dashboard/credits/").content.decode()
-    assert "Purchases are not configured (set STRIPE_API_KEY)" in body
+    assert "ask your operator for credits" in body and "STRIPE" not in body
     assert "$9.997" in body  # 10 granted - 0.003
     assert "Grant" in body and "2 requests" in body and "−$0.003" in body
     redirect = team.client("owner").post("/dashboard/credits/buy", {"amount": "20"})
@@ -524,3 +527,19 @@ def test_grant_credits_then_balance_on_overview(team):
     billing_services.credits_grant(organization=team.org, amount_usd=Decimal("2.5"), reason="bonus")
     body = team.client("member").get("/dashboard/").content.decode()
     assert "$12.50" in body
+
+
+def test_starter_credits_are_granted_once_per_new_organisation(db, settings):
+    from accounts.services import organization_create
+    from billing.models import LedgerEntry
+    from billing.selectors import balance_get
+    from billing.services import starter_credits_grant
+
+    settings.SWITCHYARD_STARTER_CREDITS = "1.25"
+    org = organization_create(slug="fresh-start")
+    assert balance_get(organization=org) == Decimal("1.25")
+    starter_credits_grant(organization=org)  # a second call (a retry) grants nothing more
+    assert balance_get(organization=org) == Decimal("1.25")
+    assert LedgerEntry.objects.filter(organization=org).count() == 1
+    settings.SWITCHYARD_STARTER_CREDITS = "0"
+    assert balance_get(organization=organization_create(slug="no-start")) == Decimal("0")

@@ -28,7 +28,9 @@ def test_dashboard_actions_are_recorded_with_actor_and_address(world):
     owner = world.client("owner")
     AuditEvent.objects.all().delete()  # the fixture's own setup events
 
-    created = owner.post(reverse("key-new"), {"name": "ci deploy", "limit": "2", "limit_reset": "daily"})
+    created = owner.post(
+        reverse("key-new"), {"name": "ci deploy", "limit": "2", "limit_reset": "daily"}, follow=True
+    )
     secret = re.search(r"sk-sy-v1-[A-Za-z0-9_\-]{43,}", created.content.decode()).group(0)
     key = ApiKey.objects.get(name="ci deploy")
     owner.post(

@@ -59,6 +59,7 @@ OPS = [
     Op("models", "get", _r("models"), public=True),
     Op("model", "get", _r("model", "switchyard", "no-such-model"), public=True),
     Op("docs", "get", _r("docs"), public=True),
+    Op("favicon", "get", _r("favicon"), public=True),
     # A wrong invitation token is a 404 for everyone (the token is the capability).
     Op("invite-accept", "get", _r("invite-accept", "not-a-token"), 404, 404, 404, 404),
     Op("dashboard", "get", _r("dashboard")),
@@ -99,6 +100,8 @@ OPS = [
     Op("keys", "get", _r("keys")),
     Op("key-new", "get", _r("key-new")),
     Op("key-new", "post", _r("key-new"), data=lambda w: {"name": "fresh", "limit_reset": "none"}),
+    # The one-time secret page shows only what this session's own key form put there.
+    Op("key-created", "get", _r("key-created")),
     # Members manage only their own keys: someone else's is a 404 to them, as to outsiders.
     Op("key-edit", "get", _r("key-edit", lambda w: w.owner_key.pk), member=404, outsider=404),
     Op(

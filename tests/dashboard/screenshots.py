@@ -1,0 +1,56 @@
+"""`make screenshots`: every page at phone (390×844) and desktop (1440×900) width, light and dark, as
+full-page PNGs under artifacts/screenshots/ (gitignored), from the real server with seeded data.
+
+Not part of `make test` (pytest collects only test_*.py); the Makefile target names this file.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.dashboard.browser import (
+    DESKTOP,
+    PHONE,
+    PUBLIC,
+    SIGNED_OUT_PAGES,
+    dashboard_pages,
+    open_as,
+    seed_dashboard,
+)
+from tests.dashboard.test_browser import CHROMIUM, SHOTS, browser, orm  # noqa: F401  (browser: a fixture)
+
+pytestmark = [
+    pytest.mark.skipif(
+        not CHROMIUM.exists(), reason="/usr/bin/chromium is missing (apt-get install chromium)"
+    ),
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.timeout(1200),
+]
+
+
+def test_screenshots(live, browser):  # noqa: F811
+    seeded = orm(seed_dashboard)
+    pages = dashboard_pages(seeded)
+    out = SHOTS
+    out.mkdir(parents=True, exist_ok=True)
+    taken = []
+    for scheme in ("light", "dark"):
+        for label, viewport in (("phone", PHONE), ("desktop", DESKTOP)):
+            for who, cookie, names in (
+                ("owner", seeded.owner_cookie, list(pages)),
+                ("anon", None, [*SIGNED_OUT_PAGES, *(n for n in PUBLIC if n != "not-found")]),
+            ):
+                context = open_as(browser, live.url, cookie, viewport, color_scheme=scheme)
+                page = context.new_page()
+                for name in names:
+                    path = pages.get(name) or SIGNED_OUT_PAGES[name]
+                    page.goto(live.url + path)
+                    page.wait_for_load_state("load")
+                    page.wait_for_timeout(200)  # charts lay out after load
+                    suffix = "" if who == "owner" or name in SIGNED_OUT_PAGES else "-signed-out"
+                    file = out / f"{name}{suffix}-{label}-{scheme}.png"
+                    page.screenshot(path=str(file), full_page=True)
+                    taken.append(file)
+                context.close()
+    print(f"\n{len(taken)} screenshots in {out}")
+    assert len(taken) >= 4 * (len(pages) + len(SIGNED_OUT_PAGES))
