@@ -13,6 +13,7 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
+from switchyard.db import db_call
 from switchyard.shared import TTLCache, async_redis, redis_enabled, sync_redis
 
 KEY_PREFIX = "sk-sy-v1-"
@@ -98,11 +99,15 @@ def _info_from_row(row: object, user_id: int | None) -> KeyInfo:
 
 def key_lookup_sync(secret: str) -> KeyInfo | None:
     """Uncached lookup for DRF views (not the hot path)."""
-    from accounts.models import ApiKey
-
     if not key_looks_valid(secret):
         return None
-    row = ApiKey.objects.select_related("organization").filter(key_hash=key_hash(secret)).first()
+    return _info_by_digest(key_hash(secret))
+
+
+def _info_by_digest(digest: str) -> KeyInfo | None:
+    from accounts.models import ApiKey
+
+    row = ApiKey.objects.select_related("organization").filter(key_hash=digest).first()
     if row is None:
         return None
     return _info_from_row(row, row.created_by_id or _owner_query(row.organization_id).first())
@@ -128,12 +133,7 @@ async def key_lookup(secret: str) -> KeyInfo | None:
             found = True
             info = KeyInfo(**json.loads(raw)) if raw != b"-" else None
     if not found:
-        from accounts.models import ApiKey
-
-        row = await ApiKey.objects.select_related("organization").filter(key_hash=digest).afirst()
-        if row is not None:
-            user_id = row.created_by_id or await _owner_query(row.organization_id).afirst()
-            info = _info_from_row(row, user_id)
+        info = await db_call(_info_by_digest, digest)
         if redis_enabled():
             await async_redis().set(
                 _redis_name(digest), json.dumps(asdict(info)) if info else "-", ex=REDIS_KEY_TTL

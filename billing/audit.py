@@ -24,7 +24,7 @@ from django.db.models import Count, Exists, F, OuterRef, Q, Subquery, Sum
 from django.utils import timezone
 
 from accounts.models import Organization
-from billing.holds import NEG
+from billing.holds import NEG, scripts
 from billing.models import (
     AuditFinding,
     EntryKind,
@@ -35,8 +35,10 @@ from billing.models import (
     Purchase,
     PurchaseKind,
     PurchaseStatus,
+    RedisEpoch,
 )
 from billing.parking import parked_mirrored_units_by_org, parked_usage_open, parked_usage_totals
+from switchyard.durability import epoch_check_sync
 from switchyard.shared import redis_enabled, sync_redis
 
 logger = logging.getLogger("switchyard.audit")
@@ -84,6 +86,8 @@ class AuditReport:
     mirror_busy: int = 0
     mirror_drift: int = 0
     mirror_drift_units: int = 0
+    mirror_unversioned: int = 0
+    redis_losses: int = 0
     holds_stuck: int = 0
     purchases_stuck: int = 0
     usage_parked: int = 0
@@ -136,7 +140,8 @@ def finding_record(
     repaired: bool = False,
 ) -> None:
     """Open (or refresh) one finding; also for what billing sees outside an audit run, such as a
-    Checkout paid a different amount than asked (those stay open until someone resolves them)."""
+    Checkout paid a different amount than asked or usage a web process wrote again after Redis lost
+    it (those stay open until someone resolves them)."""
     now = timezone.now()
     values = {
         "organization_id": organization_id,
@@ -301,6 +306,24 @@ def _check_mirror(report: AuditReport, seen: set[tuple[str, str]], settle_second
         if not h:
             continue
         report.mirror_checked += 1
+        if "initver" not in h:
+            # Only what settlements or the drain left in a Redis that lost its data: the hold path
+            # completes it on the organisation's next request; complete it here in case none comes.
+            balance, version = _db_snapshot(org_id) or (0, 0)
+            fixed = int(scripts.sync("INIT_LUA")(keys=[key], args=[str(balance), str(version)])) == 1
+            report.mirror_unversioned += 1
+            _record(
+                report,
+                seen,
+                kind=FindingKind.MIRROR_UNVERSIONED,
+                subject=f"org:{org_id}",
+                organization_id=org_id,
+                actual=h.get("avail"),
+                detail=f"Redis mirror without its version ({sorted(h)}): Redis lost its data; "
+                + ("completed from the database" if fixed else "left for the hold path to complete"),
+                repaired=fixed,
+            )
+            continue
         parts = h.get("bal", 0) - h.get("held", 0) - h.get("pending", 0)
         if h.get("avail") != parts:
             fixed = bool(client.eval(AVAIL_FIX_LUA, 1, key, str(h.get("avail"))))
@@ -425,6 +448,33 @@ def _check_parked(report: AuditReport, seen: set[tuple[str, str]]) -> None:
         )
 
 
+def redis_epoch_record(*, epoch: str) -> None:
+    """Store an epoch of Redis's data (switchyard/durability.py); idempotent."""
+    RedisEpoch.objects.get_or_create(value=epoch)
+
+
+def _check_redis_epoch(report: AuditReport, seen: set[tuple[str, str]]) -> None:
+    """Every epoch stored after the first means Redis lost its data once: reported once each (kept
+    open until a human resolves it: what was lost is usage answered and never charged)."""
+    redis_epoch_record(epoch=epoch_check_sync(sync_redis()))
+    first = RedisEpoch.objects.order_by("pk").first()
+    if first is None:
+        return
+    for row in RedisEpoch.objects.filter(reported=False, pk__gt=first.pk).order_by("pk"):
+        if not RedisEpoch.objects.filter(pk=row.pk, reported=False).update(reported=True):
+            continue  # another auditor reported it
+        report.redis_losses += 1
+        _record(
+            report,
+            seen,
+            kind=FindingKind.REDIS_LOST,
+            subject=f"epoch:{row.value}",
+            detail=f"Redis lost its data (its epoch became {row.value}, first seen {row.first_seen_at:%Y-%m-%d %H:%M:%S}Z): "
+            "usage settled before the loss and not yet drained was never charged; holds and mirrors "
+            "were rebuilt from the database. Is Redis persisting (appendonly yes)?",
+        )
+
+
 def books_audit_run(*, mirror_settle_seconds: float = 1.0) -> AuditReport:
     """Run every check; findings not seen again are marked resolved. Returns the figures."""
     report = AuditReport()
@@ -444,7 +494,8 @@ def books_audit_run(*, mirror_settle_seconds: float = 1.0) -> AuditReport:
     _check_holds(report, seen)
     _check_purchases(report, seen)
     if redis_enabled():
-        checked.append(FindingKind.MIRROR_DRIFT)
+        checked += [FindingKind.MIRROR_DRIFT, FindingKind.MIRROR_UNVERSIONED]
+        _check_redis_epoch(report, seen)
         _check_mirror(report, seen, mirror_settle_seconds)
     now = timezone.now()
     for finding in AuditFinding.objects.filter(resolved_at__isnull=True, kind__in=checked).only(

@@ -7,13 +7,20 @@ doubles, so the scripts never do arithmetic on amounts themselves and decide on 
 HINCRBY result (exact) instead.
 
 Redis hash `sy:o:{org}` fields (picodollars): bal (ledger balance as last mirrored), held (open
-holds), pending (settled costs not yet written to the ledger), avail = bal - held - pending.
+holds), pending (settled costs not yet written to the ledger), avail = bal - held - pending, and
+initver, the organisation's ledger version the mirror was loaded at. A hash without initver is only
+partial (a Redis that lost its data, then received settlements or drained usage for the
+organisation): the hold path treats it as not mirrored and INIT_LUA completes it from the database,
+keeping what it already counts (held, pending). aver, on a partial hash only, is the newest ledger
+version the hash has seen applied; a database snapshot older than that is refused.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
@@ -21,7 +28,6 @@ from datetime import timedelta
 from typing import Any
 
 import orjson
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Q, Sum
@@ -31,9 +37,10 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from routing.health import HEALTH_LUA, Outcome, book
 from switchyard import ids
+from switchyard.db import db_call
 from switchyard.errors import InsufficientCredits
 from switchyard.fastredis import Script, script
-from switchyard.shared import redis_enabled, setting, spawn_detached, sync_redis
+from switchyard.shared import async_redis, redis_enabled, setting, spawn_detached, start_shared, sync_redis
 
 logger = logging.getLogger("switchyard.billing")
 
@@ -55,13 +62,14 @@ NEG = (
 )
 
 # Place a hold. KEYS: org hash, hold hash, holds zset, key hash. ARGV: amount, expiry, org id, hold
-# id, key id, limit period ('' when the key has no credit limit).
+# id, key id, limit period ('' when the key has no credit limit), the placing process's liveness
+# token ('' or absent when it keeps none).
 # Returns {1, org avail after}; {0, org avail} org short; {-3, key avail} key limit short;
 # {-1} org not mirrored yet; {-2} key limit not mirrored for this period yet.
 PLACE_LUA = (
     NEG
     + """
-if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, '0'} end
+if redis.call('HEXISTS', KEYS[1], 'initver') == 0 then return {-1, '0'} end
 local limited = ARGV[6] ~= ''
 if limited and redis.call('HGET', KEYS[4], 'period') ~= ARGV[6] then return {-2, '0'} end
 local after = redis.call('HINCRBY', KEYS[1], 'avail', neg(ARGV[1]))
@@ -80,7 +88,7 @@ if limited then
 end
 redis.call('HINCRBY', KEYS[1], 'held', ARGV[1])
 redis.call('HSET', KEYS[2], 'org', ARGV[3], 'amount', ARGV[1], 'exp', ARGV[2], 'key', ARGV[5],
-           'lim', limited and '1' or '0')
+           'lim', limited and '1' or '0', 'p', ARGV[7] or '')
 redis.call('ZADD', KEYS[3], ARGV[2], ARGV[4])
 return {1, tostring(after)}
 """
@@ -126,17 +134,26 @@ return id
 )
 
 # After the ledger rows for some usage events commit: each stream entry deleted here (exactly once)
-# moves its cost from pending into the mirrored balance (and the key's used). KEYS: org hash, stream.
-# ARGV: triples of (stream id, cost, key id or '').
+# moves its cost out of pending (and into the key's used). The mirrored balance drops by it too,
+# unless the mirror was loaded from a database that already had these rows (initver >= the ledger
+# version their write left, ARGV[1]; '' for unknown: always). KEYS: org hash, stream. ARGV: that
+# version, then triples of (stream id, cost, key id or '').
 APPLY_LUA = (
     NEG
     + """
+local initver = redis.call('HGET', KEYS[1], 'initver')
+local ver = tonumber(ARGV[1])
+local loaded_before = ver == nil or (initver and tonumber(initver) < ver)
 local done = 0
-for i = 1, #ARGV, 3 do
+for i = 2, #ARGV, 3 do
   if redis.call('XDEL', KEYS[2], ARGV[i]) == 1 then
     local cost = ARGV[i + 1]
     redis.call('HINCRBY', KEYS[1], 'pending', neg(cost))
-    redis.call('HINCRBY', KEYS[1], 'bal', neg(cost))
+    if loaded_before then
+      redis.call('HINCRBY', KEYS[1], 'bal', neg(cost))
+    elseif initver then
+      redis.call('HINCRBY', KEYS[1], 'avail', cost)
+    end
     if ARGV[i + 2] ~= '' then
       local k = 'sy:k:' .. ARGV[i + 2]
       if redis.call('EXISTS', k) == 1 then
@@ -147,16 +164,33 @@ for i = 1, #ARGV, 3 do
     done = done + 1
   end
 end
+if done > 0 and not initver and ver then
+  local aver = tonumber(redis.call('HGET', KEYS[1], 'aver') or '0')
+  if ver > aver then redis.call('HSET', KEYS[1], 'aver', ARGV[1]) end
+end
 return done
 """
 )
 
-# Mirror an organisation from the database once (no-op when already mirrored). ARGV: balance, version.
-INIT_LUA = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'bal', ARGV[1], 'avail', ARGV[1], 'held', '0', 'pending', '0', 'initver', ARGV[2])
+# Mirror an organisation from the database once (no-op when already mirrored). A partial hash keeps
+# the holds and pending costs it counts; a snapshot older than a version it has seen applied is
+# refused (-1: read the database again). ARGV: balance, version.
+INIT_LUA = (
+    NEG
+    + """
+if redis.call('HEXISTS', KEYS[1], 'initver') == 1 then return 0 end
+local seen = tonumber(redis.call('HGET', KEYS[1], 'aver') or '0')
+if seen > tonumber(ARGV[2]) then return -1 end
+local held = redis.call('HGET', KEYS[1], 'held') or '0'
+local pending = redis.call('HGET', KEYS[1], 'pending') or '0'
+redis.call('HSET', KEYS[1], 'bal', ARGV[1], 'avail', ARGV[1], 'held', held, 'pending', pending,
+           'initver', ARGV[2])
+redis.call('HINCRBY', KEYS[1], 'avail', neg(held))
+redis.call('HINCRBY', KEYS[1], 'avail', neg(pending))
+redis.call('HDEL', KEYS[1], 'aver')
 return 1
 """
+)
 
 # Mirror a key's credit limit for a period. In-flight holds and pending costs carry over. ARGV:
 # period, limit, usage already in the ledger for the period.
@@ -189,10 +223,17 @@ return 1
 )
 
 # A committed non-usage ledger entry (grant, purchase, refund): add its amount unless the mirror was
-# initialised from a balance that already included it. ARGV: amount, ledger version after the entry.
+# initialised from a balance that already included it. A partial hash only remembers the version, so
+# the snapshot that completes it includes the entry. ARGV: amount, ledger version after the entry.
 CREDIT_LUA = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-if tonumber(redis.call('HGET', KEYS[1], 'initver')) >= tonumber(ARGV[2]) then return 0 end
+local initver = redis.call('HGET', KEYS[1], 'initver')
+if not initver then
+  if redis.call('EXISTS', KEYS[1]) == 1 and tonumber(ARGV[2]) > tonumber(redis.call('HGET', KEYS[1], 'aver') or '0') then
+    redis.call('HSET', KEYS[1], 'aver', ARGV[2])
+  end
+  return 0
+end
+if tonumber(initver) >= tonumber(ARGV[2]) then return 0 end
 redis.call('HINCRBY', KEYS[1], 'bal', ARGV[1])
 redis.call('HINCRBY', KEYS[1], 'avail', ARGV[1])
 return 1
@@ -286,8 +327,13 @@ def _org_snapshot(org_id: int) -> tuple[int, int]:
 
 
 async def _redis_init(org_id: int) -> None:
-    balance, version = await sync_to_async(_org_snapshot, thread_sensitive=False)(org_id)
-    await scripts.async_("INIT_LUA")(keys=[org_hash(org_id)], args=[str(balance), str(version)])
+    """Mirror the organisation from the database (complete a partial hash); a snapshot the hash has
+    already seen past is read again."""
+    for _ in range(3):
+        balance, version = await db_call(_org_snapshot, org_id)
+        done = await scripts.async_("INIT_LUA")(keys=[org_hash(org_id)], args=[str(balance), str(version)])
+        if int(done) >= 0:
+            return
 
 
 # ---- embedded mode (database) --------------------------------------------------------------------
@@ -380,15 +426,13 @@ async def hold_place(
     `rate` (a routing.ratelimit.RateGate; full mode) checks and takes the request's rate limits in the
     same Lua call, or raises 429 placing no hold. Embedded mode ignores it (the gate already did)."""
     if not redis_enabled():
-        return await sync_to_async(_db_place, thread_sensitive=False)(
-            org_id, key_id, amount_units, limit_units, limit_reset
-        )
+        return await db_call(_db_place, org_id, key_id, amount_units, limit_units, limit_reset)
     hold_id = new_hold_id()
     expires = int(time.time()) + setting("SWITCHYARD_HOLD_TTL_SECONDS")
     period = limit_period(limit_reset) if limit_units is not None and key_id else ""
     place = scripts.async_("PLACE_LUA") if rate is None else rate.script(PLACE_LUA)
     keys = [org_hash(org_id), hold_hash(hold_id), HOLDS_ZSET, key_hash_name(key_id)]
-    args = [str(amount_units), str(expires), str(org_id), hold_id, str(key_id or ""), period]
+    args = [str(amount_units), str(expires), str(org_id), hold_id, str(key_id or ""), period, _live["token"]]
     if rate is not None:
         keys, args = [*keys, *rate.keys], [*args, *rate.args]
     for _ in range(3):
@@ -407,7 +451,7 @@ async def hold_place(
         if status == -1:
             await _redis_init(org_id)
         elif status == -2 and key_id is not None:
-            used = await sync_to_async(_key_used_units, thread_sensitive=False)(key_id, limit_reset)
+            used = await db_call(_key_used_units, key_id, limit_reset)
             await scripts.async_("KINIT_LUA")(
                 keys=[key_hash_name(key_id)], args=[period, str(limit_units), str(used)]
             )
@@ -538,14 +582,78 @@ def redis_balance_sync(org_id: int, amount_units: int, version: int) -> None:
     scripts.sync("CREDIT_LUA")(keys=[org_hash(org_id)], args=[str(amount_units), str(version)])
 
 
-def redis_usage_applied(org_id: int, entries: list[tuple[str, int, int | None]]) -> int:
-    """Entries are (stream id, cost, key id) whose ledger rows have committed."""
+def redis_usage_applied(
+    org_id: int, entries: list[tuple[str, int, int | None]], *, version: int | None = None
+) -> int:
+    """Entries are (stream id, cost, key id) whose ledger rows have committed; `version` is the
+    organisation's ledger version once they had (None: unknown, the mirror is assumed older)."""
     if not entries:
         return 0
-    args: list[str] = []
+    args: list[str] = ["" if version is None else str(version)]
     for stream_id, cost, key_id in entries:
         args += [stream_id, str(cost), str(key_id or "")]
     return int(scripts.sync("APPLY_LUA")(keys=[org_hash(org_id), USAGE_STREAM], args=args))
+
+
+# ---- holds of a process that died ---------------------------------------------------------------
+# A web process keeps a liveness key (sy:live:<token>, LIVE_TTL_SECONDS) and names it in every hold
+# it places; the reaper releases the holds of a process whose key expired (it died) once they are
+# DEAD_GRACE_SECONDS old, instead of waiting out SWITCHYARD_HOLD_TTL_SECONDS. A live process that
+# could not reach Redis for longer than the key lives may see its holds released early: its requests
+# still settle to their exact cost (SETTLE_LUA charges a hold already released), only the reservation
+# ends sooner.
+LIVE_PREFIX = "sy:live:"
+LIVE_TTL_SECONDS = 15
+LIVE_EVERY_SECONDS = 5.0
+DEAD_GRACE_SECONDS = 30
+_live = {"token": ""}  # set once this process's liveness key exists
+_live_task: asyncio.Task[None] | None = None
+
+
+def liveness_start() -> None:
+    """Keep this web process's liveness key (full mode; once per process and event loop)."""
+    global _live_task
+    if redis_enabled() and (
+        _live_task is None or _live_task.done() or _live_task.get_loop() is not asyncio.get_running_loop()
+    ):
+        _live_task = start_shared(_liveness_keep(f"{socket.gethostname()}.{os.getpid()}.{ids.token_hex(4)}"))
+
+
+async def _liveness_keep(token: str) -> None:
+    while True:
+        try:
+            await async_redis().set(LIVE_PREFIX + token, "1", ex=LIVE_TTL_SECONDS)
+            _live["token"] = token
+            await asyncio.sleep(LIVE_EVERY_SECONDS)
+        except Exception:
+            logger.debug("could not renew this process's liveness key", exc_info=True)
+            await asyncio.sleep(1.0)  # renewed within a second of Redis returning
+
+
+def _holds_of_dead_processes(client: Any, now: float) -> list[str]:
+    """Open holds at least DEAD_GRACE_SECONDS old whose placing process's liveness key is gone."""
+    placed_before = now - DEAD_GRACE_SECONDS + setting("SWITCHYARD_HOLD_TTL_SECONDS")
+    candidates = [
+        raw.decode() if isinstance(raw, bytes) else raw
+        for raw in client.zrangebyscore(HOLDS_ZSET, "-inf", placed_before, start=0, num=10_000)
+    ]
+    if not candidates:
+        return []
+    pipe = client.pipeline(transaction=False)
+    for hold_id in candidates:
+        pipe.hget(hold_hash(hold_id), "p")
+    owners = [
+        (h, (p.decode() if isinstance(p, bytes) else p) or "")
+        for h, p in zip(candidates, pipe.execute(), strict=True)
+    ]
+    tokens = sorted({p for _, p in owners if p})
+    if not tokens:
+        return []
+    pipe = client.pipeline(transaction=False)
+    for token in tokens:
+        pipe.exists(LIVE_PREFIX + token)
+    dead = {t for t, alive in zip(tokens, pipe.execute(), strict=True) if not alive}
+    return [h for h, p in owners if p in dead]
 
 
 def holds_reap_expired(now: float | None = None) -> int:
@@ -557,10 +665,16 @@ def holds_reap_expired(now: float | None = None) -> int:
             status=HoldStatus.EXPIRED
         )
     client = sync_redis()
-    due = client.zrangebyscore(HOLDS_ZSET, "-inf", now or time.time(), start=0, num=1000)
+    now = now or time.time()
+    due = [
+        raw.decode() if isinstance(raw, bytes) else raw
+        for raw in client.zrangebyscore(HOLDS_ZSET, "-inf", now, start=0, num=1000)
+    ]
+    orphaned = _holds_of_dead_processes(client, now)
     reap = scripts.sync("REAP_LUA")
     released = 0
-    for raw in due:
-        hold_id = raw.decode() if isinstance(raw, bytes) else raw
+    for hold_id in dict.fromkeys([*due, *orphaned]):
         released += int(reap(keys=[hold_hash(hold_id), HOLDS_ZSET], args=[hold_id]))
+    if orphaned:
+        logger.warning("released %d holds of web processes that died", len(orphaned))
     return released

@@ -255,6 +255,9 @@ class FindingKind(models.TextChoices):
     PURCHASE_STUCK = "purchase_stuck", "Purchase pending too long"
     CHECKOUT_MISMATCH = "checkout_mismatch", "Checkout paid ≠ purchase price"
     USAGE_PARKED = "usage_parked", "Usage event parked (not in the ledger)"
+    MIRROR_UNVERSIONED = "mirror_unversioned", "Redis mirror without its version"
+    REDIS_LOST = "redis_lost", "Redis lost its data"
+    USAGE_UNRECORDED = "usage_unrecorded", "Usage settled, lost with Redis before the ledger"
 
 
 class AuditFinding(models.Model):
@@ -336,3 +339,15 @@ class ParkedUsageEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.generation_id or 'unnamed event'} ({self.status})"
+
+
+class RedisEpoch(models.Model):
+    """An epoch of Redis's data (switchyard/durability.py) as workers and the auditor saw it: a second
+    one means Redis lost its data in between; the auditor reports each such loss once."""
+
+    value = models.CharField(max_length=64, unique=True)
+    first_seen_at = models.DateTimeField(default=timezone.now)
+    reported = models.BooleanField(default=False)
+
+    def __str__(self) -> str:
+        return self.value

@@ -11,8 +11,11 @@ from celery import shared_task
 from django.conf import settings
 
 import switchyard.celery  # noqa: F401  (binds these shared tasks to the configured app in any process)
+from accounts.models import Organization
+from billing.audit import redis_epoch_record
 from billing.holds import USAGE_STREAM, holds_reap_expired, redis_usage_applied
 from billing.usage import event_mirrorable, usage_event_park, usage_events_store
+from switchyard.durability import epoch_check_sync
 from switchyard.shared import redis_enabled, sync_redis
 
 logger = logging.getLogger("switchyard.usage")
@@ -40,6 +43,7 @@ def drain_once(max_batches: int = 20) -> int:
     only counts an entry it deletes.
     """
     client = sync_redis()
+    _note_epoch(client)
     _ensure_group(client)
     total = 0
     consumer = _consumer()
@@ -83,8 +87,13 @@ def drain_once(max_batches: int = 20) -> int:
                 unreadable.append(sid)  # no organisation or cost to move: just take it off the stream
                 continue
             by_org.setdefault(ev["org"], []).append((sid, ev.get("cost", 0), ev.get("key")))
+        # The organisations' ledger versions once these rows are in: APPLY_LUA compares them with the
+        # mirror's, for a mirror loaded from the database after them (a Redis that lost its data).
+        # Read after the write commits (its per-event isolation needs its own transactions), so at or
+        # after the version the rows left.
+        versions = dict(Organization.objects.filter(pk__in=list(by_org)).values_list("pk", "ledger_version"))
         for org_id, pairs in by_org.items():
-            redis_usage_applied(org_id, pairs)
+            redis_usage_applied(org_id, pairs, version=versions.get(org_id))
         if unreadable:
             client.xdel(USAGE_STREAM, *unreadable)
         ids = [e[0] for e in entries]
@@ -92,6 +101,17 @@ def drain_once(max_batches: int = 20) -> int:
             client.xack(USAGE_STREAM, GROUP, *ids)
         total += len(events)
     return total
+
+
+_recorded_epoch: list[str] = []
+
+
+def _note_epoch(client) -> None:  # type: ignore[no-untyped-def]
+    """Store each Redis data epoch this worker sees, so the auditor can report a loss between two."""
+    epoch = epoch_check_sync(client)
+    if epoch not in _recorded_epoch:
+        redis_epoch_record(epoch=epoch)
+        _recorded_epoch[:] = [epoch]
 
 
 @shared_task(

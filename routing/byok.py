@@ -29,6 +29,7 @@ from routing.adapters.base import UpstreamFailure
 from routing.catalog.snapshot import EndpointInfo
 from routing.router import Candidate
 from switchyard.crypto import DecryptionError, decrypt
+from switchyard.db import db_call
 from switchyard.errors import NoProviderAvailable
 from switchyard.shared import TTLCache, async_redis, redis_enabled, sync_redis
 
@@ -179,14 +180,15 @@ def _version_name(org_id: int) -> str:
     return f"sy:byok:ver:{org_id}"
 
 
-def _query(org_id: int) -> Any:
+def _rows(org_id: int) -> list[list[Any]]:
     from routing.models import ProviderKey
 
-    return (
+    query = (
         ProviderKey.objects.filter(organization_id=org_id)
         .order_by("pk")
         .values_list("id", "provider__slug", "encrypted_key", "allow_platform_fallback")
     )
+    return [list(r) for r in query]
 
 
 def _decode(rows: list[list[Any]]) -> dict[str, OrgProviderKey]:
@@ -226,12 +228,12 @@ async def org_provider_keys(org_id: int) -> dict[str, OrgProviderKey]:
         if rows is None:
             # Read the version before the database: a change committed after this read bumps it past
             # `version`, so this entry is rebuilt by the next reader rather than trusted.
-            rows = [list(r) async for r in _query(org_id)]
+            rows = await db_call(_rows, org_id)
             await client.set(
                 _entry_name(org_id), json.dumps({"v": version, "rows": rows}), ex=REDIS_ENTRY_TTL
             )
     else:
-        rows = [list(r) async for r in _query(org_id)]
+        rows = await db_call(_rows, org_id)
     keys = _decode(rows)
     _local.set(name, keys)
     return keys

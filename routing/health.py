@@ -32,7 +32,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from switchyard.shared import async_redis, redis_enabled, setting, sync_redis
+from switchyard.shared import async_redis, redis_enabled, setting, start_shared, sync_redis
 
 logger = logging.getLogger("switchyard.health")
 
@@ -323,7 +323,7 @@ class HealthBook:
     def _ensure_refresh(self) -> None:
         if self._task is None or self._task.done():
             try:
-                self._task = asyncio.get_running_loop().create_task(self._refresh_loop())
+                self._task = start_shared(self._refresh_loop())
             except RuntimeError:  # a sync caller (admin, DRF view): read Redis at most once a second
                 if time.monotonic() - self._synced_at >= 1.0:
                     self._refresh_sync()

@@ -25,12 +25,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 
+from switchyard.db import db_call
 from switchyard.errors import RateLimited
 from switchyard.fastredis import Script, script
-from switchyard.shared import TTLCache, redis_enabled
+from switchyard.shared import TTLCache, redis_enabled, start_shared
 
 if TYPE_CHECKING:
     from accounts.keys import KeyInfo
@@ -217,7 +217,7 @@ async def purchased_units(org_id: int) -> int:
     key = str(org_id)
     cached = purchased_cache.get(key)
     if cached is None:
-        cached = await sync_to_async(_purchased_units_sync, thread_sensitive=False)(org_id)
+        cached = await db_call(_purchased_units_sync, org_id)
         purchased_cache.set(key, cached)
     return cached
 
@@ -430,7 +430,7 @@ class TokenCharges:
             entry = self.pending.setdefault(b.redis_key, [b.limit, b.span, 0])
             entry[0], entry[2] = b.limit, entry[2] + b.cost
         if self.task is None:
-            self.task = asyncio.get_running_loop().create_task(self._flush_later())
+            self.task = start_shared(self._flush_later())
 
     async def _flush_later(self) -> None:
         try:

@@ -30,6 +30,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from switchyard.shared import start_shared
+
 CONNECT_TIMEOUT = 2.0
 REPLY_TIMEOUT = 2.0
 
@@ -176,8 +178,8 @@ class FastRedis:
         if proto is not None and proto.lost is None:
             return proto
         if self._connecting is None:
-            # Concurrent callers share one connection attempt.
-            self._connecting = self.loop.create_task(self._connect())
+            # Concurrent callers share one connection attempt (in no request's context).
+            self._connecting = start_shared(self._connect(), self.loop)
         try:
             proto = await asyncio.shield(self._connecting)
         finally:

@@ -1,9 +1,11 @@
 """Liveness and readiness for load balancers and orchestrators: /healthz and /readyz.
 
 /healthz answers 200 while the process can run its event loop (no I/O). /readyz answers 200 only when
-the database answers, Redis answers (full mode), every migration is applied and the process is not
-draining for shutdown; otherwise 503 with the failing checks named. It also reports how many usage
-events are parked (informational: they never make a process unready). Both are served before Django
+the database answers, Redis answers and keeps an append-only file or its risk is accepted (full mode;
+switchyard/durability.py, which also reports the Redis data epochs this process saw), every migration
+is applied and the process is not draining for shutdown; otherwise 503 with the failing checks named.
+It also reports how many usage events are parked (informational: they never make a process unready).
+Both are served before Django
 (see switchyard/asgi.py), so they cost no middleware and never touch a session.
 """
 
@@ -16,7 +18,8 @@ from typing import Any
 
 import orjson
 
-from switchyard import drain
+from switchyard import drain, durability
+from switchyard.db import db_call
 from switchyard.errors import error_body
 
 logger = logging.getLogger("switchyard.health")
@@ -73,15 +76,11 @@ def _database_check() -> tuple[list[str], int | None]:
 
 
 async def readiness() -> tuple[bool, dict[str, Any]]:
-    from asgiref.sync import sync_to_async
-
     from switchyard.shared import async_redis, redis_enabled
 
     checks: dict[str, Any] = {}
     try:
-        pending, parked = await asyncio.wait_for(
-            sync_to_async(_database_check, thread_sensitive=False)(), CHECK_TIMEOUT_SECONDS
-        )
+        pending, parked = await asyncio.wait_for(db_call(_database_check), CHECK_TIMEOUT_SECONDS)
         checks["database"] = "ok"
         checks["migrations"] = "ok" if not pending else {"unapplied": pending}
         # Reported, never a reason to be unready: parked usage needs an operator, not fewer web
@@ -94,6 +93,11 @@ async def readiness() -> tuple[bool, dict[str, Any]]:
         try:
             await asyncio.wait_for(async_redis().ping(), CHECK_TIMEOUT_SECONDS)
             checks["redis"] = "ok"
+            kept = await asyncio.wait_for(durability.check(async_redis()), CHECK_TIMEOUT_SECONDS)
+            checks["redis_persistence"] = kept["persistence"] if kept["ok"] else kept["problem"]
+            checks["redis_data"] = {k: kept[k] for k in ("epoch", "losses_seen", "last_loss_at")}
+            if not kept["ok"]:
+                checks["redis"] = "not durable"
         except Exception as exc:
             checks["redis"] = f"unreachable: {type(exc).__name__}"
     else:

@@ -1,8 +1,9 @@
 """Structured logs: one JSON object per line, carrying the generation id of the request that logged it.
 
 The hot path sets `generation_id` (a contextvar) once per request; every record logged while that
-request (or a task it spawned, such as its settlement) runs carries it, uvicorn's access line
-included. Select with `LOG_FORMAT=json` (the default when DEBUG is off) or `plain`.
+request (or a task it spawned for itself, such as its settlement) runs carries it, uvicorn's access
+line included; work a request merely starts for the whole process (switchyard.shared.start_shared)
+carries none. Select with `LOG_FORMAT=json` (the default when DEBUG is off) or `plain`.
 """
 
 from __future__ import annotations

@@ -155,6 +155,20 @@ async def state_families() -> list[Metric]:
     except Exception:  # the database is away: /readyz says so; the other figures still render
         logger.exception("could not read the parked usage totals")
     if redis_enabled():
+        from switchyard import durability
+
+        kept = await durability.check(async_redis())
+        losses = GaugeMetricFamily(
+            "switchyard_redis_data_losses",
+            "Times this process found Redis's data epoch replaced: Redis lost its data (usage settled "
+            "and not yet drained then is lost; see docs/failure-policy.md).",
+        )
+        losses.add_metric([], kept["losses_seen"])
+        persistent = GaugeMetricFamily(
+            "switchyard_redis_persistent", "1 when Redis keeps an append-only file, else 0."
+        )
+        persistent.add_metric([], 1 if durability.persistent() else 0)
+        families += [losses, persistent]
         pipe = async_redis().pipeline(transaction=False)
         pipe.zcard(HOLDS_ZSET)
         pipe.xlen(USAGE_STREAM)

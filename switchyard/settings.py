@@ -261,7 +261,7 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BEAT_SCHEDULE = {
     "usage-drain": {"task": "billing.tasks.usage_drain", "schedule": 1.0},
-    "holds-reap": {"task": "billing.tasks.holds_reap", "schedule": 30.0},
+    "holds-reap": {"task": "billing.tasks.holds_reap", "schedule": 10.0},
 }
 
 # Encryption for stored provider keys (BYOK): first key encrypts, all decrypt.
@@ -354,6 +354,12 @@ SWITCHYARD_HOLD_TTL_SECONDS = env_int("SWITCHYARD_HOLD_TTL_SECONDS", 900)
 # batch a dead Celery worker read stays unclaimed before another worker redoes it (milliseconds).
 SWITCHYARD_SETTLE_RETRY_SECONDS = env_int("SWITCHYARD_SETTLE_RETRY_SECONDS", 300)
 SWITCHYARD_USAGE_CLAIM_IDLE_MS = env_int("SWITCHYARD_USAGE_CLAIM_IDLE_MS", 30_000)
+# Full mode refuses a Redis without an append-only file (usage waits there until drained) unless this
+# accepts the risk (docs/failure-policy.md). The test suite runs against a throwaway Redis: accepted.
+SWITCHYARD_REDIS_ALLOW_VOLATILE = env_bool("SWITCHYARD_REDIS_ALLOW_VOLATILE", TESTING)
+# How long a web process keeps each usage event it settled, to write it again if Redis loses its
+# data before the drain has (billing/recovery.py); the drain normally takes about a second.
+SWITCHYARD_USAGE_KEEP_SECONDS = env_int("SWITCHYARD_USAGE_KEEP_SECONDS", 60)
 SWITCHYARD_PROCESSING_COMMENT_SECONDS = env_decimal("SWITCHYARD_PROCESSING_COMMENT_SECONDS", "2")
 # Deployment-wide caps on every provider's catalog timeouts (seconds; 0 = the catalog's own values).
 SWITCHYARD_CONNECT_TIMEOUT_SECONDS = env_decimal("SWITCHYARD_CONNECT_TIMEOUT_SECONDS", "0")

@@ -4,6 +4,7 @@ detached tasks (settlements, hold releases) a web process finishes before it exi
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 from collections.abc import Coroutine
 from typing import Any, Generic, TypeVar
@@ -28,6 +29,16 @@ def spawn_detached(coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
     _detached.add(task)
     task.add_done_callback(_detached.discard)
     return task
+
+
+def start_shared(
+    coro: Coroutine[Any, Any, V], loop: asyncio.AbstractEventLoop | None = None
+) -> asyncio.Task[V]:
+    """Start work done for the whole process (a refresh loop, a batched flush, a shared connection
+    attempt) in an empty context: the request that happens to start it lends it nothing, so its log
+    lines carry no generation id (a copied context made a refresh loop's warnings name whichever
+    request started it, for the rest of the process's life)."""
+    return (loop or asyncio.get_running_loop()).create_task(coro, context=contextvars.Context())
 
 
 def detached_running() -> int:

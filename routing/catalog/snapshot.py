@@ -9,13 +9,13 @@ import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from billing.money import UNITS_PER_USD
 from routing.adapters.caching import default_prompt_caching
 from routing.models import CatalogState, Endpoint, Model
-from switchyard.shared import async_redis, redis_enabled
+from switchyard.db import db_call
+from switchyard.shared import async_redis, redis_enabled, start_shared
 
 logger = logging.getLogger("switchyard.catalog")
 
@@ -87,6 +87,11 @@ class Snapshot:
 
 def _units(price: Decimal | None) -> int:
     return int((price or Decimal(0)) * UNITS_PER_USD)
+
+
+def _stored_version() -> int:
+    state = CatalogState.objects.filter(pk=1).first()
+    return state.version if state else 0
 
 
 def build_snapshot() -> Snapshot:
@@ -173,18 +178,17 @@ class CatalogCache:
 
     async def get(self) -> Snapshot:
         if self._snapshot is None:
-            self._snapshot = await sync_to_async(build_snapshot, thread_sensitive=False)()
+            self._snapshot = await db_call(build_snapshot)
             self._checked_at = time.monotonic()
         if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._poll())
+            self._task = start_shared(self._poll())
         return self._snapshot
 
     async def _current_version(self) -> int:
         if redis_enabled():
             raw = await async_redis().get("sy:catalog:version")
             return int(raw or 0)
-        state = await CatalogState.objects.filter(pk=1).afirst()
-        return state.version if state else 0
+        return await db_call(_stored_version)
 
     async def _poll(self) -> None:
         while True:
@@ -193,7 +197,7 @@ class CatalogCache:
                 epoch = self._epoch
                 version = await self._current_version()
                 if self._snapshot is None or version != self._seen_version:
-                    snapshot = await sync_to_async(build_snapshot, thread_sensitive=False)()
+                    snapshot = await db_call(build_snapshot)
                     if epoch == self._epoch:  # not cleared meanwhile
                         self._snapshot = snapshot
                         self._seen_version = version

@@ -20,8 +20,9 @@ from typing import Any
 import orjson
 
 from accounts.keys import KeyInfo, key_lookup
-from billing.holds import HoldRef, hold_cap, hold_place, hold_settle, hold_settle_now
+from billing.holds import HoldRef, hold_cap, hold_place, hold_settle, hold_settle_now, liveness_start
 from billing.money import from_units, json_default, json_number
+from billing.recovery import usage_kept, watch_start
 from billing.usage import usage_event_bound
 from routing.adapters.base import CallContext, Completion, UpstreamFailure, Usage, platform_key, scrub
 from routing.adapters.registry import adapter_for
@@ -42,7 +43,7 @@ from routing.gateway.validate import validate_completion
 from routing.health import Outcome
 from routing.ratelimit import rate_gate, tokens_charge_later, with_headers
 from routing.router import Candidate, route
-from switchyard import drain, ids, metrics
+from switchyard import drain, durability, ids, metrics
 from switchyard.errors import (
     NoProviderAvailable,
     PayloadTooLarge,
@@ -54,7 +55,7 @@ from switchyard.errors import (
     store_unavailable,
 )
 from switchyard.logging import generation_id
-from switchyard.shared import drain_detached, redis_enabled, setting, spawn_detached
+from switchyard.shared import async_redis, drain_detached, redis_enabled, setting, spawn_detached
 
 logger = logging.getLogger("switchyard.gateway")
 
@@ -400,6 +401,8 @@ class Run:
             try:
                 # First the reply to the call settle() wrote, then (after a failure) calls anew.
                 await (handed if handed is not None else hold_settle(self.hold, **settlement))
+                if redis_enabled():
+                    usage_kept(settlement["event"])  # until surely drained (billing/recovery.py)
                 return
             except Exception:
                 handed = None
@@ -411,6 +414,21 @@ class Run:
         logger.error(
             "could not settle %s; its hold will expire and the auditor will see it: %s", self.gen_id, event
         )
+
+
+async def _redis_refused() -> str | None:
+    """Full mode will not start on a Redis that keeps no append-only file unless the risk is accepted
+    (switchyard/durability.py); an unreachable Redis is left to /readyz and the failure policy."""
+    if not redis_enabled():
+        return None
+    try:
+        kept = await asyncio.wait_for(durability.check(async_redis()), 5.0)
+    except Exception:
+        logger.warning("could not check Redis persistence at start-up; /readyz keeps checking", exc_info=True)
+        return None
+    if kept["problem"]:
+        logger.error("refusing to start: %s", kept["problem"])
+    return kept["problem"]
 
 
 async def _watch_disconnect(receive: Any) -> None:
@@ -1140,6 +1158,12 @@ class GatewayApp:
                 except Exception:
                     logger.exception("catalog could not be loaded at start-up; will retry on first request")
                 _tune_gc()
+                refused = await _redis_refused()
+                watch_start()
+                liveness_start()
+                if refused:
+                    await send({"type": "lifespan.startup.failed", "message": refused})
+                    return
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await drain_detached()

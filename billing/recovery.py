@@ -1,0 +1,134 @@
+"""Usage a Redis data loss took, found and written again by the web process that settled it.
+
+A settled usage event waits in the Redis usage stream until a Celery worker writes it to the ledger
+(about a second). Each web process also keeps every event it settled for
+SWITCHYARD_USAGE_KEEP_SECONDS, and watches the Redis data epoch (switchyard/durability.py) once a
+second. When the epoch changes, Redis lost its data: after a grace period (a worker's batch read
+before the loss may still commit), the events settled before the change that the database does not
+have are written here, straight to the ledger (idempotent on the generation id, as the drain is),
+the organisation's Redis mirror learns of the charge as of a grant (billing.holds.CREDIT_LUA, by
+ledger version), and each is recorded as an `usage_unrecorded` audit finding, repaired.
+
+What this cannot recover (docs/failure-policy.md): events settled longer than the keep window before
+the loss and not yet drained (the drain was down), and events of a web process that died with Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from typing import Any
+
+import orjson
+from django.db import transaction
+
+from accounts.models import Organization
+from billing.audit import finding_record
+from billing.holds import redis_balance_sync
+from billing.models import FindingKind
+from billing.usage import usage_events_apply
+from switchyard import durability
+from switchyard.db import db_call
+from switchyard.shared import async_redis, redis_enabled, setting, start_shared
+
+logger = logging.getLogger("switchyard.usage")
+
+WATCH_SECONDS = 1.0
+GRACE_SECONDS = 10.0
+MAX_KEPT = 50_000
+
+_kept: collections.deque[tuple[float, bytes]] = collections.deque(maxlen=MAX_KEPT)
+_watcher: asyncio.Task[None] | None = None
+recovered_total = 0
+
+
+def usage_kept(event: bytes) -> None:
+    """Keep a settled event (full mode) until it is surely in the ledger or the keep window ends."""
+    now = time.monotonic()
+    _kept.append((now, event))
+    horizon = now - float(setting("SWITCHYARD_USAGE_KEEP_SECONDS"))
+    while _kept and _kept[0][0] < horizon:
+        _kept.popleft()
+
+
+def watch_start() -> None:
+    """Start watching the Redis data epoch (full mode, once per web process and event loop)."""
+    global _watcher
+    if redis_enabled() and (
+        _watcher is None or _watcher.done() or _watcher.get_loop() is not asyncio.get_running_loop()
+    ):
+        _watcher = start_shared(_watch())
+
+
+async def _watch() -> None:
+    seen: str | None = None
+    while True:
+        try:
+            epoch = await durability.epoch_check(async_redis())
+            if seen is not None and epoch != seen:
+                lost = [event for _, event in _kept]  # the loss happened before now
+                start_shared(_recover_later(lost, seen, epoch))
+            seen = epoch
+        except Exception:
+            logger.debug("could not read the Redis data epoch", exc_info=True)
+        await asyncio.sleep(WATCH_SECONDS)
+
+
+async def _recover_later(events: list[bytes], old: str, new: str) -> None:
+    global recovered_total
+    await asyncio.sleep(GRACE_SECONDS)
+    try:
+        written = await db_call(usage_recover, events=[orjson.loads(e) for e in events], epoch=old)
+    except Exception:
+        logger.exception("could not check %d settled events after Redis lost its data", len(events))
+        return
+    recovered_total += len(written)
+    if written:
+        logger.error(
+            "Redis lost its data (epoch %s became %s): %d settled usage events were not in the ledger; "
+            "written now: %s",
+            old,
+            new,
+            len(written),
+            ", ".join(written[:20]),
+        )
+
+
+def usage_recover(*, events: list[dict[str, Any]], epoch: str) -> list[str]:
+    """Write the events the ledger lacks; returns their generation ids. Each event is its own unit, so
+    one that cannot be written (its organisation deleted since) never blocks the others."""
+    from routing.models import Generation  # billing never imports routing at module level
+
+    by_gen = {ev["gen"]: ev for ev in events}
+    present = set(Generation.objects.filter(pk__in=list(by_gen)).values_list("pk", flat=True))
+    written: list[str] = []
+    for gen, ev in by_gen.items():
+        if gen in present:
+            continue
+        try:
+            with transaction.atomic():
+                if not usage_events_apply([ev]):
+                    continue  # written meanwhile by a worker's late batch
+                version = (
+                    Organization.objects.filter(pk=ev["org"]).values_list("ledger_version", flat=True).get()
+                )
+        except Exception:
+            logger.exception("could not write the lost usage event %s", gen)
+            continue
+        cost = int(ev.get("cost", 0))
+        if cost:
+            # As for a grant: the mirror moves unless it was loaded from a balance that had this entry.
+            redis_balance_sync(int(ev["org"]), -cost, version)
+        written.append(gen)
+        finding_record(
+            kind=FindingKind.USAGE_UNRECORDED,
+            subject=gen,
+            organization_id=int(ev["org"]),
+            expected=-cost,
+            detail=f"answered and settled into Redis epoch {epoch}, which was lost before the drain "
+            "wrote it; written by the web process that settled it",
+            repaired=True,
+        )
+    return written
