@@ -60,7 +60,9 @@ def _environment() -> dict[str, str]:
 
 
 class Redis:
-    def __init__(self) -> None:
+    """A Redis of the recipe's own, with the append-only file that full mode requires of it."""
+
+    def __init__(self, data_dir: Path) -> None:
         self.port = free_port()
         self.proc = subprocess.Popen(
             [
@@ -72,7 +74,9 @@ class Redis:
                 "--save",
                 "",
                 "--appendonly",
-                "no",
+                "yes",
+                "--dir",
+                str(data_dir),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -109,7 +113,8 @@ def test_the_production_recipe_runs_as_written_from_a_clean_clone(tmp_path, fres
     clone = tmp_path / "switchyard"
     subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
     (clone / ".venv").symlink_to(Path(sys.executable).parent.parent)
-    redis = Redis()
+    (tmp_path / "redis").mkdir()
+    redis = Redis(tmp_path / "redis")
     port = str(free_port())
 
     def adapt(script: str) -> str:
