@@ -214,6 +214,8 @@ def gateway_env() -> dict[str, str]:
         SECRET_KEY="bench-secret-" + os.urandom(24).hex(),
         SWITCHYARD_ENCRYPTION_KEYS=Fernet.generate_key().decode(),
         SECURE_SSL_REDIRECT="0",
+        # The bench Redis is a throwaway (no append-only file), which full mode refuses by default.
+        SWITCHYARD_REDIS_ALLOW_VOLATILE="1",
         ALLOWED_HOSTS="127.0.0.1,localhost",
         DJANGO_SETTINGS_MODULE="switchyard.settings",
     )

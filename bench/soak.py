@@ -34,6 +34,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "switchyard.settings")
 os.environ.setdefault(
     "DEBUG", "1"
 )  # plain HTTP on 127.0.0.1 (no HTTPS redirect); the code paths are the same
+os.environ.setdefault("SWITCHYARD_REDIS_ALLOW_VOLATILE", "1")  # the soak Redis is a throwaway
 
 import django  # noqa: E402
 
