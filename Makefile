@@ -23,7 +23,8 @@ DOCS_STAMP := $(VENV)/.installed-docs-$(PYVER)-$(HASH)
 
 # Creates .venv with $(PYTHON), or rebuilds it when another interpreter version made it.
 venv:
-	@test -n "$(PYVER)" || { echo "No Python 3.11, 3.12 or 3.13 found (tried python3.11, python3.12, python3.13, python3): install one, or run make PYTHON=/path/to/python3.12" >&2; exit 1; }
+	@test -n "$(PYTHON)" || { echo "No Python 3.11, 3.12 or 3.13 found (tried python3.11, python3.12, python3.13, python3): install one, or run make PYTHON=/path/to/python3.12" >&2; exit 1; }
+	@test -n "$(PYVER)" || { echo "PYTHON=$(PYTHON) does not run (a pyenv shim for a version that is not active?): give the interpreter's full path" >&2; exit 1; }
 	@$(PYTHON) -c '$(SUPPORTED_CHECK)' || { echo "PYTHON=$(PYTHON) is Python $(PYVER); Switchyard supports 3.11, 3.12 and 3.13" >&2; exit 1; }
 	@have=$$($(PY) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null || true); \
 	if [ "$$have" != "$(PYVER)" ]; then \
