@@ -472,8 +472,8 @@ def test_hot_path_reads_the_database_at_most_once_per_ttl(oai, org, byok_catalog
     save_key(org, byok_catalog)
     monkeypatch.setattr(byok._local, "ttl", 60.0)  # this test is about request counts, not time
     reads = []
-    real = byok._query
-    monkeypatch.setattr(byok, "_query", lambda org_id: (reads.append(org_id), real(org_id))[1])
+    real = byok._rows  # the one database read behind an organisation's provider keys
+    monkeypatch.setattr(byok, "_rows", lambda org_id: (reads.append(org_id), real(org_id))[1])
     for _ in range(5):
         assert _auth_of_next_request(oai, upstream) == f"Bearer {ORG_KEY}"
     assert len(reads) <= 1
