@@ -40,8 +40,16 @@ GRACE_SECONDS = 10.0
 # The keep window is also bounded by count: ~700 bytes an event, so at most ~14 MB per process, which
 # still covers 5 s at 4,000 settled requests a second (the drain runs every second).
 MAX_KEPT = 20_000
+# Events are kept in blocks: each block joins up to BLOCK_EVENTS events (or BLOCK_SECONDS of them) into
+# one bytes object. Thousands of small long-lived objects interleaved with each request's short-lived
+# ones pinned the allocator's heap: measured at c=64, RSS grew from 89 to 199 MB with them kept one by
+# one; one allocation per block is freed whole when its block leaves the window.
+BLOCK_EVENTS = 500
+BLOCK_SECONDS = 0.25
 
-_kept: collections.deque[tuple[float, bytes]] = collections.deque(maxlen=MAX_KEPT)
+_kept: collections.deque[tuple[float, int, bytes]] = collections.deque()  # (sealed at, events, block)
+_open: list[bytes] = []  # the block being filled
+_state = {"opened": 0.0, "kept": 0}  # when _open began; events in _kept
 _watcher: asyncio.Task[None] | None = None
 recovered_total = 0
 
@@ -49,10 +57,22 @@ recovered_total = 0
 def usage_kept(event: bytes) -> None:
     """Keep a settled event (full mode) until it is surely in the ledger or the keep window ends."""
     now = time.monotonic()
-    _kept.append((now, event))
+    if not _open:
+        _state["opened"] = now
+    _open.append(event)
+    if len(_open) >= BLOCK_EVENTS or now - _state["opened"] >= BLOCK_SECONDS:
+        # orjson output holds no raw newline, so a newline separates the events of a block.
+        _kept.append((now, len(_open), b"\n".join(_open)))
+        _state["kept"] += len(_open)
+        _open.clear()
     horizon = now - float(setting("SWITCHYARD_USAGE_KEEP_SECONDS"))
-    while _kept and _kept[0][0] < horizon:
-        _kept.popleft()
+    while _kept and (_kept[0][0] < horizon or _state["kept"] > MAX_KEPT):
+        _state["kept"] -= _kept.popleft()[1]
+
+
+def kept_events() -> list[bytes]:
+    """Every event kept now, oldest first."""
+    return [event for _, _, block in _kept for event in block.split(b"\n")] + list(_open)
 
 
 def watch_start() -> None:
@@ -70,7 +90,7 @@ async def _watch() -> None:
         try:
             epoch = await durability.epoch_check(async_redis())
             if seen is not None and epoch != seen:
-                lost = [event for _, event in _kept]  # the loss happened before now
+                lost = kept_events()  # the loss happened before now
                 start_shared(_recover_later(lost, seen, epoch))
             seen = epoch
         except Exception:
