@@ -323,10 +323,13 @@ class HealthBook:
     def _ensure_refresh(self) -> None:
         if self._task is None or self._task.done():
             try:
-                self._task = start_shared(self._refresh_loop())
+                loop = asyncio.get_running_loop()
             except RuntimeError:  # a sync caller (admin, DRF view): read Redis at most once a second
                 if time.monotonic() - self._synced_at >= 1.0:
                     self._refresh_sync()
+                return
+            # The loop is looked up first: a coroutine made for a caller without one was never awaited.
+            self._task = start_shared(self._refresh_loop(), loop)
 
     async def _refresh_loop(self) -> None:
         while True:
