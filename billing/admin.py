@@ -28,7 +28,7 @@ from billing.models import (
     Refund,
     StripeEvent,
 )
-from billing.money import from_units
+from billing.money import cents_str, from_units
 from billing.parking import parked_usage_dismiss, parked_usage_retry
 from switchyard.errors import SwitchyardError
 
@@ -171,11 +171,11 @@ class PurchaseAdmin(ReadOnlyAdmin):
 
     @admin.display(description="Charged")
     def charged(self, obj: Purchase) -> str:
-        return f"{obj.amount_cents / 100:.2f} {obj.currency.upper()}"
+        return f"{cents_str(obj.amount_cents)} {obj.currency.upper()}"
 
     @admin.display(description="Refunded")
     def refunded(self, obj: Purchase) -> str:
-        return f"{obj.refunded_cents / 100:.2f}" if obj.refunded_cents else "—"
+        return cents_str(obj.refunded_cents) if obj.refunded_cents else "—"
 
 
 @admin.register(Refund)
@@ -187,7 +187,7 @@ class RefundAdmin(ReadOnlyAdmin):
 
     @admin.display(description="Refunded so far")
     def cumulative(self, obj: Refund) -> str:
-        return f"{obj.cumulative_cents / 100:.2f}"
+        return cents_str(obj.cumulative_cents)
 
     @admin.display(description="Credits removed (USD)")
     def credits_removed(self, obj: Refund) -> str:
@@ -213,7 +213,7 @@ class DisputeAdmin(ReadOnlyAdmin):
 
     @admin.display(description="Amount")
     def amount(self, obj: Dispute) -> str:
-        return f"{obj.amount_cents / 100:.2f}"
+        return cents_str(obj.amount_cents)
 
     @admin.display(description="Credits held (USD)")
     def held(self, obj: Dispute) -> str:

@@ -6,6 +6,8 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from billing.money import cents_str
+
 
 class EntryKind(models.TextChoices):
     PURCHASE = "purchase", "Purchase"
@@ -163,7 +165,7 @@ class Purchase(models.Model):
         indexes = [models.Index(fields=["organization", "-created_at"])]
 
     def __str__(self) -> str:
-        return f"{self.kind} {self.amount_cents / 100:.2f} {self.currency} ({self.status})"
+        return f"{self.kind} {cents_str(self.amount_cents)} {self.currency} ({self.status})"
 
 
 class Refund(models.Model):

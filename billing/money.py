@@ -35,6 +35,11 @@ def to_units(usd: Decimal | int | str) -> int:
     return int(units)
 
 
+def cents_str(cents: int, grouping: str = "") -> str:
+    """Whole cents as dollars and cents ("1234.50", or "1,234.50" with grouping=","), without a float."""
+    return format(Decimal(int(cents)).scaleb(-2), f"{grouping}.2f")
+
+
 def from_units(units: int) -> Decimal:
     """Picodollars -> Decimal USD with 12 places, normalised for display."""
     return (Decimal(units) / UNITS_PER_USD).quantize(PICO)

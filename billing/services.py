@@ -31,7 +31,7 @@ from billing.models import (
     StripeEvent,
     StripeEventStatus,
 )
-from billing.money import UNITS_PER_USD, from_units, to_units
+from billing.money import UNITS_PER_USD, cents_str, from_units, to_units
 from billing.stripe_client import PaymentsUnavailable, stripe_client, stripe_enabled
 from billing.stripe_payloads import WebhookRejected as WebhookRejected
 from billing.stripe_payloads import webhook_event_parse
@@ -354,7 +354,7 @@ def _purchase_credit(purchase: Purchase, *, source: str, payment_intent: str | N
         kind=EntryKind.PURCHASE,
         amount_units=purchase.credits_units,
         source=source,
-        reason=f"{label} (${purchase.amount_cents / 100:,.2f} charged)",
+        reason=f"{label} (${cents_str(purchase.amount_cents, ',')} charged)",
         created_by_id=purchase.created_by_id,
     )
     if payment_intent:
@@ -612,7 +612,7 @@ def _on_charge_refunded(ev: StripeEvent, charge: dict[str, Any], after: list[Any
             kind=EntryKind.REFUND,
             amount_units=-step,
             source=f"{charge['id']}:{refunded_cents}",
-            reason=f"Refund of ${refunded_cents / 100:,.2f} of ${charged_cents / 100:,.2f}",
+            reason=f"Refund of ${cents_str(refunded_cents, ',')} of ${cents_str(charged_cents, ',')}",
         )
     purchase.refunded_cents = refunded_cents
     purchase.refunded_units = target
@@ -660,7 +660,7 @@ def _on_dispute(ev: StripeEvent, dispute: dict[str, Any], after: list[Any]) -> t
             kind=EntryKind.DISPUTE,
             amount_units=-held,
             source=f"{record.stripe_dispute_id}:hold",
-            reason=f"Held while a payment dispute of ${disputed_cents / 100:,.2f} is open",
+            reason=f"Held while a payment dispute of ${cents_str(disputed_cents, ',')} is open",
         )
     Purchase.objects.filter(pk=purchase.pk).update(disputed=True)
     Organization.objects.filter(pk=purchase.organization_id).update(flagged=True)
@@ -712,7 +712,7 @@ def _on_dispute_closed(ev: StripeEvent, dispute: dict[str, Any], after: list[Any
             kind=EntryKind.REFUND,
             amount_units=-record.held_units,
             source=f"{record.stripe_dispute_id}:lost",
-            reason=f"Payment dispute lost: ${record.amount_cents / 100:,.2f} returned to the card holder",
+            reason=f"Payment dispute lost: ${cents_str(record.amount_cents, ',')} returned to the card holder",
         )
     record.status, record.closed_at = status, timezone.now()
     record.save(update_fields=["status", "closed_at"])
@@ -949,7 +949,7 @@ def _auto_topup_failed(purchase: Purchase, *, code: str, message: str) -> None:
     turned_off = code == "authentication_required" or (
         profile.auto_topup_failures >= settings.SWITCHYARD_AUTO_TOPUP_MAX_FAILURES
     )
-    notice = f"Auto top-up of ${purchase.amount_cents / 100:,.2f} failed: {purchase.failure_message}"
+    notice = f"Auto top-up of ${cents_str(purchase.amount_cents, ',')} failed: {purchase.failure_message}"
     if code == "authentication_required":
         notice += " Your bank asks you to confirm this payment: buy credits once on the credits page."
     if turned_off:
