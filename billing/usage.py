@@ -530,3 +530,15 @@ def embedded_writer() -> EmbeddedWriter:
             if _writer is None:
                 _writer = EmbeddedWriter()
     return _writer
+
+
+def embedded_queue_depth() -> int:
+    """Usage events queued in this process's embedded writer, not yet written (0 without one)."""
+    writer = _writer
+    return writer._queue.qsize() if writer is not None else 0
+
+
+def embedded_writer_flush(timeout: float) -> None:
+    """Write what this process's embedded writer still holds (switchyard/drain.py, at shutdown)."""
+    if _writer is not None:
+        _writer.flush(timeout)

@@ -6,4 +6,4 @@ class RoutingConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from routing import signals  # noqa: F401  (catalog version bumps)
+        from routing import metrics, signals  # noqa: F401  (catalog version bumps; /metrics circuit states)

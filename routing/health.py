@@ -350,7 +350,7 @@ class HealthBook:
         self.perf = _parse_perf(client.hgetall(PERF_KEY))
 
     def _apply(self, raw: dict[Any, Any], now: float) -> None:
-        self.opened = _parse_open(raw)
+        self.opened = parse_open(raw)
         self.recent = _parse_recent(raw, now)
 
     def reset(self) -> None:
@@ -371,7 +371,7 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _parse_open(raw: dict[Any, Any]) -> dict[int, float]:
+def parse_open(raw: dict[Any, Any]) -> dict[int, float]:
     out = {}
     for key, value in raw.items():
         name = _text(key)

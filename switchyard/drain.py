@@ -15,8 +15,10 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 
 logger = logging.getLogger("switchyard.drain")
@@ -73,15 +75,21 @@ def begin(deadline: float | None = None) -> None:
     _state["task"] = asyncio.get_running_loop().create_task(_drain(seconds))
 
 
+_flushers: list[Callable[[float], None]] = []
+
+
+def on_exit_flush(flush: Callable[[float], None]) -> None:
+    """Register what must be written before this process exits, called with a timeout in seconds
+    (billing: the embedded usage writer's queue). The apps register in AppConfig.ready."""
+    if flush not in _flushers:
+        _flushers.append(flush)
+
+
 async def flush_usage_writer(timeout: float = 10.0) -> None:
     """Embedded mode: write the usage events still queued in this process before it exits (uvicorn
     ends a signalled process by re-raising the signal, so atexit hooks never run)."""
-    from billing import usage
-
-    if usage._writer is not None:
-        from asgiref.sync import sync_to_async
-
-        await sync_to_async(usage._writer.flush, thread_sensitive=False)(timeout)
+    for flush in _flushers:
+        await sync_to_async(flush, thread_sensitive=False)(timeout)
 
 
 def install_signal_hook() -> None:

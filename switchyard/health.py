@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -55,9 +56,19 @@ def unapplied_migrations() -> list[str]:
     return [f"{migration.app_label}.{migration.name}" for migration, backwards in plan if not backwards]
 
 
-def _database_check() -> tuple[list[str], int | None]:
-    """SELECT 1, then the migration plan (cached while it is empty), then how many usage events are
-    parked. Returns (unapplied migrations, parked events; None before the table exists)."""
+_database_reports: dict[str, Callable[[], Any]] = {}
+
+
+def database_report(name: str, report: Callable[[], Any]) -> None:
+    """Register a figure /readyz reports from the database, read in the same worker thread as its
+    checks (billing: `usage_parked`). Informational: a report never makes a process unready, and one
+    that raises counts as the database being unreachable. The apps register in AppConfig.ready."""
+    _database_reports[name] = report
+
+
+def _database_check() -> tuple[list[str], dict[str, Any]]:
+    """SELECT 1, then the migration plan (cached while it is empty), then the registered reports.
+    Returns (unapplied migrations, reports; none while migrations are unapplied)."""
     global _migrations_ok_at
     from django.db import close_old_connections, connection
 
@@ -69,10 +80,8 @@ def _database_check() -> tuple[list[str], int | None]:
         pending = unapplied_migrations()
         _migrations_ok_at = None if pending else now
         if pending:
-            return pending, None
-    from billing.parking import parked_usage_totals
-
-    return [], parked_usage_totals()[0]
+            return pending, dict.fromkeys(_database_reports)
+    return [], {name: report() for name, report in _database_reports.items()}
 
 
 async def readiness() -> tuple[bool, dict[str, Any]]:
@@ -80,12 +89,12 @@ async def readiness() -> tuple[bool, dict[str, Any]]:
 
     checks: dict[str, Any] = {}
     try:
-        pending, parked = await asyncio.wait_for(db_call(_database_check), CHECK_TIMEOUT_SECONDS)
+        pending, reports = await asyncio.wait_for(db_call(_database_check), CHECK_TIMEOUT_SECONDS)
         checks["database"] = "ok"
         checks["migrations"] = "ok" if not pending else {"unapplied": pending}
         # Reported, never a reason to be unready: parked usage needs an operator, not fewer web
         # processes (docs/operations-usage.md).
-        checks["usage_parked"] = parked
+        checks.update(reports)
     except Exception as exc:
         checks["database"] = f"unreachable: {type(exc).__name__}"
         checks["migrations"] = "unknown"

@@ -17,7 +17,7 @@ import hmac
 import ipaddress
 import logging
 import os
-import time
+from collections.abc import Awaitable, Callable
 from functools import lru_cache
 from typing import Any
 
@@ -118,42 +118,28 @@ class _Families:
         return self.families
 
 
-async def state_families() -> list[Metric]:
-    from asgiref.sync import sync_to_async
+StateSource = Callable[[], Awaitable[list[Metric]]]
+_state_sources: list[StateSource] = []
 
-    from billing.holds import HOLDS_ZSET, USAGE_STREAM
-    from routing.catalog.snapshot import catalog
-    from routing.health import BREAKER_COOLDOWN, BREAKER_KEY, _parse_open, book
+
+def state_source(source: StateSource) -> StateSource:
+    """Register an app's shared-state figures, read at each scrape (billing: holds, usage queue, parked
+    usage; routing: circuit states). The apps register in their AppConfig.ready, so this core module
+    imports none of them. A source that fails is logged and left out; the others still render."""
+    if source not in _state_sources:
+        _state_sources.append(source)
+    return source
+
+
+async def state_families() -> list[Metric]:
     from switchyard.shared import async_redis, redis_enabled
 
-    holds = GaugeMetricFamily(
-        "switchyard_holds_outstanding", "Open credit holds: requests in flight across every web process."
-    )
-    usage = GaugeMetricFamily(
-        "switchyard_usage_queue_depth",
-        "Usage events not yet written to the ledger (the Redis usage stream that Celery drains; in "
-        "embedded mode the in-process writer's queue).",
-    )
-    circuits = GaugeMetricFamily(
-        "switchyard_circuit_state",
-        "Circuit breaker per endpoint: 0 closed, 1 half-open, 2 open.",
-        labels=["endpoint_id", "provider", "model"],
-    )
-    parked_events = GaugeMetricFamily(
-        "switchyard_usage_parked_events",
-        "Usage events the writers could not store and parked (not in the ledger until retried; admin: "
-        "Parked usage events). Anything above 0 needs an operator.",
-    )
-    parked_usd = GaugeMetricFamily(
-        "switchyard_usage_parked_usd", "USD of the parked usage events (float; the table is exact)."
-    )
-    families: list[Metric] = [holds, usage, circuits, parked_events, parked_usd]
-    try:
-        count, units = await sync_to_async(_parked_totals, thread_sensitive=False)()
-        parked_events.add_metric([], count)
-        parked_usd.add_metric([], units / UNITS_PER_USD)
-    except Exception:  # the database is away: /readyz says so; the other figures still render
-        logger.exception("could not read the parked usage totals")
+    families: list[Metric] = []
+    for source in _state_sources:
+        try:
+            families += await source()
+        except Exception:  # the database or Redis is away: /readyz says so; the rest still renders
+            logger.exception("could not read the shared state of %s", source.__qualname__)
     if redis_enabled():
         from switchyard import durability
 
@@ -169,61 +155,15 @@ async def state_families() -> list[Metric]:
         )
         persistent.add_metric([], 1 if durability.persistent() else 0)
         families += [losses, persistent]
-        pipe = async_redis().pipeline(transaction=False)
-        pipe.zcard(HOLDS_ZSET)
-        pipe.xlen(USAGE_STREAM)
-        pipe.hgetall(BREAKER_KEY)
-        broker_is_redis = settings.CELERY_BROKER_URL == settings.REDIS_URL
-        if broker_is_redis:
-            pipe.llen("celery")
-        results = await pipe.execute()
-        holds.add_metric([], results[0])
-        usage.add_metric([], results[1])
-        opened = _parse_open(results[2])
-        if broker_is_redis:
+        if settings.CELERY_BROKER_URL == settings.REDIS_URL:
             celery = GaugeMetricFamily(
                 "switchyard_celery_queue_depth",
                 "Task messages waiting in the Celery broker.",
                 labels=["queue"],
             )
-            celery.add_metric(["celery"], results[3])
+            celery.add_metric(["celery"], await async_redis().llen("celery"))
             families.append(celery)
-    else:
-        holds.add_metric([], await sync_to_async(_embedded_open_holds, thread_sensitive=False)())
-        usage.add_metric([], _embedded_queue_depth())
-        opened = dict(book.local.opened)
-    now = time.time()
-    snapshot = await catalog.get()
-    for model in snapshot.models.values():
-        for ep in model.endpoints:
-            since = opened.get(ep.id)
-            state = 0 if since is None else (2 if now - since < BREAKER_COOLDOWN else 1)
-            circuits.add_metric([str(ep.id), ep.provider_slug, model.slug], state)
     return families
-
-
-def _parked_totals() -> tuple[int, int]:
-    from django.db import close_old_connections
-
-    from billing.parking import parked_usage_totals
-
-    close_old_connections()
-    return parked_usage_totals()
-
-
-def _embedded_open_holds() -> int:
-    from django.utils import timezone
-
-    from billing.models import Hold, HoldStatus
-
-    return Hold.objects.filter(status=HoldStatus.OPEN, expires_at__gt=timezone.now()).count()
-
-
-def _embedded_queue_depth() -> int:
-    from billing import usage
-
-    writer = usage._writer
-    return writer._queue.qsize() if writer is not None else 0
 
 
 async def render() -> bytes:
