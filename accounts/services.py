@@ -9,6 +9,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
+from accounts import events
 from accounts.audit import audit_record as audit_record  # the audit log's writer, for every app
 from accounts.keys import key_cache_invalidate, key_generate, key_hash
 from accounts.models import (
@@ -22,8 +23,7 @@ from accounts.models import (
     Role,
     User,
 )
-from billing.money import to_units
-from billing.services import MAX_ENTRY_UNITS, starter_credits_grant
+from billing.money import MAX_UNITS, to_units
 from switchyard.errors import BadRequest
 
 
@@ -48,7 +48,7 @@ def organization_create(*, slug: str, name: str | None = None, owner: User | Non
         raise BadRequest(f"An organisation with slug {slug!r} already exists.")
     org = Organization.objects.create(slug=slug, name=name or slug.replace("-", " ").title())
     audit_record(action=AuditAction.ORG_CREATED, organization=org, target=org)
-    starter_credits_grant(organization=org)
+    events.organization_created.send(sender=Organization, organization=org)
     if owner is not None:
         member = Membership.objects.create(user=owner, organization=org, role=Role.OWNER)
         audit_record(
@@ -78,7 +78,7 @@ def _limit_units(limit_usd: Decimal) -> int:
         units = to_units(limit_usd)
     except ValueError as exc:
         raise BadRequest(f"limit: {exc}")
-    if not 0 <= units <= MAX_ENTRY_UNITS:
+    if not 0 <= units <= MAX_UNITS:
         raise BadRequest("limit must be between 0 and about 9.2 million USD.")
     return units
 
@@ -202,10 +202,10 @@ def api_key_update(
     if expires_at is not None:
         key.expires_at, fields = expires_at, [*fields, "expires_at"]
     if "limit_units" in fields:
-        from billing.holds import key_limit_changed
-
         limit = key.limit_units
-        transaction.on_commit(lambda: key_limit_changed(key.pk, limit))
+        transaction.on_commit(
+            lambda: events.api_key_limit_changed.send(sender=ApiKey, key_id=key.pk, limit_units=limit)
+        )
     if fields:
         _key_audit(AuditAction.KEY_UPDATED, key, {f: getattr(key, f) for f in fields})
     return _key_changed(key, fields) if fields else key

@@ -16,7 +16,8 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from accounts.models import Organization, User
+from accounts.audit import audit_record
+from accounts.models import MANAGER_ROLES, Membership, Organization, User
 from billing.audit import finding_record
 from billing.models import (
     BillingProfile,
@@ -121,8 +122,6 @@ def starter_credits_grant(*, organization: Organization) -> LedgerEntry | None:
         reason="Starter credits",
     )
     if created:
-        from accounts.audit import audit_record
-
         audit_record(
             action="credits.granted",
             organization=organization,
@@ -162,8 +161,6 @@ def credits_grant(
         reason=reason.strip(),
         created_by=created_by,
     )
-    from accounts.audit import audit_record
-
     audit_record(
         action="credits.granted",
         organization=organization,
@@ -965,8 +962,6 @@ def _auto_topup_failed(purchase: Purchase, *, code: str, message: str) -> None:
 
 def billing_notice_send(*, organization_id: int, subject: str, body: str) -> int:
     """Email the organisation's owners and admins; returns how many were sent."""
-    from accounts.models import MANAGER_ROLES, Membership
-
     emails = list(
         Membership.objects.filter(organization_id=organization_id, role__in=MANAGER_ROLES).values_list(
             "user__email", flat=True
