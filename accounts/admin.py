@@ -10,7 +10,7 @@ from django.http import HttpRequest
 
 from accounts import services
 from accounts.models import ApiKey, AuditAction, AuditEvent, Membership, Organization, User
-from billing.money import from_units
+from switchyard.money import from_units
 
 
 @admin.register(User)

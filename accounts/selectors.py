@@ -18,9 +18,9 @@ from accounts.models import (
     User,
 )
 from billing.models import EntryKind, LedgerEntry
-from billing.money import from_units, json_number
 from billing.selectors import key_usage_units, limit_period_start
 from routing.ratelimit import rate_limit_summary
+from switchyard.money import from_units, json_number
 
 
 def key_summary(*, key_id: int) -> dict[str, Any]:

@@ -23,8 +23,8 @@ from accounts.models import (
     Role,
     User,
 )
-from billing.money import MAX_UNITS, to_units
 from switchyard.errors import BadRequest
+from switchyard.money import MAX_UNITS, to_units
 
 
 def user_get_or_create(

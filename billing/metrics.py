@@ -13,9 +13,9 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from billing import usage
 from billing.holds import HOLDS_ZSET, USAGE_STREAM
 from billing.models import Hold, HoldStatus
-from billing.money import UNITS_PER_USD
 from billing.parking import parked_usage_totals
 from switchyard.metrics import state_source
+from switchyard.money import UNITS_PER_USD
 from switchyard.shared import async_redis, redis_enabled
 
 logger = logging.getLogger("switchyard.metrics")

@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 from rest_framework.renderers import BaseRenderer
 
-from billing.money import json_default
+from switchyard.money import json_default
 
 
 class ORJSONRenderer(BaseRenderer):
