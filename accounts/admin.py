@@ -9,6 +9,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from accounts import services
+from accounts.keys import key_cache_invalidate
 from accounts.models import ApiKey, AuditAction, AuditEvent, Membership, Organization, User
 from switchyard.money import from_units
 
@@ -105,7 +106,6 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: ApiKey, form: object, change: bool) -> None:
         super().save_model(request, obj, form, change)
-        from accounts.keys import key_cache_invalidate
 
         changed = list(getattr(form, "changed_data", []))
         if change and changed:

@@ -23,7 +23,7 @@ from accounts.models import (
     Role,
     User,
 )
-from switchyard.errors import BadRequest
+from switchyard.errors import BadRequest, Forbidden
 from switchyard.money import MAX_UNITS, to_units
 
 
@@ -286,7 +286,6 @@ def _owner_count(organization: Organization) -> int:
 
 
 def _check_can_manage_member(actor: Membership, target: Membership | None, new_role: str | None) -> None:
-    from switchyard.errors import Forbidden
 
     if actor.role not in (Role.OWNER, Role.ADMIN):
         raise Forbidden("Only owners and admins can manage members.")

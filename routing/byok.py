@@ -27,6 +27,7 @@ from django.db import transaction
 
 from routing.adapters.base import UpstreamFailure
 from routing.catalog.snapshot import EndpointInfo
+from routing.models import ProviderKey
 from routing.router import Candidate
 from switchyard.crypto import DecryptionError, decrypt
 from switchyard.db import db_call
@@ -181,7 +182,6 @@ def _version_name(org_id: int) -> str:
 
 
 def _rows(org_id: int) -> list[list[Any]]:
-    from routing.models import ProviderKey
 
     query = (
         ProviderKey.objects.filter(organization_id=org_id)

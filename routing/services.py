@@ -10,7 +10,11 @@ from typing import Any
 from django.db import transaction
 from django.db.models import F
 
+from accounts.audit import audit_record
+from routing.byok import org_provider_keys_changed
 from routing.models import CatalogState, Endpoint, Provider, ProviderKey
+from switchyard.crypto import DecryptionError, encrypt, reencrypt
+from switchyard.errors import BadRequest
 from switchyard.shared import redis_enabled, sync_redis
 
 CATALOG_VERSION_KEY = "sy:catalog:version"
@@ -62,7 +66,6 @@ PROVIDER_KEY_FIRST_CHAR, PROVIDER_KEY_LAST_CHAR = "!", "~"  # printable ASCII, n
 
 def provider_key_clean(api_key: str) -> str:
     """The key as it will be stored (surrounding whitespace removed), or BadRequest naming the field."""
-    from switchyard.errors import BadRequest
 
     secret = (api_key or "").strip()
     if not PROVIDER_KEY_MIN_LENGTH <= len(secret) <= PROVIDER_KEY_MAX_LENGTH:
@@ -96,9 +99,6 @@ def provider_key_save(
 ) -> ProviderKey:
     """Add or replace an organisation's key for a provider. Only the ciphertext and the last four
     characters are stored; running servers use the new key within SWITCHYARD_BYOK_CACHE_SECONDS."""
-    from routing.byok import org_provider_keys_changed
-    from switchyard.crypto import encrypt
-    from switchyard.errors import BadRequest
 
     if not provider.enabled or provider.api_format == "simulated":
         raise BadRequest(
@@ -115,7 +115,6 @@ def provider_key_save(
             "created_by": user,
         },
     )
-    from accounts.audit import audit_record
 
     audit_record(
         action="provider_key.saved",
@@ -131,8 +130,6 @@ def provider_key_save(
 
 @transaction.atomic
 def provider_key_set_fallback(*, provider_key: ProviderKey, allow_platform_fallback: bool) -> ProviderKey:
-    from accounts.audit import audit_record
-    from routing.byok import org_provider_keys_changed
 
     provider_key.allow_platform_fallback = allow_platform_fallback
     provider_key.save(update_fields=["allow_platform_fallback", "updated_at"])
@@ -148,8 +145,6 @@ def provider_key_set_fallback(*, provider_key: ProviderKey, allow_platform_fallb
 
 @transaction.atomic
 def provider_key_delete(*, provider_key: ProviderKey) -> None:
-    from accounts.audit import audit_record
-    from routing.byok import org_provider_keys_changed
 
     org_id = provider_key.organization_id
     audit_record(action="provider_key.deleted", organization=org_id, target=provider_key)
@@ -162,8 +157,6 @@ def provider_keys_reencrypt() -> tuple[int, list[int]]:
 
     Returns (re-encrypted count, ids that no configured key can decrypt). Each row is rewritten only if
     its ciphertext is unchanged since it was read, so a concurrent save is never overwritten."""
-    from routing.byok import org_provider_keys_changed
-    from switchyard.crypto import DecryptionError, reencrypt
 
     done, failed = 0, []
     for key_id, org_id, token in ProviderKey.objects.order_by("pk").values_list(

@@ -22,6 +22,7 @@ import orjson
 from switchyard import drain, durability
 from switchyard.db import db_call
 from switchyard.errors import error_body
+from switchyard.shared import async_redis, redis_enabled
 
 logger = logging.getLogger("switchyard.health")
 
@@ -85,7 +86,6 @@ def _database_check() -> tuple[list[str], dict[str, Any]]:
 
 
 async def readiness() -> tuple[bool, dict[str, Any]]:
-    from switchyard.shared import async_redis, redis_enabled
 
     checks: dict[str, Any] = {}
     try:

@@ -32,6 +32,11 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
 
+from switchyard import durability
+from switchyard.errors import error_body
+from switchyard.health import send_json
+from switchyard.shared import async_redis, redis_enabled
+
 logger = logging.getLogger("switchyard.metrics")
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
@@ -132,7 +137,6 @@ def state_source(source: StateSource) -> StateSource:
 
 
 async def state_families() -> list[Metric]:
-    from switchyard.shared import async_redis, redis_enabled
 
     families: list[Metric] = []
     for source in _state_sources:
@@ -141,8 +145,6 @@ async def state_families() -> list[Metric]:
         except Exception:  # the database or Redis is away: /readyz says so; the rest still renders
             logger.exception("could not read the shared state of %s", source.__qualname__)
     if redis_enabled():
-        from switchyard import durability
-
         kept = await durability.check(async_redis())
         losses = GaugeMetricFamily(
             "switchyard_redis_data_losses",
@@ -208,8 +210,6 @@ def allowed(scope: dict[str, Any]) -> bool:
 
 
 async def metrics_endpoint(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    from switchyard.errors import error_body
-    from switchyard.health import send_json
 
     if scope["method"] not in ("GET", "HEAD"):
         await send_json(send, 405, error_body(405, "Use GET."), [(b"allow", b"GET, HEAD")])

@@ -19,6 +19,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
 
 from switchyard.health import unapplied_migrations
+from switchyard.logging import logging_config
 from switchyard.shared import redis_enabled, sync_redis
 
 
@@ -68,8 +69,6 @@ class Command(BaseCommand):
         # Worker processes are spawned, not forked, but leave no connection open across the start anyway.
         connections.close_all()
         import uvicorn
-
-        from switchyard.logging import logging_config
 
         drain = int(settings.SWITCHYARD_SHUTDOWN_DRAIN_SECONDS)
         if options["access_log"]:
