@@ -40,6 +40,7 @@ from switchyard import ids
 from switchyard.db import db_call
 from switchyard.errors import InsufficientCredits
 from switchyard.fastredis import Script, script
+from switchyard.retry import GaveUp, retry
 from switchyard.shared import async_redis, redis_enabled, setting, spawn_detached, start_shared, sync_redis
 
 logger = logging.getLogger("switchyard.billing")
@@ -466,23 +467,20 @@ def _release_later(hold_id: str) -> None:
     """The call placing `hold_id` failed on the connection (or its request was cancelled) after it was
     written: Redis may have placed the hold and only the reply been lost, which would keep the credit
     reserved until the reaper's TTL. Release it by id once Redis answers; REAP_LUA does nothing for a
-    hold that was never placed. Retried with backoff for SWITCHYARD_SETTLE_RETRY_SECONDS."""
+    hold that was never placed. Retried like a settlement (switchyard.retry)."""
     spawn_detached(_release(hold_id))
 
 
 async def _release(hold_id: str) -> None:
-    deadline = time.monotonic() + float(setting("SWITCHYARD_SETTLE_RETRY_SECONDS"))
-    delay = 0.2
-    while True:
-        try:
-            await scripts.async_("REAP_LUA")(keys=[hold_hash(hold_id), HOLDS_ZSET], args=[hold_id])
-            return
-        except (RedisConnectionError, RedisTimeoutError):
-            if time.monotonic() >= deadline:
-                logger.error("could not release %s; the reaper will when it expires", hold_id)
-                return
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+    async def reap() -> Any:
+        return await scripts.async_("REAP_LUA")(keys=[hold_hash(hold_id), HOLDS_ZSET], args=[hold_id])
+
+    try:
+        await retry(
+            reap, what=f"release of {hold_id}", retry_on=(RedisConnectionError, RedisTimeoutError), log=logger
+        )
+    except GaveUp:
+        logger.error("could not release %s; the reaper will when it expires", hold_id)
 
 
 def key_limit_changed(key_id: int, limit_units: int | None) -> None:
