@@ -37,7 +37,6 @@ from django.utils import timezone
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from routing.health import Outcome, book
 from switchyard import ids, lua
 from switchyard.db import db_call
 from switchyard.errors import InsufficientCredits
@@ -323,7 +322,7 @@ async def hold_settle(
     *,
     cost_units: int,
     event: bytes,
-    outcomes: list[Outcome] | None = None,
+    outcomes: list[Any] | None = None,
     generation_id: str | None = None,
 ) -> None:
     """Turn the hold into the exact cost and hand the usage event on, in one step.
@@ -342,7 +341,7 @@ def hold_settle_now(
     *,
     cost_units: int,
     event: bytes,
-    outcomes: list[Outcome] | None = None,
+    outcomes: list[Any] | None = None,
     generation_id: str | None = None,
 ) -> Awaitable[Any] | None:
     """`hold_settle`, handed over before this returns: in full mode the Lua call is written to Redis's
@@ -356,15 +355,45 @@ def hold_settle_now(
     return lua.SETTLE.fast.issue(*_settle_call(hold, cost_units, event, outcomes, generation_id))
 
 
-def _settle_embedded(event: bytes, outcomes: list[Outcome] | None, generation_id: str | None) -> None:
+class SettleHealth(Protocol):
+    """What a settlement records beside its charge, in the same call: the attempts' endpoint-health
+    outcomes (routing.health.book, registered by RoutingConfig.ready, so billing imports no routing)."""
+
+    def settle_args(self, outcomes: list[Any]) -> list[str]:
+        """Full mode: the outcomes as SETTLE's health records (switchyard.lua.HEALTH_FUNCTIONS)."""
+        ...
+
+    def record_local(self, outcomes: list[Any]) -> None:
+        """Embedded mode: record them in process."""
+        ...
+
+
+class _NoHealth:
+    def settle_args(self, outcomes: list[Any]) -> list[str]:
+        return []
+
+    def record_local(self, outcomes: list[Any]) -> None:
+        return None
+
+
+_health: SettleHealth = _NoHealth()
+
+
+def settle_health_register(recorder: SettleHealth) -> None:
+    """Settlements record their outcomes with `recorder` from now on (once, at start-up)."""
+    global _health
+    _health = recorder
+
+
+def _settle_embedded(event: bytes, outcomes: list[Any] | None, generation_id: str | None) -> None:
     from billing.usage import embedded_writer
 
-    book.record_local(outcomes or [])
+    _health.record_local(outcomes or [])
     embedded_writer().put(event, generation_id)
 
 
 def _settle_call(
-    hold: HoldRef, cost_units: int, event: bytes, outcomes: list[Outcome] | None, generation_id: str | None
+    hold: HoldRef, cost_units: int, event: bytes, outcomes: list[Any] | None, generation_id: str | None
 ) -> tuple[list[Any], list[Any]]:
     """switchyard.lua.SETTLE's keys and arguments."""
     keys = [
@@ -380,7 +409,7 @@ def _settle_call(
         str(hold.amount_units - cost_units),
         event,
         hold.id,
-        *book.settle_args(outcomes or []),
+        *_health.settle_args(outcomes or []),
     ]
     return keys, args
 
