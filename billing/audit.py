@@ -24,7 +24,7 @@ from django.db.models import Count, Exists, F, OuterRef, Q, Subquery, Sum
 from django.utils import timezone
 
 from accounts.models import Organization
-from billing.holds import NEG, scripts
+from billing.holds import scripts
 from billing.models import (
     AuditFinding,
     EntryKind,
@@ -38,34 +38,13 @@ from billing.models import (
     RedisEpoch,
 )
 from billing.parking import parked_mirrored_units_by_org, parked_usage_open, parked_usage_totals
+from switchyard import lua
 from switchyard.durability import epoch_check_sync
 from switchyard.shared import redis_enabled, sync_redis
 
 logger = logging.getLogger("switchyard.audit")
 MAX_FINDINGS_PER_KIND = 200
 REAP_GRACE = timedelta(seconds=120)
-
-# Repair one organisation's mirrored balance if it still holds the value the auditor saw.
-# KEYS: org hash. ARGV: observed bal, correction. Keeps avail = bal - held - pending.
-MIRROR_FIX_LUA = """
-if redis.call('HGET', KEYS[1], 'bal') ~= ARGV[1] then return 0 end
-redis.call('HINCRBY', KEYS[1], 'bal', ARGV[2])
-redis.call('HINCRBY', KEYS[1], 'avail', ARGV[2])
-return 1
-"""
-
-# Recompute avail from its parts (bal - held - pending) with exact HINCRBY steps.
-AVAIL_FIX_LUA = (
-    NEG
-    + """
-local h = redis.call('HMGET', KEYS[1], 'bal', 'held', 'pending', 'avail')
-if h[4] ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'avail', h[1])
-redis.call('HINCRBY', KEYS[1], 'avail', neg(h[2]))
-redis.call('HINCRBY', KEYS[1], 'avail', neg(h[3]))
-return 1
-"""
-)
 
 
 @dataclass
@@ -310,7 +289,7 @@ def _check_mirror(report: AuditReport, seen: set[tuple[str, str]], settle_second
             # Only what settlements or the drain left in a Redis that lost its data: the hold path
             # completes it on the organisation's next request; complete it here in case none comes.
             balance, version = _db_snapshot(org_id) or (0, 0)
-            fixed = int(scripts.sync("INIT_LUA")(keys=[key], args=[str(balance), str(version)])) == 1
+            fixed = scripts.run_sync(lua.INIT, [key], [str(balance), str(version)]) == lua.InitReply.LOADED
             report.mirror_unversioned += 1
             _record(
                 report,
@@ -326,7 +305,7 @@ def _check_mirror(report: AuditReport, seen: set[tuple[str, str]], settle_second
             continue
         parts = h.get("bal", 0) - h.get("held", 0) - h.get("pending", 0)
         if h.get("avail") != parts:
-            fixed = bool(client.eval(AVAIL_FIX_LUA, 1, key, str(h.get("avail"))))
+            fixed = scripts.run_sync(lua.AVAIL_FIX, [key], [str(h.get("avail"))])
             report.mirror_drift += 1
             _record(
                 report,
@@ -355,7 +334,7 @@ def _check_mirror(report: AuditReport, seen: set[tuple[str, str]], settle_second
             continue  # a parked event was written or dismissed meanwhile
         expected = db_balance - parked.get(org_id, 0)
         diff = expected - bal
-        fixed = bool(client.eval(MIRROR_FIX_LUA, 1, f"sy:o:{org_id}", str(bal), str(diff)))
+        fixed = scripts.run_sync(lua.MIRROR_FIX, [lua.org_hash(org_id)], [str(bal), str(diff)])
         report.mirror_drift += 1
         report.mirror_drift_units += abs(diff)
         _record(

@@ -10,9 +10,11 @@ Redis hash `sy:o:{org}` fields (picodollars): bal (ledger balance as last mirror
 holds), pending (settled costs not yet written to the ledger), avail = bal - held - pending, and
 initver, the organisation's ledger version the mirror was loaded at. A hash without initver is only
 partial (a Redis that lost its data, then received settlements or drained usage for the
-organisation): the hold path treats it as not mirrored and INIT_LUA completes it from the database,
+organisation): the hold path treats it as not mirrored and INIT completes it from the database,
 keeping what it already counts (held, pending). aver, on a partial hash only, is the newest ledger
 version the hash has seen applied; a database snapshot older than that is refused.
+
+The scripts, the keys they touch and their parsed replies are in the registry, switchyard/lua.py.
 """
 
 from __future__ import annotations
@@ -22,10 +24,10 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import orjson
 from django.conf import settings
@@ -35,234 +37,34 @@ from django.utils import timezone
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from routing.health import HEALTH_LUA, Outcome, book
-from switchyard import ids
+from switchyard import ids, lua
 from switchyard.db import db_call
 from switchyard.errors import InsufficientCredits
-from switchyard.fastredis import Script, script
+from switchyard.fastredis import Script
+from switchyard.lua import (
+    HOLDS_ZSET,
+    USAGE_STREAM,
+    InitReply,
+    Insufficient,
+    KeyLimit,
+    KeyNotLoaded,
+    OrgNotLoaded,
+    Placed,
+    RateRefused,
+    hold_hash,
+    key_hash_name,
+    org_hash,
+    pending_generation_key,
+)
+from switchyard.retry import GaveUp, retry
 from switchyard.shared import async_redis, redis_enabled, setting, spawn_detached, start_shared, sync_redis
 
 logger = logging.getLogger("switchyard.billing")
 
-USAGE_STREAM = "sy:usage"
-HOLDS_ZSET = "sy:holds"
+T = TypeVar("T")
 
-
-def org_hash(org_id: int) -> str:
-    return f"sy:o:{org_id}"
-
-
-def hold_hash(hold_id: str) -> str:
-    return f"sy:h:{hold_id}"
-
-
-NEG = (
-    "local function neg(s) if s == '0' then return '0' end "
-    "if string.sub(s, 1, 1) == '-' then return string.sub(s, 2) end return '-' .. s end\n"
-)
-
-# Place a hold. KEYS: org hash, hold hash, holds zset, key hash. ARGV: amount, expiry, org id, hold
-# id, key id, limit period ('' when the key has no credit limit), the placing process's liveness
-# token ('' or absent when it keeps none).
-# Returns {1, org avail after}; {0, org avail} org short; {-3, key avail} key limit short;
-# {-1} org not mirrored yet; {-2} key limit not mirrored for this period yet.
-PLACE_LUA = (
-    NEG
-    + """
-if redis.call('HEXISTS', KEYS[1], 'initver') == 0 then return {-1, '0'} end
-local limited = ARGV[6] ~= ''
-if limited and redis.call('HGET', KEYS[4], 'period') ~= ARGV[6] then return {-2, '0'} end
-local after = redis.call('HINCRBY', KEYS[1], 'avail', neg(ARGV[1]))
-if after < 0 then
-  redis.call('HINCRBY', KEYS[1], 'avail', ARGV[1])
-  return {0, redis.call('HGET', KEYS[1], 'avail')}
-end
-if limited then
-  local kafter = redis.call('HINCRBY', KEYS[4], 'avail', neg(ARGV[1]))
-  if kafter < 0 then
-    redis.call('HINCRBY', KEYS[4], 'avail', ARGV[1])
-    redis.call('HINCRBY', KEYS[1], 'avail', ARGV[1])
-    return {-3, redis.call('HGET', KEYS[4], 'avail')}
-  end
-  redis.call('HINCRBY', KEYS[4], 'held', ARGV[1])
-end
-redis.call('HINCRBY', KEYS[1], 'held', ARGV[1])
-redis.call('HSET', KEYS[2], 'org', ARGV[3], 'amount', ARGV[1], 'exp', ARGV[2], 'key', ARGV[5],
-           'lim', limited and '1' or '0', 'p', ARGV[7] or '')
-redis.call('ZADD', KEYS[3], ARGV[2], ARGV[4])
-return {1, tostring(after)}
-"""
-)
-
-# Settle (or release, with cost 0): the hold's reservation becomes the exact cost, pending until the
-# ledger has it, and the usage event is queued in the same step. KEYS: org hash, hold hash, holds
-# zset, usage stream, key hash, and optionally the pending-generation key (a short-lived copy of the
-# event, so GET /generation answers before the drain has written the row). ARGV: cost, amount - cost,
-# event, hold id, then health records. A hold the reaper already expired still charges its cost.
-# A retried settlement (its first reply lost to a Redis blip) finds the pending-generation key and does
-# nothing, so it never charges twice.
-SETTLE_LUA = (
-    NEG
-    + HEALTH_LUA
-    + """
-if KEYS[6] and redis.call('EXISTS', KEYS[6]) == 1 then return 0 end
-local amount = redis.call('HGET', KEYS[2], 'amount')
-if amount then
-  local lim = redis.call('HGET', KEYS[2], 'lim')
-  redis.call('HINCRBY', KEYS[1], 'held', neg(amount))
-  redis.call('HINCRBY', KEYS[1], 'avail', ARGV[2])
-  if lim == '1' then
-    redis.call('HINCRBY', KEYS[5], 'held', neg(amount))
-    redis.call('HINCRBY', KEYS[5], 'avail', ARGV[2])
-    redis.call('HINCRBY', KEYS[5], 'pending', ARGV[1])
-  end
-  redis.call('DEL', KEYS[2])
-  redis.call('ZREM', KEYS[3], ARGV[4])
-else
-  redis.call('HINCRBY', KEYS[1], 'avail', neg(ARGV[1]))
-  if redis.call('EXISTS', KEYS[5]) == 1 then
-    redis.call('HINCRBY', KEYS[5], 'avail', neg(ARGV[1]))
-    redis.call('HINCRBY', KEYS[5], 'pending', ARGV[1])
-  end
-end
-redis.call('HINCRBY', KEYS[1], 'pending', ARGV[1])
-local id = redis.call('XADD', KEYS[4], '*', 'e', ARGV[3])
-if KEYS[6] then redis.call('SET', KEYS[6], ARGV[3], 'EX', 300) end
-record_health(5)
-return id
-"""
-)
-
-# After the ledger rows for some usage events commit: each stream entry deleted here (exactly once)
-# moves its cost out of pending (and into the key's used). The mirrored balance drops by it too,
-# unless the mirror was loaded from a database that already had these rows (initver >= the ledger
-# version their write left, ARGV[1]; '' for unknown: always). KEYS: org hash, stream. ARGV: that
-# version, then triples of (stream id, cost, key id or '').
-APPLY_LUA = (
-    NEG
-    + """
-local initver = redis.call('HGET', KEYS[1], 'initver')
-local ver = tonumber(ARGV[1])
-local loaded_before = ver == nil or (initver and tonumber(initver) < ver)
-local done = 0
-for i = 2, #ARGV, 3 do
-  if redis.call('XDEL', KEYS[2], ARGV[i]) == 1 then
-    local cost = ARGV[i + 1]
-    redis.call('HINCRBY', KEYS[1], 'pending', neg(cost))
-    if loaded_before then
-      redis.call('HINCRBY', KEYS[1], 'bal', neg(cost))
-    elseif initver then
-      redis.call('HINCRBY', KEYS[1], 'avail', cost)
-    end
-    if ARGV[i + 2] ~= '' then
-      local k = 'sy:k:' .. ARGV[i + 2]
-      if redis.call('EXISTS', k) == 1 then
-        redis.call('HINCRBY', k, 'pending', neg(cost))
-        redis.call('HINCRBY', k, 'used', cost)
-      end
-    end
-    done = done + 1
-  end
-end
-if done > 0 and not initver and ver then
-  local aver = tonumber(redis.call('HGET', KEYS[1], 'aver') or '0')
-  if ver > aver then redis.call('HSET', KEYS[1], 'aver', ARGV[1]) end
-end
-return done
-"""
-)
-
-# Mirror an organisation from the database once (no-op when already mirrored). A partial hash keeps
-# the holds and pending costs it counts; a snapshot older than a version it has seen applied is
-# refused (-1: read the database again). ARGV: balance, version.
-INIT_LUA = (
-    NEG
-    + """
-if redis.call('HEXISTS', KEYS[1], 'initver') == 1 then return 0 end
-local seen = tonumber(redis.call('HGET', KEYS[1], 'aver') or '0')
-if seen > tonumber(ARGV[2]) then return -1 end
-local held = redis.call('HGET', KEYS[1], 'held') or '0'
-local pending = redis.call('HGET', KEYS[1], 'pending') or '0'
-redis.call('HSET', KEYS[1], 'bal', ARGV[1], 'avail', ARGV[1], 'held', held, 'pending', pending,
-           'initver', ARGV[2])
-redis.call('HINCRBY', KEYS[1], 'avail', neg(held))
-redis.call('HINCRBY', KEYS[1], 'avail', neg(pending))
-redis.call('HDEL', KEYS[1], 'aver')
-return 1
-"""
-)
-
-# Mirror a key's credit limit for a period. In-flight holds and pending costs carry over. ARGV:
-# period, limit, usage already in the ledger for the period.
-KINIT_LUA = (
-    NEG
-    + """
-if redis.call('HGET', KEYS[1], 'period') == ARGV[1] then return 0 end
-local held = redis.call('HGET', KEYS[1], 'held') or '0'
-local pending = redis.call('HGET', KEYS[1], 'pending') or '0'
-redis.call('HSET', KEYS[1], 'period', ARGV[1], 'limit', ARGV[2], 'used', ARGV[3], 'avail', ARGV[2],
-           'held', held, 'pending', pending)
-redis.call('HINCRBY', KEYS[1], 'avail', neg(ARGV[3]))
-redis.call('HINCRBY', KEYS[1], 'avail', neg(held))
-redis.call('HINCRBY', KEYS[1], 'avail', neg(pending))
-return 1
-"""
-)
-
-# A key's limit changed: move its available amount by the difference. ARGV: new limit.
-KLIMIT_LUA = (
-    NEG
-    + """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-local old = redis.call('HGET', KEYS[1], 'limit') or '0'
-redis.call('HINCRBY', KEYS[1], 'avail', ARGV[1])
-redis.call('HINCRBY', KEYS[1], 'avail', neg(old))
-redis.call('HSET', KEYS[1], 'limit', ARGV[1])
-return 1
-"""
-)
-
-# A committed non-usage ledger entry (grant, purchase, refund): add its amount unless the mirror was
-# initialised from a balance that already included it. A partial hash only remembers the version, so
-# the snapshot that completes it includes the entry. ARGV: amount, ledger version after the entry.
-CREDIT_LUA = """
-local initver = redis.call('HGET', KEYS[1], 'initver')
-if not initver then
-  if redis.call('EXISTS', KEYS[1]) == 1 and tonumber(ARGV[2]) > tonumber(redis.call('HGET', KEYS[1], 'aver') or '0') then
-    redis.call('HSET', KEYS[1], 'aver', ARGV[2])
-  end
-  return 0
-end
-if tonumber(initver) >= tonumber(ARGV[2]) then return 0 end
-redis.call('HINCRBY', KEYS[1], 'bal', ARGV[1])
-redis.call('HINCRBY', KEYS[1], 'avail', ARGV[1])
-return 1
-"""
-
-# Release one expired hold (the worker that placed it died). ARGV: hold id.
-REAP_LUA = (
-    NEG
-    + """
-local org = redis.call('HGET', KEYS[1], 'org')
-local amount = redis.call('HGET', KEYS[1], 'amount')
-redis.call('ZREM', KEYS[2], ARGV[1])
-if not amount then return 0 end
-local okey = 'sy:o:' .. org
-redis.call('HINCRBY', okey, 'held', neg(amount))
-redis.call('HINCRBY', okey, 'avail', amount)
-if redis.call('HGET', KEYS[1], 'lim') == '1' then
-  local kkey = 'sy:k:' .. redis.call('HGET', KEYS[1], 'key')
-  redis.call('HINCRBY', kkey, 'held', neg(amount))
-  redis.call('HINCRBY', kkey, 'avail', amount)
-end
-redis.call('DEL', KEYS[1])
-return 1
-"""
-)
-
-
-def key_hash_name(key_id: int | None) -> str:
-    return f"sy:k:{key_id or 0}"
+# The keys and scripts live in the Lua registry (switchyard/lua.py), which documents each script's KEYS,
+# ARGV and reply; billing (and its tests) import the key names from here as before.
 
 
 def limit_period(reset: str, now: float | None = None) -> str:
@@ -301,17 +103,23 @@ def hold_cap(hold: HoldRef, cost_units: int) -> tuple[int, int]:
 
 
 class _Scripts:
+    """The registry's scripts by name (switchyard.lua.REGISTRY): over the hot path's pipelined
+    connection (`async_`) or redis-py's (`sync`, registered once per client)."""
+
     def __init__(self) -> None:
         self._sync: dict[str, Any] = {}
 
     def async_(self, name: str) -> Script:
-        """The hot path's scripts run over the lean pipelined connection (switchyard/fastredis.py)."""
-        return script(globals()[name])
+        return lua.REGISTRY[name].fast
 
     def sync(self, name: str) -> Any:
+        """redis-py's Script for `name`; its reply is raw (parse it with the script's `reply`)."""
         if name not in self._sync:
-            self._sync[name] = sync_redis().register_script(globals()[name])
+            self._sync[name] = sync_redis().register_script(lua.REGISTRY[name].source)
         return self._sync[name]
+
+    def run_sync(self, script: lua.Lua[T], keys: list[Any], args: list[Any]) -> T:
+        return script.reply(self.sync(script.name)(keys=keys, args=args))
 
     def reset(self) -> None:
         self._sync.clear()
@@ -331,8 +139,10 @@ async def _redis_init(org_id: int) -> None:
     already seen past is read again."""
     for _ in range(3):
         balance, version = await db_call(_org_snapshot, org_id)
-        done = await scripts.async_("INIT_LUA")(keys=[org_hash(org_id)], args=[str(balance), str(version)])
-        if int(done) >= 0:
+        if (
+            await lua.INIT(keys=[org_hash(org_id)], args=[str(balance), str(version)])
+            != InitReply.STALE_SNAPSHOT
+        ):
             return
 
 
@@ -412,6 +222,21 @@ def _insufficient(available: int, amount: int) -> InsufficientCredits:
 # ---- the interface the hot path uses -------------------------------------------------------------
 
 
+class RateCheck(Protocol):
+    """What a hold needs of the request's rate limits (routing.ratelimit.RateGate): the buckets' KEYS and
+    ARGV for the rate-checked hold script (switchyard.lua.rate_checked), and what to do with its answer."""
+
+    @property
+    def keys(self) -> list[str]: ...
+
+    @property
+    def args(self) -> list[str]: ...
+
+    def admitted(self, figures: Sequence[int]) -> None: ...
+
+    def refused(self, bucket: int, retry_us: int) -> Exception: ...
+
+
 async def hold_place(
     *,
     org_id: int,
@@ -419,70 +244,67 @@ async def hold_place(
     amount_units: int,
     limit_units: int | None = None,
     limit_reset: str = "none",
-    rate: Any = None,
+    rate: RateCheck | None = None,
 ) -> HoldRef:
     """Reserve `amount_units` against the organisation (and the key's credit limit) or raise 402.
 
-    `rate` (a routing.ratelimit.RateGate; full mode) checks and takes the request's rate limits in the
-    same Lua call, or raises 429 placing no hold. Embedded mode ignores it (the gate already did)."""
+    `rate` (full mode) checks and takes the request's rate limits in the same Lua call, or raises 429
+    placing no hold. Embedded mode ignores it (the gate already did)."""
     if not redis_enabled():
         return await db_call(_db_place, org_id, key_id, amount_units, limit_units, limit_reset)
     hold_id = new_hold_id()
     expires = int(time.time()) + setting("SWITCHYARD_HOLD_TTL_SECONDS")
     period = limit_period(limit_reset) if limit_units is not None and key_id else ""
-    place = scripts.async_("PLACE_LUA") if rate is None else rate.script(PLACE_LUA)
+    place = lua.PLACE if rate is None else lua.PLACE_RATED
     keys = [org_hash(org_id), hold_hash(hold_id), HOLDS_ZSET, key_hash_name(key_id)]
     args = [str(amount_units), str(expires), str(org_id), hold_id, str(key_id or ""), period, _live["token"]]
     if rate is not None:
         keys, args = [*keys, *rate.keys], [*args, *rate.args]
     for _ in range(3):
         try:
-            result = await place(keys=keys, args=args)
+            reply = place.reply(await place.fast(keys=keys, args=args))  # no extra coroutine frame
         except (RedisConnectionError, RedisTimeoutError, asyncio.CancelledError):
             _release_later(hold_id)
             raise
-        status = int(result[0])
-        if status == 1:
-            if rate is not None:
-                rate.admitted(result[2:])
-            return HoldRef(hold_id, org_id, key_id, amount_units)
-        if status == -9:
-            raise rate.refused(result[1], result[2])
-        if status == -1:
-            await _redis_init(org_id)
-        elif status == -2 and key_id is not None:
-            used = await db_call(_key_used_units, key_id, limit_reset)
-            await scripts.async_("KINIT_LUA")(
-                keys=[key_hash_name(key_id)], args=[period, str(limit_units), str(used)]
-            )
-        elif status == -3:
-            raise _key_limit(int(result[1]), amount_units)
-        else:
-            raise _insufficient(int(result[1]), amount_units)
+        match reply:
+            case Placed(rate=figures):
+                if rate is not None:
+                    rate.admitted(figures)
+                return HoldRef(hold_id, org_id, key_id, amount_units)
+            case RateRefused(bucket=bucket, retry_us=retry_us) if rate is not None:
+                raise rate.refused(bucket, retry_us)
+            case OrgNotLoaded():
+                await _redis_init(org_id)
+            case KeyNotLoaded() if key_id is not None:
+                used = await db_call(_key_used_units, key_id, limit_reset)
+                await lua.KINIT(keys=[key_hash_name(key_id)], args=[period, str(limit_units), str(used)])
+            case KeyLimit(available=available):
+                raise _key_limit(available, amount_units)
+            case Insufficient(available=available):
+                raise _insufficient(available, amount_units)
+            case _:
+                raise RuntimeError(f"unexpected hold reply {reply!r}")
     raise InsufficientCredits("Could not reserve credit for this request; please retry.")
 
 
 def _release_later(hold_id: str) -> None:
     """The call placing `hold_id` failed on the connection (or its request was cancelled) after it was
     written: Redis may have placed the hold and only the reply been lost, which would keep the credit
-    reserved until the reaper's TTL. Release it by id once Redis answers; REAP_LUA does nothing for a
-    hold that was never placed. Retried with backoff for SWITCHYARD_SETTLE_RETRY_SECONDS."""
+    reserved until the reaper's TTL. Release it by id once Redis answers; REAP does nothing for a
+    hold that was never placed. Retried like a settlement (switchyard.retry)."""
     spawn_detached(_release(hold_id))
 
 
 async def _release(hold_id: str) -> None:
-    deadline = time.monotonic() + float(setting("SWITCHYARD_SETTLE_RETRY_SECONDS"))
-    delay = 0.2
-    while True:
-        try:
-            await scripts.async_("REAP_LUA")(keys=[hold_hash(hold_id), HOLDS_ZSET], args=[hold_id])
-            return
-        except (RedisConnectionError, RedisTimeoutError):
-            if time.monotonic() >= deadline:
-                logger.error("could not release %s; the reaper will when it expires", hold_id)
-                return
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+    async def reap() -> bool:
+        return await lua.REAP(keys=[hold_hash(hold_id), HOLDS_ZSET], args=[hold_id])
+
+    try:
+        await retry(
+            reap, what=f"release of {hold_id}", retry_on=(RedisConnectionError, RedisTimeoutError), log=logger
+        )
+    except GaveUp:
+        logger.error("could not release %s; the reaper will when it expires", hold_id)
 
 
 def key_limit_changed(key_id: int, limit_units: int | None) -> None:
@@ -492,7 +314,7 @@ def key_limit_changed(key_id: int, limit_units: int | None) -> None:
     if limit_units is None:
         sync_redis().delete(key_hash_name(key_id))
     else:
-        scripts.sync("KLIMIT_LUA")(keys=[key_hash_name(key_id)], args=[str(limit_units)])
+        scripts.run_sync(lua.KLIMIT, keys=[key_hash_name(key_id)], args=[str(limit_units)])
 
 
 async def hold_settle(
@@ -500,7 +322,7 @@ async def hold_settle(
     *,
     cost_units: int,
     event: bytes,
-    outcomes: list[Outcome] | None = None,
+    outcomes: list[Any] | None = None,
     generation_id: str | None = None,
 ) -> None:
     """Turn the hold into the exact cost and hand the usage event on, in one step.
@@ -511,7 +333,7 @@ async def hold_settle(
     if not redis_enabled():
         _settle_embedded(event, outcomes, generation_id)
         return
-    await scripts.async_("SETTLE_LUA")(*_settle_call(hold, cost_units, event, outcomes, generation_id))
+    await lua.SETTLE(*_settle_call(hold, cost_units, event, outcomes, generation_id))
 
 
 def hold_settle_now(
@@ -519,7 +341,7 @@ def hold_settle_now(
     *,
     cost_units: int,
     event: bytes,
-    outcomes: list[Outcome] | None = None,
+    outcomes: list[Any] | None = None,
     generation_id: str | None = None,
 ) -> Awaitable[Any] | None:
     """`hold_settle`, handed over before this returns: in full mode the Lua call is written to Redis's
@@ -530,20 +352,50 @@ def hold_settle_now(
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         done.set_result(None)
         return done
-    return scripts.async_("SETTLE_LUA").issue(*_settle_call(hold, cost_units, event, outcomes, generation_id))
+    return lua.SETTLE.fast.issue(*_settle_call(hold, cost_units, event, outcomes, generation_id))
 
 
-def _settle_embedded(event: bytes, outcomes: list[Outcome] | None, generation_id: str | None) -> None:
+class SettleHealth(Protocol):
+    """What a settlement records beside its charge, in the same call: the attempts' endpoint-health
+    outcomes (routing.health.book, registered by RoutingConfig.ready, so billing imports no routing)."""
+
+    def settle_args(self, outcomes: list[Any]) -> list[str]:
+        """Full mode: the outcomes as SETTLE's health records (switchyard.lua.HEALTH_FUNCTIONS)."""
+        ...
+
+    def record_local(self, outcomes: list[Any]) -> None:
+        """Embedded mode: record them in process."""
+        ...
+
+
+class _NoHealth:
+    def settle_args(self, outcomes: list[Any]) -> list[str]:
+        return []
+
+    def record_local(self, outcomes: list[Any]) -> None:
+        return None
+
+
+_health: SettleHealth = _NoHealth()
+
+
+def settle_health_register(recorder: SettleHealth) -> None:
+    """Settlements record their outcomes with `recorder` from now on (once, at start-up)."""
+    global _health
+    _health = recorder
+
+
+def _settle_embedded(event: bytes, outcomes: list[Any] | None, generation_id: str | None) -> None:
     from billing.usage import embedded_writer
 
-    book.record_local(outcomes or [])
+    _health.record_local(outcomes or [])
     embedded_writer().put(event, generation_id)
 
 
 def _settle_call(
-    hold: HoldRef, cost_units: int, event: bytes, outcomes: list[Outcome] | None, generation_id: str | None
+    hold: HoldRef, cost_units: int, event: bytes, outcomes: list[Any] | None, generation_id: str | None
 ) -> tuple[list[Any], list[Any]]:
-    """SETTLE_LUA's keys and arguments."""
+    """switchyard.lua.SETTLE's keys and arguments."""
     keys = [
         org_hash(hold.org_id),
         hold_hash(hold.id),
@@ -557,13 +409,9 @@ def _settle_call(
         str(hold.amount_units - cost_units),
         event,
         hold.id,
-        *book.settle_args(outcomes or []),
+        *_health.settle_args(outcomes or []),
     ]
     return keys, args
-
-
-def pending_generation_key(generation_id: str) -> str:
-    return f"sy:gen:{generation_id}"
 
 
 def pending_generation_event(generation_id: str) -> dict[str, Any] | None:
@@ -579,7 +427,7 @@ def pending_generation_event(generation_id: str) -> dict[str, Any] | None:
 
 def redis_balance_sync(org_id: int, amount_units: int, version: int) -> None:
     """Called after a non-usage ledger entry commits (see billing.services.mirror_balance)."""
-    scripts.sync("CREDIT_LUA")(keys=[org_hash(org_id)], args=[str(amount_units), str(version)])
+    scripts.run_sync(lua.CREDIT, keys=[org_hash(org_id)], args=[str(amount_units), str(version)])
 
 
 def redis_usage_applied(
@@ -592,7 +440,7 @@ def redis_usage_applied(
     args: list[str] = ["" if version is None else str(version)]
     for stream_id, cost, key_id in entries:
         args += [stream_id, str(cost), str(key_id or "")]
-    return int(scripts.sync("APPLY_LUA")(keys=[org_hash(org_id), USAGE_STREAM], args=args))
+    return scripts.run_sync(lua.APPLY, keys=[org_hash(org_id), USAGE_STREAM], args=args)
 
 
 # ---- holds of a process that died ---------------------------------------------------------------
@@ -600,7 +448,7 @@ def redis_usage_applied(
 # it places; the reaper releases the holds of a process whose key expired (it died) once they are
 # DEAD_GRACE_SECONDS old, instead of waiting out SWITCHYARD_HOLD_TTL_SECONDS. A live process that
 # could not reach Redis for longer than the key lives may see its holds released early: its requests
-# still settle to their exact cost (SETTLE_LUA charges a hold already released), only the reservation
+# still settle to their exact cost (SETTLE charges a hold already released), only the reservation
 # ends sooner.
 LIVE_PREFIX = "sy:live:"
 LIVE_TTL_SECONDS = 15
@@ -671,10 +519,9 @@ def holds_reap_expired(now: float | None = None) -> int:
         for raw in client.zrangebyscore(HOLDS_ZSET, "-inf", now, start=0, num=1000)
     ]
     orphaned = _holds_of_dead_processes(client, now)
-    reap = scripts.sync("REAP_LUA")
     released = 0
     for hold_id in dict.fromkeys([*due, *orphaned]):
-        released += int(reap(keys=[hold_hash(hold_id), HOLDS_ZSET], args=[hold_id]))
+        released += scripts.run_sync(lua.REAP, keys=[hold_hash(hold_id), HOLDS_ZSET], args=[hold_id])
     if orphaned:
         logger.warning("released %d holds of web processes that died", len(orphaned))
     return released

@@ -6,4 +6,8 @@ class RoutingConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from billing.holds import settle_health_register
         from routing import metrics, signals  # noqa: F401  (catalog version bumps; /metrics circuit states)
+        from routing.health import book
+
+        settle_health_register(book)  # a settlement records its endpoints' health in the same call

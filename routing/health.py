@@ -32,69 +32,25 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
+from switchyard.lua import (
+    BREAKER_KEY,
+    EWMA_ALPHA,
+    PERF_KEY,
+    RECENT_SLOT_SECONDS,
+    STICKY_PREFIX,
+    WINDOW_MINUTES,
+)
 from switchyard.shared import async_redis, redis_enabled, setting, start_shared, sync_redis
 
 logger = logging.getLogger("switchyard.health")
 
-WINDOW_MINUTES = 30
-BREAKER_KEY = "sy:cb"
-PERF_KEY = "sy:hp"
-STICKY_PREFIX = "sy:st:"
-RECENT_SLOT_SECONDS = 10
 RECENT_SLOTS = 3  # the current slot and the two before it: the last 30 seconds
 # "Significant" recent failures: at least this many in the window, and at least this share of attempts.
 RECENT_MIN_FAILURES = 3
 RECENT_MIN_ERROR_RATE = 0.25
-EWMA_ALPHA = 0.2
-RECORD_FIELDS = 8
 PERF_REFRESH_SECONDS = 5.0
-
-# Appended to the settle script. ARGV from `first` on are records of RECORD_FIELDS fields:
-#   endpoint id, ok (1/0), latency ms, ttft ms, completion tokens, generation ms, now (unix s), threshold
-# or a sticky-routing record: 'S', key hash, endpoint id, ttl seconds, and padding.
-HEALTH_LUA = f"""
-local function ewma(field, value)
-  local old = tonumber(redis.call('HGET', '{PERF_KEY}', field))
-  if old then value = old + {EWMA_ALPHA} * (value - old) end
-  redis.call('HSET', '{PERF_KEY}', field, string.format('%.3f', value))
-end
-local function record_health(first)
-  for i = first, #ARGV, {RECORD_FIELDS} do
-    local ep = ARGV[i]
-    if ep == 'S' then
-      redis.call('SET', '{STICKY_PREFIX}' .. ARGV[i + 1], ARGV[i + 2], 'EX', ARGV[i + 3])
-    else
-      local ok, now = ARGV[i + 1], tonumber(ARGV[i + 6])
-      local bucket = 'sy:hm:' .. ep .. ':' .. math.floor(now / 60)
-      local slot = math.floor(now / {RECENT_SLOT_SECONDS})
-      local ring = ep .. ':r' .. (slot % 4)
-      if redis.call('HGET', '{BREAKER_KEY}', ring) ~= tostring(slot) then
-        redis.call('HSET', '{BREAKER_KEY}', ring, slot, ring .. 'o', 0, ring .. 'f', 0)
-      end
-      if ok == '1' then
-        local tok, gen = tonumber(ARGV[i + 4]), tonumber(ARGV[i + 5])
-        if gen <= 1 then gen = math.max(tonumber(ARGV[i + 2]), 1) end
-        redis.call('HINCRBY', bucket, 'ok', 1)
-        redis.call('HINCRBY', bucket, 'lat', ARGV[i + 2])
-        redis.call('HINCRBY', bucket, 'ttft', ARGV[i + 3])
-        redis.call('HINCRBY', bucket, 'tok', tok)
-        redis.call('HINCRBY', bucket, 'gen', gen)
-        redis.call('HINCRBY', '{BREAKER_KEY}', ring .. 'o', 1)
-        redis.call('HSET', '{BREAKER_KEY}', ep .. ':f', 0)
-        redis.call('HDEL', '{BREAKER_KEY}', ep .. ':open')
-        ewma(ep .. ':lat', tonumber(ARGV[i + 2]))
-        if tok > 0 and gen > 0 then ewma(ep .. ':tps', tok * 1000 / gen) end
-      else
-        redis.call('HINCRBY', bucket, 'fail', 1)
-        redis.call('HINCRBY', '{BREAKER_KEY}', ring .. 'f', 1)
-        local f = redis.call('HINCRBY', '{BREAKER_KEY}', ep .. ':f', 1)
-        if f >= tonumber(ARGV[i + 7]) then redis.call('HSET', '{BREAKER_KEY}', ep .. ':open', ARGV[i + 6]) end
-      end
-      redis.call('EXPIRE', bucket, {(WINDOW_MINUTES + 1) * 60})
-    end
-  end
-end
-"""
+# The settle script records the outcomes (switchyard.lua.HEALTH_FUNCTIONS, in SETTLE); its keys and
+# parameters are defined there, beside the Lua, and read here.
 
 # Set by the router for a request that may be routed sticky; read when the request settles, so that
 # the endpoint that answered is remembered (in the same Redis call that settles the hold).
@@ -249,7 +205,7 @@ class HealthBook:
                 self.local.sticky = {k: v for k, v in self.local.sticky.items() if v[1] > now}
 
     def settle_args(self, outcomes: list[Outcome]) -> list[str]:
-        """Full mode: the outcomes as ARGV records for HEALTH_LUA (run inside the settle script)."""
+        """Full mode: the outcomes as the settle script's health records (switchyard.lua.HEALTH_FUNCTIONS)."""
         now = int(time.time())
         args: list[str] = []
         for o in outcomes:

@@ -16,20 +16,20 @@ settlement; a bucket in debt refuses until it has refilled.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import math
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 
+from switchyard import lua
 from switchyard.db import db_call
 from switchyard.errors import RateLimited
-from switchyard.fastredis import Script, script
 from switchyard.shared import TTLCache, redis_enabled, start_shared
 
 if TYPE_CHECKING:
@@ -39,105 +39,14 @@ MINUTE_US = 60_000_000
 PURCHASE_CACHE_SECONDS = 60.0
 TOKEN_FLUSH_SECONDS = 0.05
 
-# Entry kinds: 'g' = GCRA bucket (ARGV: limit, period in µs, cost), 'w' = counter for a fixed window
-# (ARGV: limit, window end in µs since the epoch, cost). Cost 0 means "needs capacity for one, takes
-# nothing" (the tokens-per-minute admission check).
-#
-# The buckets are the last n KEYS; their ARGV (4 each: kind, limit, period or window end, cost) come
-# just before the last ARGV, which is n, so they can follow the credit hold's own KEYS and ARGV in the
-# hold's Lua call (`fold`). rl_check takes nothing; it
-# returns {index, retry µs, limit} of the first bucket that refuses, or nil and, per bucket, the
-# requests left and µs until full again (or until the window ends), plus the writes rl_commit makes.
-# Times come from Redis's clock, shared by every web process. Numbers stay far below 2^53 (µs since the
-# epoch ~1.8e15), so Lua's doubles are exact enough; they are stored with %.0f because tostring()
-# would round them to 14 digits.
-RATE_FUNCTIONS = """
-local function rl_check()
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-  local n = tonumber(ARGV[#ARGV])
-  local k0 = #KEYS - n
-  local a0 = #ARGV - 1 - 4 * n
-  local out = {}
-  local writes = {}
-  for i = 1, n do
-    local key = KEYS[k0 + i]
-    local kind = ARGV[a0 + 4 * i - 3]
-    local limit = tonumber(ARGV[a0 + 4 * i - 2])
-    local span = tonumber(ARGV[a0 + 4 * i - 1])
-    local cost = tonumber(ARGV[a0 + 4 * i])
-    local need = cost
-    if need < 1 then need = 1 end
-    if kind == 'g' then
-      local interval = span / limit
-      local tat = tonumber(redis.call('GET', key) or '0')
-      if tat < now then tat = now end
-      local allow_at = tat + need * interval - span
-      if allow_at > now then return {i, math.ceil(allow_at - now), limit} end
-      local new_tat = tat + cost * interval
-      out[#out + 1] = math.floor((span - (new_tat - now)) / interval)
-      out[#out + 1] = math.ceil(new_tat - now)
-      if cost > 0 then
-        writes[#writes + 1] = {key, 'g', string.format('%.0f', new_tat), math.ceil((new_tat - now) / 1000) + 1000}
-      end
-    else
-      local count = tonumber(redis.call('GET', key) or '0')
-      if count + need > limit then return {i, math.ceil(span - now), limit} end
-      out[#out + 1] = limit - count - cost
-      out[#out + 1] = math.ceil(span - now)
-      if cost > 0 then writes[#writes + 1] = {key, 'w', cost, math.ceil((span - now) / 1000) + 60000} end
-    end
-  end
-  return nil, out, writes
-end
-
-local function rl_commit(writes)
-  for _, w in ipairs(writes) do
-    if w[2] == 'g' then
-      redis.call('SET', w[1], w[3], 'PX', w[4])
-    else
-      redis.call('INCRBY', w[1], w[3])
-      redis.call('PEXPIRE', w[1], w[4])
-    end
-  end
-end
-"""
-
-# Around the credit hold's script (its text is `body`, and its KEYS and ARGV come first): refused ->
-# {-9, index, retry µs, limit} with no hold placed. Otherwise the hold's own answer with the buckets'
-# figures appended; the request is taken from the buckets unless the hold asked to be retried after
-# mirroring (-1, -2), so a request refused for credit (402) still counts, as it would in embedded mode.
-FOLD_LUA = """
-local refused, rl_out, rl_writes = rl_check()
-if refused then return {-9, refused[1], refused[2], refused[3]} end
-local result = hold_script()
-if result[1] ~= -1 and result[1] ~= -2 then rl_commit(rl_writes) end
-for _, v in ipairs(rl_out) do result[#result + 1] = v end
-return result
-"""
+# The buckets' Lua (the check and take folded into the credit hold's call, and CHARGE for tokens) is in
+# the registry, switchyard/lua.py (RATE_FUNCTIONS, rate_checked, CHARGE), with its KEYS and ARGV layout.
 
 
 def fold(body: str) -> str:
-    """A credit-hold script with the rate-limit check and take in front of it (one Lua call)."""
-    return RATE_FUNCTIONS + "local function hold_script()\n" + body + "\nend\n" + FOLD_LUA
+    """A credit-hold script's source with the rate-limit check and take in front of it (one Lua call)."""
+    return lua.rate_check_source(body)
 
-
-# Take a request's tokens from its tokens-per-minute buckets, into debt if need be.
-# KEYS: buckets; ARGV: 3 per bucket: limit, period in µs, tokens.
-CHARGE_LUA = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-for i = 1, #KEYS do
-  local limit = tonumber(ARGV[3 * i - 2])
-  local span = tonumber(ARGV[3 * i - 1])
-  local cost = tonumber(ARGV[3 * i])
-  local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
-  if tat < now then tat = now end
-  tat = tat + cost * span / limit
-  redis.call('SET', KEYS[i], string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000) + 1000)
-end
-return #KEYS
-"""
 
 # What each limit is called in errors, headers' documentation and /key.
 DESCRIPTIONS = {
@@ -284,7 +193,8 @@ async def _free_buckets(key: KeyInfo) -> list[Bucket]:
 
 
 class LocalBuckets:
-    """GCRA and window counters in one process (embedded mode), mirroring RATE_FUNCTIONS / CHARGE_LUA."""
+    """GCRA and window counters in one process (embedded mode), mirroring switchyard.lua's RATE_FUNCTIONS
+    and CHARGE."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -300,10 +210,11 @@ class LocalBuckets:
             return 0.0
         return item[0]
 
-    def check(self, buckets: list[Bucket], now: float | None = None) -> list[int]:
+    def check(self, buckets: list[Bucket], now: float | None = None) -> list[int] | lua.RateRefused:
+        """(requests left, µs until full again) per bucket, all taken; or the first that refuses."""
         now = time.time() * 1_000_000 if now is None else now
         with self._lock:
-            out = [1]
+            out: list[int] = []
             writes: list[tuple[str, float, float]] = []
             for i, b in enumerate(buckets, start=1):
                 need = max(b.cost, 1)
@@ -312,7 +223,7 @@ class LocalBuckets:
                     tat = max(self._get(b.redis_key, now), now)
                     allow_at = tat + need * interval - b.span
                     if allow_at > now:
-                        return [0, i, math.ceil(allow_at - now), b.limit]
+                        return lua.RateRefused(i, math.ceil(allow_at - now), b.limit)
                     new_tat = tat + b.cost * interval
                     out += [math.floor((b.span - (new_tat - now)) / interval), math.ceil(new_tat - now)]
                     if b.cost > 0:
@@ -320,7 +231,7 @@ class LocalBuckets:
                 else:
                     count = self._get(b.redis_key, now)
                     if count + need > b.limit:
-                        return [0, i, math.ceil(b.span - now), b.limit]
+                        return lua.RateRefused(i, math.ceil(b.span - now), b.limit)
                     out += [int(b.limit - count - b.cost), math.ceil(b.span - now)]
                     if b.cost > 0:
                         writes.append((b.redis_key, count + b.cost, b.span + 60_000_000))
@@ -341,19 +252,13 @@ class LocalBuckets:
 local_buckets = LocalBuckets()
 
 
-@functools.cache
-def _folded(hold_body: str) -> Script:
-    """A hold's script with the rate check in front, built once per process (not per request)."""
-    return script(fold(hold_body))
-
-
 # ---- the interface the hot path uses -------------------------------------------------------------
 
 
 class RateGate:
     """The rate limits of one request. Embedded mode checks and takes them at once (`rate_gate`); full
-    mode hands the gate to the credit hold (`billing.holds.hold_place(rate=...)`), whose Lua call then
-    checks and takes them too: no extra Redis round trip. `decision` is set once the request passed."""
+    mode hands the gate to the credit hold (`billing.holds.hold_place(rate=...)`, a billing.holds.RateCheck),
+    whose Lua call (switchyard.lua.PLACE_RATED) then checks and takes them too: no extra Redis round trip. `decision` is set once the request passed."""
 
     def __init__(self, buckets: list[Bucket]) -> None:
         self.buckets = buckets
@@ -361,13 +266,9 @@ class RateGate:
         self.args = [a for b in buckets for a in b.args()] + [str(len(buckets))]
         self.decision: Decision | None = None
 
-    def script(self, hold_body: str) -> Any:
-        """The hold's script with this gate's check in front (built once per process)."""
-        return _folded(hold_body)
-
-    def admitted(self, figures: list[Any]) -> None:
+    def admitted(self, figures: Sequence[int]) -> None:
         """Every bucket passed; `figures` is (left, µs until reset) per bucket."""
-        values = [int(x) for x in figures]
+        values = figures
         now_ms = int(time.time() * 1000)
         # Report the requests limit with the fewest left (a tokens limit only when it is alone).
         counted = [i for i, b in enumerate(self.buckets) if b.cost > 0] or list(range(len(self.buckets)))
@@ -378,8 +279,9 @@ class RateGate:
                     self.buckets[i].limit, remaining, now_ms + math.ceil(reset_us / 1000)
                 )
 
-    def refused(self, index: Any, retry_us: Any) -> RateLimited:
-        return _refused(self.buckets[int(index) - 1], retry_us=int(retry_us), now_ms=int(time.time() * 1000))
+    def refused(self, bucket: int, retry_us: int) -> RateLimited:
+        """The 429 for the `bucket`-th (1-based) of this gate's buckets, which refused."""
+        return _refused(self.buckets[bucket - 1], retry_us=retry_us, now_ms=int(time.time() * 1000))
 
 
 async def rate_gate(key: KeyInfo, *, free: bool) -> RateGate | None:
@@ -392,9 +294,9 @@ async def rate_gate(key: KeyInfo, *, free: bool) -> RateGate | None:
     gate = RateGate(buckets)
     if not redis_enabled():
         result = local_buckets.check(buckets)
-        if result[0] == 0:
-            raise gate.refused(result[1], result[2])
-        gate.admitted(result[1:])
+        if isinstance(result, lua.RateRefused):
+            raise gate.refused(result.bucket, result.retry_us)
+        gate.admitted(result)
     return gate
 
 
@@ -446,7 +348,7 @@ class TokenCharges:
         keys = list(pending)
         args = [str(v) for key in keys for v in pending[key]]
         try:
-            await script(CHARGE_LUA)(keys=keys, args=args)
+            await lua.CHARGE(keys=keys, args=args)
         except Exception:
             logging.getLogger("switchyard.ratelimit").exception("could not charge tokens to %s", keys)
 
