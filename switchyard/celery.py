@@ -17,7 +17,11 @@ def _beat_schedule(sender: Celery, **kwargs: Any) -> None:
     """Periodic billing work (one `celery -A switchyard beat` per deployment runs it)."""
     from django.conf import settings
 
-    sender.add_periodic_task(1.0, sender.signature("billing.tasks.usage_drain"), name="usage-drain")
+    sender.add_periodic_task(
+        settings.SWITCHYARD_USAGE_DRAIN_SECONDS,
+        sender.signature("billing.tasks.usage_drain"),
+        name="usage-drain",
+    )
     sender.add_periodic_task(
         float(settings.SWITCHYARD_HOLDS_REAP_SECONDS),
         sender.signature("billing.tasks.holds_reap"),

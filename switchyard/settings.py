@@ -259,10 +259,7 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_IGNORE_RESULT = True
-CELERY_BEAT_SCHEDULE = {
-    "usage-drain": {"task": "billing.tasks.usage_drain", "schedule": 1.0},
-    "holds-reap": {"task": "billing.tasks.holds_reap", "schedule": 10.0},
-}
+# The beat schedule is built in switchyard/celery.py from the SWITCHYARD_*_SECONDS settings below.
 
 # Encryption for stored provider keys (BYOK): first key encrypts, all decrypt.
 _enc = env_list("SWITCHYARD_ENCRYPTION_KEYS", [])
@@ -306,6 +303,10 @@ SWITCHYARD_AUTO_TOPUP_MAX_FAILURES = env_int("SWITCHYARD_AUTO_TOPUP_MAX_FAILURES
 SWITCHYARD_AUTO_TOPUP_RETRY_SECONDS = env_int("SWITCHYARD_AUTO_TOPUP_RETRY_SECONDS", 3600)
 SWITCHYARD_AUDIT_INTERVAL_SECONDS = env_int("SWITCHYARD_AUDIT_INTERVAL_SECONDS", 300)
 SWITCHYARD_HOLDS_REAP_SECONDS = env_int("SWITCHYARD_HOLDS_REAP_SECONDS", 30)
+# How often beat has the usage stream drained into the ledger (seconds; a decimal, 0.05 to 60).
+SWITCHYARD_USAGE_DRAIN_SECONDS = float(env_decimal("SWITCHYARD_USAGE_DRAIN_SECONDS", "1"))
+if not 0.05 <= SWITCHYARD_USAGE_DRAIN_SECONDS <= 60:
+    raise ImproperlyConfigured("SWITCHYARD_USAGE_DRAIN_SECONDS must be between 0.05 and 60 seconds.")
 
 # Hot path knobs.
 SWITCHYARD_KEY_CACHE_SECONDS = env_int("SWITCHYARD_KEY_CACHE_SECONDS", 2)

@@ -13,6 +13,27 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CATALOG = ROOT / "routing" / "catalog" / "default.yaml"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _flush_by_delete():
+    """PostgreSQL: empty the tables after each transactional test with one DELETE per table instead of
+    Django's TRUNCATE of all of them (about 0.06 s against 0.25 s for our 40 tables; run after every
+    one of the several hundred such tests). Django's foreign keys are deferred, and its flush runs in
+    one transaction, so the order of the DELETEs does not matter. Tests only: the flush command is
+    untouched outside the suite."""
+    from django.db.backends.postgresql.operations import DatabaseOperations
+
+    truncate = DatabaseOperations.sql_flush
+
+    def sql_flush(self, style, tables, *, reset_sequences=False, allow_cascade=False):  # type: ignore[no-untyped-def]
+        if reset_sequences or allow_cascade:
+            return truncate(self, style, tables, reset_sequences=reset_sequences, allow_cascade=allow_cascade)
+        return [f"DELETE FROM {self.quote_name(table)};" for table in tables]
+
+    DatabaseOperations.sql_flush = sql_flush  # type: ignore[method-assign]
+    yield
+    DatabaseOperations.sql_flush = truncate  # type: ignore[method-assign]
+
+
 @pytest.fixture(autouse=True)
 def _fresh_process_caches():
     """Each test starts with empty in-process caches (keys, catalog snapshot)."""
@@ -146,7 +167,13 @@ def celery_worker_process(django_db_setup, django_db_blocker):
         return
     db = settings.DATABASES["default"]
     url = f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
-    env = {**os.environ, "DATABASE_URL": url, "SWITCHYARD_TESTING": "1"}
+    # Drained every 0.1 s (1 s by default): tests wait for usage to reach the ledger after each request.
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "SWITCHYARD_TESTING": "1",
+        "SWITCHYARD_USAGE_DRAIN_SECONDS": "0.1",
+    }
     proc = subprocess.Popen(
         [
             sys.executable,
