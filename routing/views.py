@@ -18,8 +18,8 @@ from django.shortcuts import redirect, render
 from django.templatetags.static import static
 from django.views.decorators.http import require_POST
 
+from accounts.dashboard import DashboardRequest, base_url, dashboard_view, render_dashboard
 from accounts.models import ApiKey
-from accounts.views import DashboardRequest, base_url, dashboard_view, render_dashboard
 from billing.money import from_units
 from routing import selectors
 from routing.catalog.snapshot import catalog
