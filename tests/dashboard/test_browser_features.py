@@ -8,6 +8,9 @@ axe-core violations.
 
 from __future__ import annotations
 
+import csv
+import io
+import re
 from datetime import timedelta
 from typing import Any
 
@@ -15,6 +18,7 @@ import pytest
 
 from tests.dashboard.browser import (
     DESKTOP,
+    HOSTILE_KEY_NAME,
     PHONE,
     Seeded,
     axe_source,
@@ -100,3 +104,91 @@ def test_keys_page_shows_each_keys_spend_today_and_this_week(live, seeded, brows
     assert other.locator("[data-col=spend-today]").inner_text().strip() == "$0.00"
     context.close()
     check_everywhere(browser, live, seeded.owner_cookie, "/dashboard/keys/", axe)
+
+
+# --- Activity grouped by key and by member --------------------------------------------------------
+
+CHART_TOTAL = """(n) => {
+    const c = window.Chart && Chart.getChart('chart-requests');
+    return !!c && c.data.datasets.reduce((a, d) => a + d.data.reduce((x, y) => x + y, 0), 0) === n;
+}"""
+
+
+def _member_request(seeded: Seeded) -> None:
+    """One request made with the plain member's own key (every seeded request used the owner's)."""
+    from django.utils import timezone
+
+    from accounts.models import ApiKey
+    from billing.money import to_units
+    from routing.models import Generation
+
+    key = ApiKey.objects.get(organization_id=seeded.org_id, name="member laptop")
+    Generation.objects.create(
+        id="gen-member-0001",
+        organization_id=seeded.org_id,
+        api_key=key,
+        model="switchyard/sim-1",
+        provider="simulated",
+        status="success",
+        tokens_prompt=10,
+        tokens_completion=20,
+        cost_units=to_units("0.25"),
+        latency_ms=40,
+        created_at=timezone.now() - timedelta(hours=1),
+    )
+
+
+def _totals(page: Any) -> dict[str, list[str]]:
+    rows = page.locator("[data-testid=group-totals] tbody tr")
+    out = {}
+    for i in range(rows.count()):
+        cells = [c.strip() for c in rows.nth(i).locator("td").all_inner_texts()]
+        out[cells[0]] = cells[1:]
+    return out
+
+
+def _rows(text: str) -> list[list[str]]:
+    return list(csv.reader(io.StringIO(text)))
+
+
+def test_activity_grouped_by_key_and_by_member_with_totals_charts_and_exports(live, seeded, browser, axe):  # noqa: F811
+    orm(_member_request, seeded)
+    context = open_as(browser, live.url, seeded.owner_cookie, DESKTOP, accept_downloads=True)
+    page = context.new_page()
+    page.goto(live.url + "/dashboard/activity/")
+    page.get_by_test_id("group-by").get_by_role("link", name="By key").click()
+    page.wait_for_url(re.compile(r"group=key"))
+    totals = _totals(page)
+    # 18 seeded requests: every third with the hostile-named key, the rest with "staging backend".
+    backend = next(name for name in totals if name.startswith("staging backend"))
+    hostile = next(name for name in totals if name.startswith(HOSTILE_KEY_NAME))
+    assert totals[backend][0] == "12" and totals[hostile][0] == "6"
+    assert next(name for name in totals if name.startswith("member laptop"))
+    page.wait_for_function(CHART_TOTAL, arg=seeded.total + 1)
+    labels = page.evaluate("Chart.getChart('chart-spend').data.datasets.map(d => d.label)")
+    assert backend in labels  # series named like the table, not by key id
+
+    page.get_by_test_id("group-by").get_by_role("link", name="By member").click()
+    page.wait_for_url(re.compile(r"group=member"))
+    totals = _totals(page)
+    assert totals["Olivia Owner"][0] == "18"
+    assert totals["mark.member@example.com"] == ["1", "30", "$0.25"]
+    assert page.get_by_role("heading", name=re.compile("Totals by member")).is_visible()
+
+    # A member filter narrows the table, the chart, the totals and both exports.
+    page.get_by_label("Member", exact=True).select_option(label="mark.member@example.com")
+    page.wait_for_url(re.compile(r"member=\d+"))
+    page.wait_for_function(CHART_TOTAL, arg=1)
+    assert page.locator("#activity-table tbody tr").count() == 1
+    assert list(_totals(page)) == ["mark.member@example.com"]
+    with page.expect_download() as download:
+        page.get_by_test_id("export-csv").click()
+    rows = _rows(download.value.path().read_text())
+    assert len(rows) == 2 and rows[0][-1] == "member" and rows[1][-1] == "mark.member@example.com"
+    with page.expect_download() as download:
+        page.get_by_test_id("export-totals").click()
+    rows = _rows(download.value.path().read_text())
+    assert rows[0][:5] == ["member", "name", "requests", "tokens", "cost_usd"]
+    assert rows[1][1:5] == ["mark.member@example.com", "1", "30", "0.25"]
+    context.close()
+    check_everywhere(browser, live, seeded.owner_cookie, "/dashboard/activity/?group=member", axe)
