@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
@@ -14,6 +15,7 @@ from django.utils import timezone
 from billing.money import UNITS_PER_USD, from_units, json_number, price_str
 from routing.catalog.snapshot import EndpointInfo, ModelInfo, Snapshot
 from routing.models import Generation, Provider, ProviderKey
+from switchyard.shared import redis_enabled, sync_redis
 
 
 def _per_token(units: int) -> str:
@@ -600,3 +602,57 @@ def endpoint_health_list() -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+# --- Model pages: each endpoint's live health, minute by minute -----------------------------------
+
+
+def _minute_point(bucket: dict[str, int]) -> dict[str, float | None]:
+    ok, fail = bucket.get("ok", 0), bucket.get("fail", 0)
+    gen = bucket.get("gen", 0)
+    return {
+        "uptime": round(100.0 * ok / (ok + fail), 2) if ok + fail else None,
+        "latency_ms": round(bucket.get("lat", 0) / ok) if ok else None,
+        "throughput": round(bucket.get("tok", 0) * 1000 / gen, 1) if gen else None,
+    }
+
+
+def endpoint_health_series(*, endpoint_ids: list[int]) -> dict[int, dict[str, Any]]:
+    """Per endpoint: the router's live health over its window (health.stats_sync: requests, uptime %,
+    mean latency, tokens per second, circuit) and the same numbers minute by minute for the model
+    page's charts (None for a minute without requests). Read from the minute buckets the router
+    writes: Redis in full mode, this process's book in embedded mode."""
+    from routing import health
+
+    now = time.time()
+    minute = int(now // 60)
+    minutes = list(range(minute - health.WINDOW_MINUTES + 1, minute + 1))
+    summary = health.stats_sync(endpoint_ids)
+    buckets: dict[int, list[dict[str, int]]] = {}
+    if redis_enabled():
+        pipe = sync_redis().pipeline(transaction=False)
+        for ep in endpoint_ids:
+            for m in minutes:
+                pipe.hgetall(f"sy:hm:{ep}:{m}")
+        results = pipe.execute()
+        for i, ep in enumerate(endpoint_ids):
+            chunk = results[i * len(minutes) : (i + 1) * len(minutes)]
+            buckets[ep] = [{_text(k): int(v) for k, v in (b or {}).items()} for b in chunk]
+    else:
+        local = health.book.local.buckets
+        buckets = {
+            ep: [dict(local[(ep, m)]) if (ep, m) in local else {} for m in minutes] for ep in endpoint_ids
+        }
+    out = {}
+    for ep in endpoint_ids:
+        points = [_minute_point(b) for b in buckets[ep]]
+        out[ep] = {
+            **summary.get(ep, {}),
+            "minutes": [m * 60 for m in minutes],
+            "series": {name: [p[name] for p in points] for name in ("uptime", "latency_ms", "throughput")},
+        }
+    return out
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -125,10 +125,28 @@ def models_browser(request: HttpRequest) -> HttpResponse:
 
 
 def model_page(request: HttpRequest, author: str, name: str) -> HttpResponse:
+    """A model as OpenRouter shows one: each provider's price, context and live health (uptime, latency,
+    throughput over the router's window, with per-minute charts), and code to try it."""
+    from django.urls import reverse
+    from django.utils.http import urlencode
+
     model = selectors.catalog_model_detail(snapshot=catalog.get_sync(), slug=f"{author}/{name}")
     if model is None:
         raise Http404("No such model.")
-    return _public(request, "public/model.html", {"model": model})
+    health = selectors.endpoint_health_series(endpoint_ids=[ep["id"] for ep in model["endpoints"]])
+    for ep in model["endpoints"]:
+        ep["health"] = health.get(ep["id"], {})
+    minutes = next(iter(health.values()), {}).get("minutes", [])
+    charts = {
+        "minutes": minutes,
+        "series": [
+            {"name": ep["provider_name"], **ep["health"].get("series", {})} for ep in model["endpoints"]
+        ],
+    }
+    playground = reverse("playground") + "?" + urlencode({"model": model["slug"]})
+    return _public(
+        request, "public/model.html", {"model": model, "health_charts": charts, "playground_url": playground}
+    )
 
 
 def favicon(request: HttpRequest) -> HttpResponse:

@@ -192,3 +192,66 @@ def test_activity_grouped_by_key_and_by_member_with_totals_charts_and_exports(li
     assert rows[1][1:5] == ["mark.member@example.com", "1", "30", "0.25"]
     context.close()
     check_everywhere(browser, live, seeded.owner_cookie, "/dashboard/activity/?group=member", axe)
+
+
+# --- Model pages: providers with live health, charts, code samples, open in playground ------------
+
+
+def _api_secret(seeded: Seeded) -> str:
+    from accounts.models import Organization
+    from tests.factories import make_key
+
+    return make_key(Organization.objects.get(pk=seeded.org_id), name="model page calls")[1]
+
+
+def test_model_page_shows_live_provider_health_charts_and_code_to_try_it(live, seeded, browser, axe):  # noqa: F811
+    import openai
+
+    from routing.health import book
+
+    book.reset()
+    client = openai.OpenAI(base_url=live.api, api_key=orm(_api_secret, seeded), max_retries=0, timeout=30)
+    for _ in range(3):
+        reply = client.chat.completions.create(
+            model="switchyard/sim-1", messages=[{"role": "user", "content": "health"}]
+        )
+        assert reply.choices[0].message.content
+    context = open_as(browser, live.url, seeded.owner_cookie, DESKTOP)
+    page = context.new_page()
+    page.goto(live.url + "/models/switchyard/sim-1")
+    card = page.locator("[data-provider=simulated]")
+    assert card.locator("[data-stat=prompt]").inner_text().startswith("$0.10")
+    assert card.locator("[data-stat=completion]").inner_text().startswith("$0.40")
+    assert card.locator("[data-stat=context]").inner_text() == "32,768"
+    assert card.locator("[data-stat=uptime]").inner_text() == "100%"
+    assert re.fullmatch(r"[\d,]+ ms", card.locator("[data-stat=latency]").inner_text())
+    assert "3 requests in 30 minutes" in card.inner_text()
+    assert "temperature" in card.locator(".param-chips").inner_text()
+    page.wait_for_function("() => window.Chart && Chart.getChart('chart-uptime')")
+    last = page.evaluate(
+        "['chart-uptime', 'chart-latency'].map(id => Chart.getChart(id).data.datasets[0].data.at(-1))"
+    )
+    assert last[0] == 100 and last[1] > 0  # this minute's point, from the router's own health book
+
+    for tab, test_id, needle in (
+        ("curl", "sample-curl", '"model": "switchyard/sim-1"'),
+        ("Python", "sample-python", 'model="switchyard/sim-1"'),
+        ("TypeScript", "sample-typescript", 'model: "switchyard/sim-1"'),
+    ):
+        page.get_by_role("tab", name=tab, exact=True).click()
+        sample = page.get_by_test_id(test_id)
+        assert sample.is_visible()
+        assert needle in sample.inner_text() and live.url + "/api/v1" in sample.inner_text()
+
+    page.get_by_test_id("open-playground").click()
+    page.wait_for_url(re.compile(r"/dashboard/playground/\?model=switchyard%2Fsim-1"))
+    assert page.locator("#pg-model").input_value() == "switchyard/sim-1"
+    context.close()
+    check_everywhere(
+        browser,
+        live,
+        seeded.owner_cookie,
+        "/models/switchyard/sim-1",
+        axe,
+        ready=lambda p: p.wait_for_function("() => window.Chart && Chart.getChart('chart-uptime')"),
+    )
