@@ -448,12 +448,22 @@ def playground(request: DashboardRequest) -> HttpResponse:
     snapshot = catalog.get_sync()
     models = selectors.catalog_browse(snapshot=snapshot, sort="name")
     chat_models = [m for m in models if "text" in m["output_modalities"] or not m["output_modalities"]]
+    for m in chat_models:
+        m["price_label"] = (
+            "free" if m["is_free"] else f"{_per_m(m['prompt'])} in · {_per_m(m['completion'])} out per M"
+        )
     selected = request.GET.get("model") or _example_model(snapshot)
     return render_dashboard(
         request,
         "dashboard/playground.html",
         {"section": "playground", "models": chat_models, "selected": selected},
     )
+
+
+def _per_m(price: Decimal) -> str:
+    """A price per million tokens for a dropdown (plain text, no hover): two decimals, more when needed."""
+    cents = price.quantize(Decimal("0.01"))
+    return "$" + format(cents if cents == price else price.normalize(), "f")
 
 
 @dashboard_view()

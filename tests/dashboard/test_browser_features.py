@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import ROOT
 from tests.dashboard.browser import (
     DESKTOP,
     HOSTILE_KEY_NAME,
@@ -254,4 +255,212 @@ def test_model_page_shows_live_provider_health_charts_and_code_to_try_it(live, s
         "/models/switchyard/sim-1",
         axe,
         ready=lambda p: p.wait_for_function("() => window.Chart && Chart.getChart('chart-uptime')"),
+    )
+
+
+# --- Playground: stop, markdown, model picker, compare --------------------------------------------
+
+SLOW_CATALOG = ROOT / "tests" / "data" / "slow_sim_catalog.yaml"
+
+
+def _load_slow_model() -> None:
+    from routing.catalog.loader import catalog_load
+    from routing.catalog.snapshot import catalog
+
+    catalog_load([SLOW_CATALOG])
+    catalog.clear()
+
+
+def _send(page: Any, text: str) -> None:
+    page.get_by_label("Message").fill(text)
+    page.get_by_role("button", name="Send").click()
+
+
+def _stopped_generation(org_id: int) -> tuple[str, int]:
+    from routing.models import Generation
+    from tests.gateway.openai_env import open_holds
+
+    gen = Generation.objects.filter(organization_id=org_id, model="switchyard/sim-slow").first()
+    return (gen.status if gen else ""), open_holds(org_id)
+
+
+def test_playground_stop_keeps_the_partial_answer_and_the_server_settles(live, seeded, browser):  # noqa: F811
+    import time
+
+    orm(_load_slow_model)
+    context = open_as(browser, live.url, seeded.owner_cookie, DESKTOP)
+    page = context.new_page()
+    page.goto(live.url + "/dashboard/playground/?model=switchyard/sim-slow")
+    _send(page, "tell me everything")
+    answer = page.locator(".pg-assistant .pg-text").last
+    page.wait_for_function(
+        "() => (document.querySelector('.pg-assistant .pg-text') || {}).textContent.split(' ').length >= 3"
+    )
+    stop = page.get_by_role("button", name="Stop")
+    assert stop.is_visible() and not page.get_by_role("button", name="Send").is_visible()
+    stop.click()
+    page.locator(".pg-assistant.pg-stopped").wait_for()
+    partial = answer.inner_text()
+    assert partial.startswith("Hello from Switchyard")
+    assert "You said" not in partial  # the rest never came
+    assert page.get_by_test_id("pg-usage").inner_text().startswith("Stopped")
+    page.wait_for_timeout(700)
+    assert answer.inner_text() == partial  # nothing more is painted after Stop
+    assert page.get_by_role("button", name="Send").is_enabled()
+
+    deadline = time.monotonic() + 15
+    while orm(_stopped_generation, seeded.org_id) != ("cancelled", 0):
+        assert time.monotonic() < deadline, orm(_stopped_generation, seeded.org_id)
+        time.sleep(0.2)
+    context.close()
+
+
+def test_playground_renders_markdown_safely_with_highlighted_code_and_copy(live, seeded, browser, axe):  # noqa: F811
+    context = open_as(browser, live.url, seeded.owner_cookie, DESKTOP)
+    page = context.new_page()
+    page.goto(live.url + "/dashboard/playground/?model=switchyard/sim-1")
+    # The simulated model echoes the message's first words into its answer: Markdown and hostile HTML.
+    hostile = '**bold** `inline` <img src=x onerror="window.pwned=1"> <script>window.pwned=2</script>'
+    _send(page, hostile)
+    page.get_by_test_id("pg-usage").wait_for(timeout=15000)
+    answer = page.locator(".pg-assistant .pg-text").last
+    assert answer.locator("strong").inner_text() == "bold"
+    assert answer.locator("code").first.inner_text() == "inline"
+    assert answer.locator("img, script").count() == 0
+    assert '<img src=x onerror="window.pwned=1">' in answer.inner_text()  # shown as text
+    assert "<script>window.pwned=2</script>" in answer.inner_text()
+    assert page.evaluate("typeof window.pwned") == "undefined"
+    context.close()
+
+
+def test_playground_highlights_code_blocks_with_a_copy_button(live, seeded, browser, monkeypatch, tmp_path):  # noqa: F811
+    from tests.fakes.openai_upstream import Behaviour, FakeOpenAIUpstream
+
+    secret = "sk-fake-markdown-" + "M" * 24
+    answer_md = "Here:\n\n```python\ndef add(a, b):\n    return a + b  # sum\n```\n\n- one\n- two\n"
+    server = FakeOpenAIUpstream(api_key=secret).start()
+    try:
+        server.set_default(Behaviour(content=answer_md))
+        monkeypatch.setenv("SY_TEST_MD_KEY", secret)
+        catalog_file = tmp_path / "md.yaml"
+        catalog_file.write_text(
+            "providers:\n  - slug: fake-md\n    name: Fake Markdown\n    api_format: openai\n"
+            f'    base_url: "{server.base_url}/v1"\n    api_key_env: SY_TEST_MD_KEY\n'
+            'models:\n  - slug: test/markdown\n    name: "Test: Markdown"\n    context_length: 8192\n'
+            "    endpoints:\n      - provider: fake-md\n        provider_model_id: gpt-4o-mini\n"
+            '        pricing: {prompt: "0.15", completion: "0.60"}\n        context_length: 8192\n'
+        )
+
+        def load() -> None:
+            from routing.catalog.loader import catalog_load
+            from routing.catalog.snapshot import catalog
+
+            catalog_load([catalog_file])
+            catalog.clear()
+
+        orm(load)
+        context = open_as(browser, live.url, seeded.owner_cookie, DESKTOP)
+        context.grant_permissions(["clipboard-read", "clipboard-write"])
+        page = context.new_page()
+        page.goto(live.url + "/dashboard/playground/?model=test/markdown")
+        _send(page, "show me code")
+        page.get_by_test_id("pg-usage").wait_for(timeout=15000)
+        answer = page.locator(".pg-assistant .pg-text").last
+        code = answer.locator("pre code.language-python")
+        assert code.inner_text().startswith("def add(a, b):\n    return a + b")
+        assert code.locator(".hljs-keyword").first.inner_text() == "def"
+        assert code.locator(".hljs-comment").inner_text() == "# sum"
+        assert answer.locator("li").all_inner_texts() == ["one", "two"]
+        answer.locator("pre").get_by_role("button", name="Copy").click()
+        assert answer.get_by_role("button", name="Copied").is_visible()
+        copied = page.evaluate("navigator.clipboard.readText()")
+        assert copied == "def add(a, b):\n    return a + b  # sum"
+        context.close()
+    finally:
+        server.stop()
+
+
+def _answered(page: Any) -> None:
+    """The playground with an answer in it, so axe and the layout checks see a rendered answer."""
+    page.get_by_label("Message").fill("**Hello** `code` and a [link](https://example.com)")
+    page.get_by_role("button", name="Send").click()
+    page.get_by_test_id("pg-usage").wait_for(timeout=15000)
+
+
+def test_playground_model_picker_searches_and_shows_prices(live, seeded, browser, axe):  # noqa: F811
+    context = open_as(browser, live.url, seeded.owner_cookie, DESKTOP)
+    page = context.new_page()
+    page.goto(live.url + "/dashboard/playground/?model=switchyard/sim-1")
+    select = page.get_by_label("Model", exact=True)
+    assert "$0.10 in · $0.40 out per M" in page.locator("#pg-model-price").inner_text()
+    all_models = select.locator("option:not([hidden])").count()
+    page.get_by_label("Find a model").fill("simulated mini")
+    visible = select.locator("option:not([hidden])")
+    assert visible.count() == 1 < all_models
+    assert visible.first.inner_text().startswith("Switchyard: Simulated Mini")
+    assert select.input_value() == "switchyard/sim-mini"  # the chosen one was filtered out
+    assert page.locator("#pg-model-price").inner_text() == "Price: free"
+    assert page.locator("#pg-model-count").inner_text() == "1 model match."
+    page.get_by_label("Find a model").fill("")
+    assert select.locator("option:not([hidden])").count() == all_models
+    context.close()
+    check_everywhere(
+        browser,
+        live,
+        seeded.owner_cookie,
+        "/dashboard/playground/?model=switchyard/sim-1",
+        axe,
+        ready=_answered,
+    )
+
+
+def _compare_ready(page: Any) -> None:
+    page.locator("main summary", has_text="Settings").evaluate("el => el.parentElement.open = true")
+    page.get_by_label("Compare with other models").check()
+    page.get_by_label("Model 2").select_option("switchyard/sim-mini")
+    _send(page, "compare these")
+    page.wait_for_function("() => document.querySelectorAll('[data-testid=pg-usage]').length === 2")
+
+
+def test_playground_compares_models_side_by_side(live, seeded, browser, axe):  # noqa: F811
+    orm(_load_slow_model)
+    context = open_as(browser, live.url, seeded.owner_cookie, DESKTOP)
+    page = context.new_page()
+    page.goto(live.url + "/dashboard/playground/?model=switchyard/sim-1")
+    page.get_by_label("Compare with other models").check()
+    page.get_by_label("Model 2").select_option("switchyard/sim-mini")
+    page.get_by_label("Model 3").select_option("switchyard/sim-slow")
+    columns = page.locator("[data-pg-column]")
+    assert columns.count() == 3
+    heads = [h.strip() for h in page.locator("[data-pg-col-head]").all_inner_texts()]
+    assert heads == [
+        "Switchyard: Simulated 1",
+        "Switchyard: Simulated Mini (free)",
+        "Switchyard: Simulated, slow",
+    ]
+    boxes = [columns.nth(i).bounding_box() for i in range(3)]
+    assert boxes[0]["x"] < boxes[1]["x"] < boxes[2]["x"] and boxes[0]["y"] == boxes[2]["y"]  # side by side
+    _send(page, "same prompt for all")
+    # The fast ones finish while the slow one still streams; each column has its own figures.
+    columns.nth(0).get_by_test_id("pg-usage").wait_for(timeout=15000)
+    columns.nth(1).get_by_test_id("pg-usage").wait_for(timeout=15000)
+    assert columns.nth(2).get_by_test_id("pg-usage").count() == 0
+    columns.nth(2).get_by_test_id("pg-usage").wait_for(timeout=20000)
+    for i in range(3):
+        meta = columns.nth(i).get_by_test_id("pg-usage").inner_text()
+        assert re.search(
+            r"\d+ → \d+ tokens · \$[\d.]+ · Switchyard Simulator( \(slow\))? · [\d,]+ ms", meta
+        ), meta
+        assert (
+            "You said: same prompt for all" in columns.nth(i).locator(".pg-assistant .pg-text").inner_text()
+        )
+    assert "$0 " in columns.nth(1).get_by_test_id("pg-usage").inner_text() + " "  # the free model
+    context.close()
+    check_everywhere(
+        browser,
+        live,
+        seeded.owner_cookie,
+        "/dashboard/playground/?model=switchyard/sim-1",
+        axe,
+        ready=_compare_ready,
     )
