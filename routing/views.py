@@ -233,7 +233,7 @@ def _activity_filters(
     names = {
         "provider": selectors.provider_names(snapshot=catalog.get_sync()),
         "key": {str(k.pk): _key_label(k) for k in keys} | {selectors.NO_GROUP: "Deleted key"},
-        "member": members | {selectors.NO_GROUP: "No member (deleted key or user)"},
+        "member": members | {selectors.NO_GROUP: "No member (a deleted key, or one without a creator)"},
     }
     return form, filters, names
 
