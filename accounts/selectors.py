@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
-from django.db.models import QuerySet, Sum
+from django.db.models import Q, QuerySet, Sum
 from django.utils import timezone
 
 from accounts.models import (
@@ -99,16 +100,26 @@ def api_key_dashboard_list(
     if created_by is not None:
         keys = keys.filter(created_by=created_by).exclude(name=PLAYGROUND_KEY_NAME)
     key_rows = list(keys)
-    totals = dict(
-        LedgerEntry.objects.filter(api_key__in=key_rows, kind=EntryKind.USAGE)
-        .values_list("api_key_id")
-        .annotate(s=Sum("amount_units"))
-        .values_list("api_key_id", "s")
-    )
-    rows = []
     now = timezone.now()
+    # Today is the UTC day (as the daily limit window); the week is the last 7 days to the minute.
+    today = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    week = now - timedelta(days=7)
+    totals = {
+        key_id: (total, day, last_week)
+        for key_id, total, day, last_week in LedgerEntry.objects.filter(
+            api_key__in=key_rows, kind=EntryKind.USAGE
+        )
+        .values_list("api_key_id")
+        .annotate(
+            s=Sum("amount_units"),
+            d=Sum("amount_units", filter=Q(created_at__gte=today)),
+            w=Sum("amount_units", filter=Q(created_at__gte=week)),
+        )
+        .values_list("api_key_id", "s", "d", "w")
+    }
+    rows = []
     for key in key_rows:
-        total = -(totals.get(key.pk) or 0)
+        total, day, last_week = (-(units or 0) for units in totals.get(key.pk, (0, 0, 0)))
         period = (
             key_usage_units(api_key_id=key.pk, since=limit_period_start(key.limit_reset))
             if key.limit_units is not None and key.limit_reset != "none"
@@ -118,6 +129,8 @@ def api_key_dashboard_list(
             {
                 "key": key,
                 "usage": from_units(total),
+                "spend_today": from_units(day),
+                "spend_week": from_units(last_week),
                 "usage_period": from_units(period),
                 "limit": from_units(key.limit_units) if key.limit_units is not None else None,
                 "remaining": from_units(max(key.limit_units - period, 0))

@@ -1,104 +1,46 @@
 """Dashboard pages for organisations, members, invitations, API keys, settings and the overview.
 
-Also the dashboard plumbing the other apps' views use: `dashboard_view` (login, current organisation
-from the session, role check) and `render_dashboard` (the sidebar's context). Objects are always
-looked up inside the current organisation, so another organisation's ids answer 404.
+The plumbing they share with the other apps' pages (`dashboard_view`, `render_dashboard`) is in
+accounts/dashboard.py. Objects are always looked up inside the current organisation, so another
+organisation's ids answer 404.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
-from functools import wraps
 from typing import Any, cast
 
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
-from django.shortcuts import redirect, render
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from accounts import selectors, services
+from accounts.dashboard import (
+    ORG_SESSION_KEY,
+    DashboardRequest,
+    base_url,
+    current_membership,
+    dashboard_view,
+    render_dashboard,
+)
 from accounts.models import (
     MANAGER_ROLES,
     PLAYGROUND_KEY_NAME,
     LimitReset,
     Membership,
-    Organization,
     Role,
-    User,
 )
 from billing.money import from_units
 from switchyard.errors import SwitchyardError
 
-ORG_SESSION_KEY = "sy_org"
 NEW_KEY_SESSION_KEY = "sy_new_key"
-
-
-class DashboardRequest(HttpRequest):
-    """What `dashboard_view` hands a view: a signed-in user and their current membership."""
-
-    user: User  # type: ignore[assignment]
-    membership: Membership
-    org: Organization
-
-
-# --- plumbing -------------------------------------------------------------------------------------
-
-
-def current_membership(request: HttpRequest) -> Membership | None:
-    user = cast(User, request.user)
-    membership = selectors.membership_get(user=user, organization_id=request.session.get(ORG_SESSION_KEY))
-    if membership is not None and request.session.get(ORG_SESSION_KEY) != membership.organization_id:
-        request.session[ORG_SESSION_KEY] = membership.organization_id
-    return membership
-
-
-def dashboard_view(
-    *, manage: bool = False
-) -> Callable[[Callable[..., HttpResponseBase]], Callable[..., HttpResponseBase]]:
-    """Signed-in users with an organisation; `manage=True` also requires the owner or admin role (else 403)."""
-
-    def decorator(view: Callable[..., HttpResponseBase]) -> Callable[..., HttpResponseBase]:
-        @login_required
-        @wraps(view)
-        def wrapper(request: DashboardRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
-            membership = current_membership(request)
-            if membership is None:
-                return redirect("org-create")
-            if manage and membership.role not in MANAGER_ROLES:
-                raise PermissionDenied("Only owners and admins can do this.")
-            request.membership = membership
-            request.org = membership.organization
-            return view(request, *args, **kwargs)
-
-        return wrapper
-
-    return decorator
-
-
-def render_dashboard(
-    request: HttpRequest, template: str, context: dict[str, Any] | None = None, status: int = 200
-) -> HttpResponse:
-    membership: Membership | None = getattr(request, "membership", None)
-    base = {
-        "membership": membership,
-        "org": membership.organization if membership else None,
-        "can_manage": bool(membership and membership.role in MANAGER_ROLES),
-        "orgs": selectors.organization_list_for_user(user=request.user)
-        if request.user.is_authenticated
-        else [],
-    }
-    return render(request, template, {**base, **(context or {})}, status=status)
-
-
-def base_url(request: HttpRequest) -> str:
-    return request.build_absolute_uri("/").rstrip("/")
 
 
 def _error(form: forms.Form, exc: SwitchyardError, field: str | None = None) -> None:

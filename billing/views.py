@@ -15,7 +15,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from accounts.views import DashboardRequest, dashboard_view, render_dashboard
+from accounts.dashboard import DashboardRequest, dashboard_view, render_dashboard
 from billing import selectors, services
 from billing.models import PurchaseKind, PurchaseStatus
 from billing.money import from_units

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
@@ -14,6 +15,7 @@ from django.utils import timezone
 from billing.money import UNITS_PER_USD, from_units, json_number, price_str
 from routing.catalog.snapshot import EndpointInfo, ModelInfo, Snapshot
 from routing.models import Generation, Provider, ProviderKey
+from switchyard.shared import redis_enabled, sync_redis
 
 
 def _per_token(units: int) -> str:
@@ -366,11 +368,15 @@ def generation_list(
     model: str = "",
     provider: str = "",
     api_key_id: int | None = None,
+    member_id: int | None = None,
     status: str = "",
     date_from: date | None = None,
     date_to: date | None = None,
 ) -> QuerySet[Generation]:
+    """The organisation's requests, newest first; `member_id` keeps those made with that user's keys."""
     qs = Generation.objects.filter(organization_id=organization_id).select_related("api_key")
+    if member_id is not None:
+        qs = qs.filter(api_key__created_by_id=member_id)
     if model:
         qs = qs.filter(model=model)
     if provider:
@@ -394,6 +400,54 @@ def generation_filter_options(*, organization_id: int) -> dict[str, list[str]]:
     }
 
 
+# Activity's groupings: the Generation field each one totals by. Keys and members are ids (a key's
+# name can repeat, a member's email can change); the page turns them into names.
+USAGE_GROUPS = {
+    "model": "model",
+    "provider": "provider",
+    "key": "api_key_id",
+    "member": "api_key__created_by_id",
+}
+NO_GROUP = "(none)"
+
+
+def _group_name(value: Any) -> str:
+    return NO_GROUP if value is None or value == "" else str(value)
+
+
+def usage_by_group(
+    *,
+    organization_id: int,
+    group_by: str,
+    since: date,
+    filters: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """Requests, tokens and spend per group (model, provider, key or member) since a day, every group
+    (no "Other"), biggest spend first; `filters` are `generation_list`'s, as for `usage_by_day`."""
+    field = USAGE_GROUPS[group_by]
+    rows = (
+        generation_list(organization_id=organization_id, **(filters or {}))
+        .filter(created_at__date__gte=since)
+        .order_by()
+        .values(field)
+        .annotate(
+            cost=Sum("cost_units"),
+            tokens=Sum(F("tokens_prompt") + F("tokens_completion")),
+            requests=Count("id"),
+        )
+    )
+    out = [
+        {
+            "group": _group_name(r[field]),
+            "requests": r["requests"],
+            "tokens": r["tokens"] or 0,
+            "spend": from_units(r["cost"] or 0),
+        }
+        for r in rows
+    ]
+    return sorted(out, key=lambda g: (-g["spend"], -g["requests"], g["group"]))
+
+
 def usage_by_day(
     *,
     organization_id: int,
@@ -403,7 +457,8 @@ def usage_by_day(
     today: date | None = None,
     filters: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Spend, tokens and requests per day for the dashboard charts, one series per model (or provider).
+    """Spend, tokens and requests per day for the dashboard charts, one series per group of
+    `USAGE_GROUPS` (model, provider, key or member).
 
     The `top` groups by spend get their own series; the rest are summed as "Other". `group_by=None`
     gives a single "All requests" series (the overview). Spend is a Decimal USD per day (exact sums of
@@ -411,7 +466,7 @@ def usage_by_day(
     `generation_list`'s (model, provider, api_key_id, status, date_from, date_to), so the charts count
     exactly the requests the activity table lists.
     """
-    field = None if group_by is None else "provider" if group_by == "provider" else "model"
+    field = None if group_by is None else USAGE_GROUPS.get(group_by, "model")
     today = today or timezone.now().date()
     start = today - timedelta(days=days - 1)
     rows = (
@@ -436,7 +491,7 @@ def usage_by_day(
     per_group: dict[str, dict[str, list[int]]] = {} if field else {ALL_REQUESTS: zeros()}
     spend_total: dict[str, int] = {}
     for r in rows:
-        group = (r[field] or "(none)") if field else ALL_REQUESTS
+        group = _group_name(r[field]) if field else ALL_REQUESTS
         day = r["day"]
         if day not in index:
             continue
@@ -547,3 +602,57 @@ def endpoint_health_list() -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+# --- Model pages: each endpoint's live health, minute by minute -----------------------------------
+
+
+def _minute_point(bucket: dict[str, int]) -> dict[str, float | None]:
+    ok, fail = bucket.get("ok", 0), bucket.get("fail", 0)
+    gen = bucket.get("gen", 0)
+    return {
+        "uptime": round(100.0 * ok / (ok + fail), 2) if ok + fail else None,
+        "latency_ms": round(bucket.get("lat", 0) / ok) if ok else None,
+        "throughput": round(bucket.get("tok", 0) * 1000 / gen, 1) if gen else None,
+    }
+
+
+def endpoint_health_series(*, endpoint_ids: list[int]) -> dict[int, dict[str, Any]]:
+    """Per endpoint: the router's live health over its window (health.stats_sync: requests, uptime %,
+    mean latency, tokens per second, circuit) and the same numbers minute by minute for the model
+    page's charts (None for a minute without requests). Read from the minute buckets the router
+    writes: Redis in full mode, this process's book in embedded mode."""
+    from routing import health
+
+    now = time.time()
+    minute = int(now // 60)
+    minutes = list(range(minute - health.WINDOW_MINUTES + 1, minute + 1))
+    summary = health.stats_sync(endpoint_ids)
+    buckets: dict[int, list[dict[str, int]]] = {}
+    if redis_enabled():
+        pipe = sync_redis().pipeline(transaction=False)
+        for ep in endpoint_ids:
+            for m in minutes:
+                pipe.hgetall(f"sy:hm:{ep}:{m}")
+        results = pipe.execute()
+        for i, ep in enumerate(endpoint_ids):
+            chunk = results[i * len(minutes) : (i + 1) * len(minutes)]
+            buckets[ep] = [{_text(k): int(v) for k, v in (b or {}).items()} for b in chunk]
+    else:
+        local = health.book.local.buckets
+        buckets = {
+            ep: [dict(local[(ep, m)]) if (ep, m) in local else {} for m in minutes] for ep in endpoint_ids
+        }
+    out = {}
+    for ep in endpoint_ids:
+        points = [_minute_point(b) for b in buckets[ep]]
+        out[ep] = {
+            **summary.get(ep, {}),
+            "minutes": [m * 60 for m in minutes],
+            "series": {name: [p[name] for p in points] for name in ("uptime", "latency_ms", "throughput")},
+        }
+    return out
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

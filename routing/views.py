@@ -18,8 +18,8 @@ from django.shortcuts import redirect, render
 from django.templatetags.static import static
 from django.views.decorators.http import require_POST
 
+from accounts.dashboard import DashboardRequest, base_url, dashboard_view, render_dashboard
 from accounts.models import ApiKey
-from accounts.views import DashboardRequest, base_url, dashboard_view, render_dashboard
 from billing.money import from_units
 from routing import selectors
 from routing.catalog.snapshot import catalog
@@ -125,10 +125,28 @@ def models_browser(request: HttpRequest) -> HttpResponse:
 
 
 def model_page(request: HttpRequest, author: str, name: str) -> HttpResponse:
+    """A model as OpenRouter shows one: each provider's price, context and live health (uptime, latency,
+    throughput over the router's window, with per-minute charts), and code to try it."""
+    from django.urls import reverse
+    from django.utils.http import urlencode
+
     model = selectors.catalog_model_detail(snapshot=catalog.get_sync(), slug=f"{author}/{name}")
     if model is None:
         raise Http404("No such model.")
-    return _public(request, "public/model.html", {"model": model})
+    health = selectors.endpoint_health_series(endpoint_ids=[ep["id"] for ep in model["endpoints"]])
+    for ep in model["endpoints"]:
+        ep["health"] = health.get(ep["id"], {})
+    minutes = next(iter(health.values()), {}).get("minutes", [])
+    charts = {
+        "minutes": minutes,
+        "series": [
+            {"name": ep["provider_name"], **ep["health"].get("series", {})} for ep in model["endpoints"]
+        ],
+    }
+    playground = reverse("playground") + "?" + urlencode({"model": model["slug"]})
+    return _public(
+        request, "public/model.html", {"model": model, "health_charts": charts, "playground_url": playground}
+    )
 
 
 def favicon(request: HttpRequest) -> HttpResponse:
@@ -149,11 +167,19 @@ class ActivityFilterForm(forms.Form):
     model = forms.ChoiceField(required=False)
     provider = forms.ChoiceField(required=False)
     key = forms.ChoiceField(required=False, label="API key")
+    member = forms.ChoiceField(required=False, label="Member")
     status = forms.ChoiceField(required=False, choices=[("", "Any status"), *GenerationStatus.choices])
     date_from = forms.DateField(required=False, label="From", widget=forms.DateInput(attrs={"type": "date"}))
     date_to = forms.DateField(required=False, label="To", widget=forms.DateInput(attrs={"type": "date"}))
 
-    def __init__(self, *args: Any, options: dict[str, list[str]], keys: list[ApiKey], **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        options: dict[str, list[str]],
+        keys: list[ApiKey],
+        members: dict[str, str],
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         cast(forms.ChoiceField, self.fields["model"]).choices = [
             ("", "All models"),
@@ -166,28 +192,59 @@ class ActivityFilterForm(forms.Form):
         ]
         cast(forms.ChoiceField, self.fields["key"]).choices = [
             ("", "All keys"),
-            *((str(k.pk), f"{k.name} ({k.prefix}…)") for k in keys),
+            *((str(k.pk), _key_label(k)) for k in keys),
         ]
+        cast(forms.ChoiceField, self.fields["member"]).choices = [("", "All members"), *members.items()]
 
 
-def _activity_filters(request: DashboardRequest) -> tuple[ActivityFilterForm, dict[str, Any]]:
+def _key_label(key: ApiKey) -> str:
+    return f"{key.name} ({key.prefix}…)"
+
+
+def _members(keys: list[ApiKey]) -> dict[str, str]:
+    """The people whose keys made requests: user id → name (or email), by name."""
+    people = {str(k.created_by_id): k.created_by.name or k.created_by.email for k in keys if k.created_by}
+    return dict(sorted(people.items(), key=lambda item: item[1].lower()))
+
+
+def _activity_filters(
+    request: DashboardRequest,
+) -> tuple[ActivityFilterForm, dict[str, Any], dict[str, dict[str, str]]]:
+    """The filter form, the filters it gives `generation_list`, and the display names of each grouping."""
     org = request.org
-    keys = list(ApiKey.objects.filter(organization=org).order_by("name"))
+    keys = list(ApiKey.objects.filter(organization=org).select_related("created_by").order_by("name"))
+    members = _members(keys)
     form = ActivityFilterForm(
         request.GET or None,
         options=selectors.generation_filter_options(organization_id=org.pk),
         keys=keys,
+        members=members,
     )
     data = form.cleaned_data if form.is_valid() else {}
     filters = {
         "model": data.get("model") or "",
         "provider": data.get("provider") or "",
         "api_key_id": int(data["key"]) if data.get("key") else None,
+        "member_id": int(data["member"]) if data.get("member") else None,
         "status": data.get("status") or "",
         "date_from": data.get("date_from"),
         "date_to": data.get("date_to"),
     }
-    return form, filters
+    names = {
+        "provider": selectors.provider_names(snapshot=catalog.get_sync()),
+        "key": {str(k.pk): _key_label(k) for k in keys} | {selectors.NO_GROUP: "Deleted key"},
+        "member": members | {selectors.NO_GROUP: "No member (a deleted key, or one without a creator)"},
+    }
+    return form, filters, names
+
+
+# Activity's groupings, as the control names them.
+GROUPS = {"model": "model", "provider": "provider", "key": "API key", "member": "member"}
+
+
+def _group(request: HttpRequest) -> str:
+    group = request.GET.get("group", "")
+    return group if group in GROUPS else "model"
 
 
 CHART_RANGES = {"7": 7, "30": 30, "90": 90}
@@ -201,7 +258,7 @@ def activity(request: DashboardRequest) -> HttpResponse:
     shows, what the charts total and what Export CSV downloads never disagree.
     """
     org = request.org
-    form, filters = _activity_filters(request)
+    form, filters, names = _activity_filters(request)
     generations = selectors.generation_list(organization_id=org.pk, **filters)
     page = Paginator(generations, 50).get_page(request.GET.get("page"))
     query = request.GET.copy()
@@ -209,7 +266,7 @@ def activity(request: DashboardRequest) -> HttpResponse:
     chart_query = query.copy()  # the filters without the chart's own controls, for the range links
     for name in ("group", "days"):
         chart_query.pop(name, None)
-    group = "provider" if request.GET.get("group") == "provider" else "model"
+    group = _group(request)
     days = CHART_RANGES.get(request.GET.get("days", ""), 30)
     context: dict[str, Any] = {
         "section": "activity",
@@ -218,6 +275,8 @@ def activity(request: DashboardRequest) -> HttpResponse:
         "query": query.urlencode(),
         "chart_query": chart_query.urlencode(),
         "group": group,
+        "group_label": GROUPS[group],
+        "groups": GROUPS,
         "days": days,
     }
     target = request.headers.get("HX-Target") if request.headers.get("HX-Request") else None
@@ -225,14 +284,14 @@ def activity(request: DashboardRequest) -> HttpResponse:
         return render(request, "dashboard/_activity_table.html", context)
     charts = selectors.usage_by_day(organization_id=org.pk, days=days, group_by=group, filters=filters)
     chart_data = selectors.usage_chart_data(charts)
-    if group == "provider":  # series by display name, as everywhere else
-        names = selectors.provider_names(snapshot=catalog.get_sync())
-        for series in chart_data["series"]:
-            series["name"] = names.get(series["name"], series["name"])
+    label = names.get(group, {})  # display names (providers, keys, members), as everywhere else
+    for series in chart_data["series"]:
+        series["name"] = label.get(series["name"], series["name"])
     context.update(
         {
             "charts": chart_data,
             "chart_totals": charts["totals"],
+            "group_totals": _group_totals(org.pk, group, days, filters, label),
             "ranges": CHART_RANGES,
         }
     )
@@ -245,6 +304,19 @@ def activity(request: DashboardRequest) -> HttpResponse:
         }
     )
     return render_dashboard(request, "dashboard/activity.html", context)
+
+
+def _group_totals(
+    org_id: int, group: str, days: int, filters: dict[str, Any], names: dict[str, str]
+) -> list[dict[str, Any]]:
+    """Every group's totals over the charts' days, named for people."""
+    from django.utils import timezone
+
+    since = timezone.now().date() - timedelta(days=days - 1)
+    rows = selectors.usage_by_group(organization_id=org_id, group_by=group, since=since, filters=filters)
+    for row in rows:
+        row["name"] = names.get(row["group"], row["group"])
+    return rows
 
 
 # A spreadsheet runs a cell that starts with one of these as a formula (OWASP "CSV injection"): a key
@@ -261,13 +333,32 @@ def csv_safe(value: object) -> object:
 
 @dashboard_view()
 def activity_csv(request: DashboardRequest) -> StreamingHttpResponse:
+    """Every request the filters keep, or (`totals=1`) the totals per group the page shows, as CSV."""
     org = request.org
-    _, filters = _activity_filters(request)
-    rows = selectors.generation_list(organization_id=org.pk, **filters)
+    _, filters, names = _activity_filters(request)
+    rows = selectors.generation_list(organization_id=org.pk, **filters).select_related("api_key__created_by")
+    group = _group(request)
+    days = CHART_RANGES.get(request.GET.get("days", ""), 30)
 
     class Echo:
         def write(self, value: str) -> str:
             return value
+
+    def totals() -> Iterator[str]:
+        writer = csv.writer(Echo())
+        yield writer.writerow([group, "name", "requests", "tokens", "cost_usd", "days"])
+        for row in _group_totals(org.pk, group, days, filters, names.get(group, {})):
+            yield writer.writerow(
+                csv_safe(cell)
+                for cell in [
+                    row["group"],
+                    row["name"],
+                    row["requests"],
+                    row["tokens"],
+                    format(row["spend"].normalize(), "f"),
+                    days,
+                ]
+            )
 
     def lines() -> Iterator[str]:
         writer = csv.writer(Echo())
@@ -287,6 +378,7 @@ def activity_csv(request: DashboardRequest) -> StreamingHttpResponse:
                 "cost_usd",
                 "latency_ms",
                 "finish_reason",
+                "member",
             ]
         )
         for g in rows.iterator(chunk_size=500):
@@ -307,13 +399,16 @@ def activity_csv(request: DashboardRequest) -> StreamingHttpResponse:
                     format(from_units(g.cost_units).normalize(), "f"),
                     g.latency_ms if g.latency_ms is not None else "",
                     g.finish_reason,
+                    g.api_key.created_by.email if g.api_key and g.api_key.created_by else "",
                 ]
             )
 
-    response = StreamingHttpResponse(_streamable(request, lines()), content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = (
-        f'attachment; filename="switchyard-activity-{org.slug}-{date.today().isoformat()}.csv"'
-    )
+    by_group = request.GET.get("totals") == "1"
+    body = totals() if by_group else lines()
+    response = StreamingHttpResponse(_streamable(request, body), content_type="text/csv; charset=utf-8")
+    name = f"switchyard-activity-{org.slug}{f'-by-{group}' if by_group else ''}-{date.today().isoformat()}"
+    response["Content-Disposition"] = f'attachment; filename="{name}.csv"'
+
     return response
 
 
@@ -353,12 +448,22 @@ def playground(request: DashboardRequest) -> HttpResponse:
     snapshot = catalog.get_sync()
     models = selectors.catalog_browse(snapshot=snapshot, sort="name")
     chat_models = [m for m in models if "text" in m["output_modalities"] or not m["output_modalities"]]
+    for m in chat_models:
+        m["price_label"] = (
+            "free" if m["is_free"] else f"{_per_m(m['prompt'])} in · {_per_m(m['completion'])} out per M"
+        )
     selected = request.GET.get("model") or _example_model(snapshot)
     return render_dashboard(
         request,
         "dashboard/playground.html",
         {"section": "playground", "models": chat_models, "selected": selected},
     )
+
+
+def _per_m(price: Decimal) -> str:
+    """A price per million tokens for a dropdown (plain text, no hover): two decimals, more when needed."""
+    cents = price.quantize(Decimal("0.01"))
+    return "$" + format(cents if cents == price else price.normalize(), "f")
 
 
 @dashboard_view()

@@ -17,8 +17,8 @@ from django.http import Http404, HttpResponse
 from django.shortcuts import redirect
 from django.views.decorators.http import require_POST
 
+from accounts.dashboard import DashboardRequest, dashboard_view, render_dashboard
 from accounts.models import MANAGER_ROLES
-from accounts.views import DashboardRequest, dashboard_view, render_dashboard
 from routing import selectors, services
 from routing.models import Provider, ProviderKey
 from switchyard.errors import SwitchyardError

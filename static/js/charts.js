@@ -1,5 +1,6 @@
 /* Dashboard charts from the JSON the page embeds (rendered with the vendored Chart.js): the activity page's
-   stacked bars per day, and the overview's week of spend (bars) and requests (a line). */
+   stacked bars per day, the overview's week of spend (bars) and requests (a line), and a model page's
+   live provider health (lines per minute). */
 (function () {
   "use strict";
   if (!window.Chart) return;
@@ -137,8 +138,70 @@
   drawWeek("chart-week");
   }
 
+  // Model pages: one line per provider, minute by minute over the router's health window; a minute
+  // without requests is a gap, not a zero.
+  function renderHealth() {
+    var node = document.getElementById("health-data");
+    if (!node) return;
+    var data = JSON.parse(node.textContent);
+    ["chart-uptime", "chart-latency", "chart-throughput"].forEach(function (id) {
+      var old = Chart.getChart(id);
+      if (old) old.destroy();
+    });
+    var palette = ["#4f46e5", "#0ea5e9", "#10b981", "#f59e0b", "#ef4444", "#8b5cf6", "#94a3b8"];
+    var style = getComputedStyle(document.documentElement);
+    var grid = style.getPropertyValue("--border").trim() || "#eef2f7";
+    Chart.defaults.font.family = getComputedStyle(document.body).fontFamily;
+    Chart.defaults.color = style.getPropertyValue("--muted").trim() || "#5b6779";
+    var labels = data.minutes.map(function (t) {
+      return new Date(t * 1000).toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit" });
+    });
+    function line(id, metric, unit, max) {
+      var canvas = document.getElementById(id);
+      if (!canvas) return;
+      new Chart(canvas, {
+        type: "line",
+        data: {
+          labels: labels,
+          datasets: data.series.map(function (s, i) {
+            return {
+              label: s.name,
+              data: s[metric] || [],
+              borderColor: palette[i % palette.length],
+              backgroundColor: palette[i % palette.length],
+              borderWidth: 2,
+              pointRadius: 2,
+              tension: 0,
+              spanGaps: false,
+            };
+          }),
+        },
+        options: {
+          responsive: true,
+          maintainAspectRatio: false,
+          animation: false,
+          interaction: { mode: "index", intersect: false },
+          scales: {
+            x: { grid: { display: false }, ticks: { maxRotation: 0, autoSkipPadding: 16 } },
+            y: { beginAtZero: true, suggestedMax: max, grid: { color: grid }, ticks: { maxTicksLimit: 5, callback: function (v) { return v + unit; } } },
+          },
+          plugins: {
+            legend: { position: "bottom", labels: { boxWidth: 10, boxHeight: 10, usePointStyle: true } },
+            tooltip: { callbacks: { label: function (ctx) { return ctx.dataset.label + ": " + (ctx.raw === null ? "no requests" : ctx.raw + unit); } } },
+          },
+        },
+      });
+      canvas.dataset.chartReady = "true";
+    }
+    line("chart-uptime", "uptime", "%", 100);
+    line("chart-latency", "latency_ms", " ms");
+    line("chart-throughput", "throughput", " tok/s");
+  }
+
   render();
+  renderHealth();
   document.addEventListener("sy:themechange", render);
+  document.addEventListener("sy:themechange", renderHealth);
   document.addEventListener("htmx:afterSettle", function (event) {
     if (event.target && event.target.id === "activity-results") render();
   });

@@ -249,7 +249,7 @@ def test_dashboard_journey(live, catalogs, browser, mail_dir):
 
     # Playground: streams through the public API with a hidden key.
     page.goto(base + "/dashboard/playground/")
-    page.get_by_label("Model").select_option("switchyard/sim-1")
+    page.get_by_label("Model", exact=True).select_option("switchyard/sim-1")
     page.get_by_label("Message").fill("Say something")
     page.get_by_label("Message").press("Enter")
     usage = page.get_by_test_id("pg-usage")

@@ -76,7 +76,7 @@ def test_model_page_lists_endpoints_with_prices_per_million(default_catalog):
     body = response.content.decode()
     assert response.status_code == 200
     assert "$0.15" in body and "$0.60" in body  # the catalog's list price per million
-    assert "Endpoints" in body and "Quantization" in body
+    assert "Providers" in body and "Max output" in body and "Uptime" in body
     assert Client().get("/models/nobody/nothing").status_code == 404
 
 
