@@ -145,6 +145,9 @@ def drf_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     from rest_framework.response import Response
     from rest_framework.views import exception_handler as drf_default_handler
 
+    if isinstance(exc, RequestDataTooBig):  # a view that reads the raw body (the Stripe webhook)
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        exc = PayloadTooLarge(f"Request body is larger than {limit} bytes.", metadata={"limit": limit})
     if isinstance(exc, SwitchyardError):
         return Response(exc.body(), status=exc.status, headers=exc.headers)
     response = drf_default_handler(exc, context)

@@ -243,11 +243,10 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
-    # The gateway's endpoints, response and error shapes (switchyard/openapi.py): what the fuzz tests check.
-    "POSTPROCESSING_HOOKS": [
-        "drf_spectacular.hooks.postprocess_schema_enums",
-        "switchyard.openapi.postprocess",
-    ],
+    # The raw-ASGI gateway's routes (not DRF views), documented from their wire-format serializers.
+    "PREPROCESSING_HOOKS": ["routing.openapi.add_gateway_operations"],
+    # `message`: both the Anthropic response's `type` and an OpenAI-style SSE event's name.
+    "ENUM_NAME_OVERRIDES": {"MessageEnum": ["message"]},
 }
 
 # Celery: eager in embedded mode (no broker), Redis in full mode.

@@ -5,12 +5,8 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularJSONAPIView, SpectacularRedocView
 
 from accounts.apis import KeyGetApi
-from billing.apis import CreditsGetApi, stripe_webhook
+from billing.apis import CreditsGetApi, StripeWebhookApi
 from routing.apis import GenerationGetApi, ModelEndpointsApi, ModelsListApi
-
-# Registers the API-key scheme with drf-spectacular. Here, with the schema view, rather than at app
-# start-up: a worker that only serves the gateway's hot path never loads DRF or drf-spectacular.
-from switchyard import openapi  # noqa: F401
 
 api_v1 = [
     path("api/v1/models", ModelsListApi.as_view(), name="api-models"),
@@ -22,7 +18,7 @@ api_v1 = [
     path("api/v1/generation", GenerationGetApi.as_view(), name="api-generation"),
     path("api/v1/key", KeyGetApi.as_view(), name="api-key"),
     path("api/v1/credits", CreditsGetApi.as_view(), name="api-credits"),
-    path("api/v1/stripe/webhook", stripe_webhook, name="api-stripe-webhook"),
+    path("api/v1/stripe/webhook", StripeWebhookApi.as_view(), name="api-stripe-webhook"),
     path(
         "api/v1/openapi.json",
         SpectacularJSONAPIView.as_view(permission_classes=[], authentication_classes=[]),

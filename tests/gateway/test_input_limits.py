@@ -179,8 +179,8 @@ def test_content_length_beyond_the_limit_is_413_without_a_body(live, secret, set
 
 
 def test_django_api_views_answer_413_in_the_error_shape_too(live, settings):
-    """The Stripe webhook (a plain Django view) reads its body itself: over the limit is a JSON 413,
-    not a 500."""
+    """The Stripe webhook reads its raw body itself (it verifies the signature over it): over the limit
+    is a JSON 413, not a 500."""
     assert settings.DATA_UPLOAD_MAX_MEMORY_SIZE == settings.SWITCHYARD_MAX_BODY_BYTES
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1024
     r = httpx.post(
