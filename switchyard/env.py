@@ -11,6 +11,8 @@ import dj_database_url
 import redis.connection
 from django.core.exceptions import ImproperlyConfigured
 
+from switchyard.fastredis import UnsupportedRedisOption, connection_options
+
 _MISSING = object()
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -128,6 +130,10 @@ def env_redis_url(name: str) -> str:
         redis.connection.parse_url(value)
     except ValueError as exc:
         raise ImproperlyConfigured(f"{name} is malformed ({exc}): expected redis://HOST:PORT/DB.")
+    try:  # the hot path's own connection honours every option, or start-up says which it cannot
+        connection_options(value)
+    except UnsupportedRedisOption as exc:
+        raise ImproperlyConfigured(f"{name}: {exc}.")
     return value
 
 

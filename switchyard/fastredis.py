@@ -18,22 +18,148 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import functools
 import hashlib
+import socket
 import ssl
 from collections.abc import Generator
 from typing import Any
 
 import hiredis
-from redis.connection import parse_url
+from redis.connection import SSLConnection, parse_url
+from redis.exceptions import AuthenticationError, RedisError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from switchyard.shared import start_shared
 
 CONNECT_TIMEOUT = 2.0
 REPLY_TIMEOUT = 2.0
+
+
+# Every option a redis:// / rediss:// / unix:// URL can carry, as redis-py parses it (parse_url), and
+# what this connection does with it. Anything else in the URL is refused at start-up by name (redis-py
+# would refuse it too, on its first connection, with a TypeError).
+_HONOURED = {
+    "connection_class", "host", "port", "path", "db", "username", "password", "client_name",
+    "socket_connect_timeout", "socket_timeout", "socket_keepalive",
+    "ssl_cert_reqs", "ssl_ca_certs", "ssl_ca_path", "ssl_ca_data", "ssl_certfile", "ssl_keyfile",
+    "ssl_password", "ssl_check_hostname", "ssl_min_version", "ssl_ciphers",
+    "ssl_include_verify_flags", "ssl_exclude_verify_flags",
+}  # fmt: skip
+# Options of redis-py's pools and reply decoding, not of a connection: this module keeps one socket
+# per loop and returns raw replies, so they change nothing here (the cache and Celery still apply them).
+_POOL_ONLY = {
+    "max_connections", "timeout", "health_check_interval", "decode_responses", "encoding",
+    "encoding_errors", "single_connection_client", "lib_name", "lib_version", "socket_read_size",
+}  # fmt: skip
+# Options that ask for something this connection deliberately never does, refused unless turned off.
+_REFUSED_WHEN_ON = {
+    "retry_on_timeout": "the hot path never re-sends a Lua call (the scripts are not all idempotent)",
+    "ssl_validate_ocsp": "OCSP validation is not implemented by the hot path's Redis connection",
+    "ssl_validate_ocsp_stapled": "OCSP validation is not implemented by the hot path's Redis connection",
+}
+
+
+class UnsupportedRedisOption(ValueError):
+    """A Redis URL option the hot path's connection cannot honour (the message names it)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """How to reach Redis, from redis-py's own parsing of the URL (parse_url + SSLConnection)."""
+
+    host: str = "localhost"
+    port: int = 6379
+    path: str | None = None  # a unix socket
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+    client_name: str | None = None
+    connect_timeout: float | None = None  # None: CONNECT_TIMEOUT
+    reply_timeout: float | None = None  # None: REPLY_TIMEOUT
+    keepalive: bool = False
+    tls: ssl.SSLContext | None = None
+    server_hostname: str | None = None
+
+
+def _on(value: Any) -> bool:
+    return value not in (None, False, 0, "", "0", "false", "False", "no", "off")
+
+
+def connection_options(url: str) -> Options:
+    """The connection `url` describes, every option honoured, or UnsupportedRedisOption naming the one
+    that cannot be (also raised for TLS files that cannot be loaded, so start-up fails, not the first
+    request)."""
+    kwargs = parse_url(url)
+    for name, value in kwargs.items():
+        if name in _HONOURED or name in _POOL_ONLY:
+            continue
+        if name in _REFUSED_WHEN_ON:
+            if _on(value):
+                raise UnsupportedRedisOption(
+                    f"the Redis URL option {name} is not supported: {_REFUSED_WHEN_ON[name]}"
+                )
+            continue
+        if name == "protocol" and str(value) in ("2", "3"):
+            continue  # the Lua replies read here are the same in RESP2, which this connection speaks
+        raise UnsupportedRedisOption(
+            f"the Redis URL option {name} is not supported by the hot path's Redis connection"
+        )
+    secure = "SSL" in getattr(kwargs.get("connection_class"), "__name__", "")
+    tls = None
+    host = kwargs.get("host", "localhost")
+    if secure:
+        tls = _tls_context(kwargs, host)
+    elif any(name.startswith("ssl_") for name in kwargs):
+        bad = next(name for name in kwargs if name.startswith("ssl_"))
+        raise UnsupportedRedisOption(f"the Redis URL option {bad} needs a rediss:// URL (TLS)")
+    return Options(
+        host=host,
+        port=int(kwargs.get("port", 6379)),
+        path=kwargs.get("path"),
+        db=int(kwargs.get("db") or 0),
+        username=kwargs.get("username"),
+        password=kwargs.get("password"),
+        client_name=kwargs.get("client_name"),
+        connect_timeout=kwargs.get("socket_connect_timeout"),
+        reply_timeout=kwargs.get("socket_timeout"),
+        keepalive=bool(kwargs.get("socket_keepalive")),
+        tls=tls,
+        server_hostname=host if tls is not None else None,
+    )
+
+
+def _tls_context(kwargs: dict[str, Any], host: str) -> ssl.SSLContext:
+    """The SSL context redis-py's SSLConnection would wrap its socket in, built from its own reading of
+    the options (so "none"/"optional"/"required" and the hostname rule mean exactly what they mean there)."""
+    names = {k: v for k, v in kwargs.items() if k.startswith("ssl_") and k not in _REFUSED_WHEN_ON}
+    try:
+        conn: Any = SSLConnection(host=host, **names)  # (the types-redis stubs lag its attributes)
+    except RedisError as exc:
+        raise UnsupportedRedisOption(f"the Redis URL's TLS options are invalid: {exc}") from None
+    context = ssl.create_default_context()
+    context.check_hostname = bool(conn.check_hostname)
+    context.verify_mode = conn.cert_reqs
+    for flag in conn.ssl_include_verify_flags or ():
+        context.verify_flags |= flag
+    for flag in conn.ssl_exclude_verify_flags or ():
+        context.verify_flags &= ~flag
+    try:
+        if conn.certfile or conn.keyfile:
+            context.load_cert_chain(
+                certfile=conn.certfile, keyfile=conn.keyfile, password=conn.certificate_password
+            )
+        if conn.ca_certs is not None or conn.ca_path is not None or conn.ca_data is not None:
+            context.load_verify_locations(cafile=conn.ca_certs, capath=conn.ca_path, cadata=conn.ca_data)
+        if conn.ssl_min_version is not None:
+            context.minimum_version = conn.ssl_min_version
+        if conn.ssl_ciphers:
+            context.set_ciphers(conn.ssl_ciphers)
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        raise UnsupportedRedisOption(f"the Redis URL's TLS files or settings cannot be used: {exc}") from None
+    return context
 
 
 def _pack(*args: Any) -> bytes:
@@ -45,8 +171,9 @@ def _pack(*args: Any) -> bytes:
 class _Protocol(asyncio.Protocol):
     """Replies arrive in the order the commands were written: each completes the oldest waiter."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, reply_timeout: float | None = None) -> None:
         self.loop = loop
+        self.reply_timeout = reply_timeout  # None: the module's REPLY_TIMEOUT, read at each call
         self.reader = hiredis.Reader(replyError=ResponseError)
         self.waiting: collections.deque[tuple[asyncio.Future[Any], float]] = collections.deque()
         self.transport: asyncio.Transport | None = None
@@ -112,7 +239,7 @@ class _Protocol(asyncio.Protocol):
             if not self._out:
                 self.loop.call_soon(self._flush)
             self._out.append(packed)
-        self.waiting.append((fut, self.loop.time() + REPLY_TIMEOUT))
+        self.waiting.append((fut, self.loop.time() + (self.reply_timeout or REPLY_TIMEOUT)))
         if self._watchdog is None:
             self._watchdog = self.loop.call_at(self.waiting[0][1], self._check)
         return fut
@@ -130,7 +257,8 @@ class _Protocol(asyncio.Protocol):
             return
         deadline = self.waiting[0][1]
         if self.loop.time() >= deadline:
-            self._fail(RedisTimeoutError(f"Redis did not answer within {REPLY_TIMEOUT:g} s"))
+            limit = self.reply_timeout or REPLY_TIMEOUT
+            self._fail(RedisTimeoutError(f"Redis did not answer within {limit:g} s"))
             return
         self._watchdog = self.loop.call_at(deadline, self._check)
 
@@ -139,35 +267,45 @@ class FastRedis:
     """One pipelined connection to `url`, (re)connected on demand, bound to one event loop."""
 
     def __init__(self, url: str, loop: asyncio.AbstractEventLoop) -> None:
-        self.params = parse_url(url)
+        self.options = connection_options(url)
         self.loop = loop
         self._proto: _Protocol | None = None
         self._connecting: asyncio.Future[_Protocol] | None = None
 
     async def _connect(self) -> _Protocol:
-        p = self.params
-        proto = _Protocol(self.loop)
+        o = self.options
+        proto = _Protocol(self.loop, o.reply_timeout)
         try:
-            if "path" in p:
-                connect = self.loop.create_unix_connection(lambda: proto, p["path"])
+            if o.path is not None:
+                connect = self.loop.create_unix_connection(lambda: proto, o.path)
             else:
-                secure = "SSL" in getattr(p.get("connection_class"), "__name__", "")
-                tls = ssl.create_default_context() if secure else None
                 connect = self.loop.create_connection(
-                    lambda: proto, p.get("host", "localhost"), p.get("port", 6379), ssl=tls
+                    lambda: proto, o.host, o.port, ssl=o.tls, server_hostname=o.server_hostname
                 )
-            await asyncio.wait_for(connect, CONNECT_TIMEOUT)
+            await asyncio.wait_for(connect, o.connect_timeout or CONNECT_TIMEOUT)
+            if o.keepalive and proto.transport is not None:
+                sock = proto.transport.get_extra_info("socket")
+                if sock is not None:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
             hello = []
-            if p.get("password"):
-                auth = [b"AUTH", *([p["username"]] if p.get("username") else []), p["password"]]
+            if o.password:
+                auth = [b"AUTH", *([o.username] if o.username else []), o.password]
                 hello.append(proto.send(_pack(*auth)))
-            if p.get("db"):
-                hello.append(proto.send(_pack(b"SELECT", str(p["db"]))))
+            if o.db:
+                hello.append(proto.send(_pack(b"SELECT", str(o.db))))
+            if o.client_name:
+                hello.append(proto.send(_pack(b"CLIENT", b"SETNAME", o.client_name)))
             if hello:
                 await asyncio.gather(*hello)
+        except ResponseError as exc:  # AUTH, SELECT or SETNAME refused: the connection is not usable
+            proto._fail(RedisConnectionError(str(exc)))
+            raise AuthenticationError(f"Redis refused the connection's set-up: {exc}") from exc
         except TimeoutError as exc:
             proto._fail(RedisTimeoutError("Timed out connecting to Redis"))
             raise RedisTimeoutError("Timed out connecting to Redis") from exc
+        except ssl.SSLError as exc:  # (before OSError, which it is): say it is TLS, and why
+            proto._fail(RedisConnectionError(str(exc)))
+            raise RedisConnectionError(f"TLS handshake with Redis failed: {exc}") from exc
         except OSError as exc:
             proto._fail(RedisConnectionError(str(exc)))
             raise RedisConnectionError(f"Error connecting to Redis: {exc}") from exc

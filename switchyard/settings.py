@@ -381,6 +381,12 @@ SWITCHYARD_IMAGE_FETCH_ALLOW_PRIVATE = env_bool("SWITCHYARD_IMAGE_FETCH_ALLOW_PR
 SWITCHYARD_IMAGE_FETCH_MAX_BYTES = env_int("SWITCHYARD_IMAGE_FETCH_MAX_BYTES", 10 * 1024 * 1024)
 SWITCHYARD_IMAGE_FETCH_TIMEOUT_SECONDS = env_decimal("SWITCHYARD_IMAGE_FETCH_TIMEOUT_SECONDS", "10")
 SWITCHYARD_IMAGE_FETCH_MAX_REDIRECTS = env_int("SWITCHYARD_IMAGE_FETCH_MAX_REDIRECTS", 3)
+# The upstream HTTP client (routing/gateway/upstream.py): connections per provider origin and worker
+# process (a call past it waits for one, within its connect timeout), and extra CAs to trust (PEM file).
+SWITCHYARD_UPSTREAM_MAX_CONNECTIONS_PER_ORIGIN = env_int(
+    "SWITCHYARD_UPSTREAM_MAX_CONNECTIONS_PER_ORIGIN", 256
+)
+SWITCHYARD_UPSTREAM_CA_BUNDLE = env_str("SWITCHYARD_UPSTREAM_CA_BUNDLE", "")
 
 # The one switch for serving production over plain HTTP on a private network (docs/operations/
 # production.md): no HTTPS redirect (and no HTTPS-only refusal on /api/), no Secure cookies, no HSTS.

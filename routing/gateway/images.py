@@ -11,18 +11,17 @@ from __future__ import annotations
 import asyncio
 import base64
 import ipaddress
-import socket
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
-import aiohttp
-from aiohttp.abc import AbstractResolver, ResolveResult
 from django.conf import settings
 
 from routing.gateway.addresses import address_allowed
+from routing.gateway.upstream import Pool, UpstreamError, system_resolve, tls_context
 
 # What Gemini takes inline (and what is safe to hand on: no SVG).
 ALLOWED_TYPES = {"image/png", "image/jpeg", "image/gif", "image/webp"}
+ACCEPT = {"Accept": ", ".join(sorted(ALLOWED_TYPES))}
 
 
 def max_bytes() -> int:
@@ -45,87 +44,92 @@ def _allow_private() -> bool:
     return bool(getattr(settings, "SWITCHYARD_IMAGE_FETCH_ALLOW_PRIVATE", False))
 
 
-class _PublicResolver(AbstractResolver):
-    """Resolves like the system resolver, then refuses the host if any of its addresses is not public."""
+async def _resolve(host: str, port: int) -> list[tuple[int, Any]]:
+    """The system resolver's addresses for the host, refused if any of them is not public."""
+    found = await system_resolve(host, port)
+    if not _allow_private():
+        for _family, address in found:
+            if not address_allowed(address[0]):
+                raise ImageFetchError(f"the host {host} resolves to a non-public address")
+    return found
 
-    def __init__(self) -> None:
-        self._inner = aiohttp.ThreadedResolver()
 
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        results = await self._inner.resolve(host, port, family)
-        if not _allow_private():
-            for r in results:
-                if not address_allowed(r["host"]):
-                    raise ImageFetchError(f"the host {host} resolves to a non-public address")
-        return results
-
-    async def close(self) -> None:
-        await self._inner.close()
+def _literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _check_url(url: str) -> None:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ImageFetchError("only http(s) image URLs can be fetched")
-    try:
-        ipaddress.ip_address(parts.hostname.strip("[]"))
-    except ValueError:
+    if not _literal(parts.hostname):
         return  # a name: the resolver checks what it resolves to
-    if not _allow_private() and not address_allowed(parts.hostname.strip("[]")):
+    if not _allow_private() and not address_allowed(parts.hostname):
         raise ImageFetchError(f"the address {parts.hostname} is not public")
 
 
-async def _fetch(session: aiohttp.ClientSession, url: str) -> tuple[str, bytes]:
+async def _fetch(pool: Pool, url: str, timeout: float) -> tuple[str, bytes]:
     limit, redirects = max_bytes(), max_redirects()
     for _ in range(redirects + 1):
         _check_url(url)
-        async with session.get(url, allow_redirects=False) as resp:
-            if resp.status in (301, 302, 303, 307, 308) and resp.headers.get("Location"):
-                url = urljoin(url, resp.headers["Location"])
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        if not _literal(host) and pool.route((parts.scheme, host, port)) is not None:
+            # Through a proxy, which resolves the name itself: the name is still resolved and checked
+            # here first (the proxy's own egress rules are the proxy's).
+            await _resolve(host, port)
+        resp = await pool.request("GET", url, ACCEPT, None, connect_timeout=timeout)
+        try:
+            location = resp.headers.get("location")
+            if resp.status in (301, 302, 303, 307, 308) and location:
+                url = urljoin(url, location)
                 continue
             if resp.status != 200:
                 raise ImageFetchError(f"the image server answered HTTP {resp.status}")
-            ctype = resp.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
+            ctype = resp.headers.get("content-type", "").split(";", 1)[0].strip().lower()
             if ctype not in ALLOWED_TYPES:
                 raise ImageFetchError(
                     f"content type {ctype or 'unknown'!r} is not one of {', '.join(sorted(ALLOWED_TYPES))}"
                 )
-            if resp.content_length is not None and resp.content_length > limit:
+            declared = resp.headers.get("content-length", "").strip()
+            if declared.isdigit() and int(declared) > limit:
                 raise ImageFetchError(f"the image is larger than {limit} bytes")
             data = bytearray()
-            async for piece in resp.content.iter_chunked(65536):
+            while piece := await resp.readany():
                 data.extend(piece)
                 if len(data) > limit:
                     raise ImageFetchError(f"the image is larger than {limit} bytes")
             return ctype, bytes(data)
+        finally:
+            resp.release()
     raise ImageFetchError(f"more than {redirects} redirects")
 
 
 async def fetch_image(url: str, *, timeout: float | None = None) -> tuple[str, str]:
     """(media type, base64 data) for an image URL, or ImageFetchError saying why not. The whole
-    download, redirects included, must end within `timeout` (default: the setting)."""
+    download, redirects included, must end within `timeout` (default: the setting). The upstream
+    client fetches it (proxy variables honoured), through a pool of its own whose resolver refuses
+    non-public addresses, closed when the download ends."""
     if timeout is None:
         timeout = fetch_seconds()
-    connector = aiohttp.TCPConnector(resolver=_PublicResolver(), limit=4, force_close=True)
     try:
-        async with aiohttp.ClientSession(connector=connector, auto_decompress=True) as session:
-            async with asyncio.timeout(timeout):
-                ctype, data = await _fetch(session, url)
+        pool = Pool(asyncio.get_running_loop(), tls_context(), max_per_origin=4, resolve=_resolve)
+    except ValueError as exc:  # a proxy variable the client cannot use
+        raise ImageFetchError(f"the download failed ({exc})") from None
+    try:
+        async with asyncio.timeout(timeout):
+            ctype, data = await _fetch(pool, url, timeout)
     except TimeoutError:
         raise ImageFetchError(f"the image did not download within {timeout:g}s")
-    except ImageFetchError:
-        raise
-    except (aiohttp.ClientError, OSError) as exc:
-        cause = exc.__cause__ if isinstance(exc.__cause__, ImageFetchError) else None
-        if (
-            cause is None
-            and isinstance(exc, aiohttp.ClientConnectorError)
-            and isinstance(exc.os_error, ImageFetchError)
-        ):
-            cause = exc.os_error
-        raise ImageFetchError(str(cause) if cause else f"the download failed ({type(exc).__name__})")
+    except (UpstreamError, OSError) as exc:
+        raise ImageFetchError(f"the download failed ({type(exc).__name__})")
+    finally:
+        pool.close()
     return ctype, base64.b64encode(data).decode()
 
 

@@ -15,13 +15,21 @@ Never redirects, never retries (a provider call is not idempotent), sends no coo
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
+import importlib.metadata
+import ipaddress
+import os
+import socket
 import ssl
 import time
+import urllib.request
 import zlib
 from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import httptools
 
@@ -34,6 +42,26 @@ READ_HIGH_WATER = 4 * 1024 * 1024  # unread answer bytes before the connection s
 # many more bytes; then the connection is pooled, or closed.
 DRAIN_SECONDS = 2.0
 DRAIN_BYTES = 64 * 1024
+# Connections open (busy or idle) per origin and event loop; a call past it waits for one to come free,
+# within its connect timeout (SWITCHYARD_UPSTREAM_MAX_CONNECTIONS_PER_ORIGIN).
+MAX_PER_ORIGIN = 256
+# Happy Eyeballs (RFC 8305): the next address is tried when the previous one failed, or after this long.
+HAPPY_EYEBALLS_DELAY = 0.25
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("switchyard")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - run from a bare checkout
+        return "0"
+
+
+USER_AGENT = f"Switchyard/{_version()}"
+_USER_AGENT_LINE = f"User-Agent: {USER_AGENT}\r\n".encode()
+
+Origin = tuple[str, str, int]  # (scheme, host, port)
+# (family, socket address) pairs for a host and port; see Pool(resolve=...).
+Resolver = Callable[[str, int], Awaitable[list[tuple[int, Any]]]]
 
 
 class UpstreamError(OSError):
@@ -61,9 +89,11 @@ class HeaderNotEncodable(ValueError):
         self.name = name
 
 
-def encode_headers(headers: dict[str, str]) -> bytes:
-    """The header lines, or HeaderNotEncodable. A CR or LF in a value would split the request."""
+def encode_headers(headers: Mapping[str, str]) -> bytes:
+    """The header lines (with our User-Agent unless the caller set one), or HeaderNotEncodable. A CR or
+    LF in a value would split the request."""
     lines = []
+    agent = True
     for name, value in headers.items():
         try:
             line = f"{name}: {value}\r\n".encode("latin-1")
@@ -71,13 +101,116 @@ def encode_headers(headers: dict[str, str]) -> bytes:
             raise HeaderNotEncodable(name) from None
         if line.count(b"\n") != 1 or line.count(b"\r") != 1:
             raise HeaderNotEncodable(name)
+        if agent and len(name) == 10 and name.lower() == "user-agent":
+            agent = False
         lines.append(line)
+    if agent:
+        lines.append(_USER_AGENT_LINE)
     return b"".join(lines)
 
 
+# -- proxies (HTTPS_PROXY, HTTP_PROXY, ALL_PROXY, NO_PROXY), read once per pool ---------------------------
+
+
+@dataclass(frozen=True)
+class Proxy:
+    """An HTTP proxy: `host`, `port`, and the Proxy-Authorization header line its URL's credentials make."""
+
+    host: str
+    port: int
+    authorization: bytes = b""
+
+
+class ProxyConfigError(ValueError):
+    """A proxy variable this client cannot use (the message names it)."""
+
+
+def _proxy(variable: str, url: str) -> Proxy:
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    if parts.scheme != "http":
+        raise ProxyConfigError(
+            f"{variable}={parts.scheme}://...: only http:// proxies are supported (an https upstream is "
+            "still end-to-end TLS, tunnelled with CONNECT through the proxy)"
+        )
+    if not parts.hostname:
+        raise ProxyConfigError(f"{variable} has no host")
+    try:
+        port = parts.port or 80
+    except ValueError:
+        raise ProxyConfigError(f"{variable} has an invalid port") from None
+    auth = b""
+    if parts.username is not None:
+        pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+        auth = b"Proxy-Authorization: Basic " + base64.b64encode(pair) + b"\r\n"
+    return Proxy(parts.hostname, port, auth)
+
+
+class Proxies:
+    """The environment's proxy variables, as urllib and httpx read them: lower-case names win over
+    upper-case ones; HTTP_PROXY for http://, HTTPS_PROXY for https://, ALL_PROXY for either; NO_PROXY a
+    comma-separated list of hosts (`example.com` and `.example.com` match it and its subdomains,
+    `host:port` only that port, an IP address only itself, `*` everything)."""
+
+    def __init__(self) -> None:
+        found = urllib.request.getproxies_environment()
+        self._no = found.get("no", "")
+        self._by_scheme: dict[str, Proxy] = {}
+        for scheme in ("http", "https"):
+            url = found.get(scheme) or found.get("all")
+            if url:
+                names = (f"{scheme}_proxy", f"{scheme.upper()}_PROXY", "all_proxy", "ALL_PROXY")
+                name = next((n for n in names if os.environ.get(n) == url), names[1])
+                self._by_scheme[scheme] = _proxy(name, url)
+
+    @property
+    def any(self) -> bool:
+        return bool(self._by_scheme)
+
+    def for_origin(self, origin: Origin) -> Proxy | None:
+        """The proxy to reach `origin` through, or None to connect directly (decided once per origin)."""
+        scheme, host, port = origin
+        proxy = self._by_scheme.get(scheme)
+        if proxy is None or not self._no:
+            return proxy
+        if _bypassed(self._no, host, port):
+            return None
+        return proxy
+
+
+def _bypassed(no_proxy: str, host: str, port: int) -> bool:
+    """Whether NO_PROXY names host:port: `*`; a name matching it or a parent domain (a leading dot
+    optional); `name:port` for that port only; an IP address (IPv6 bare or in brackets) only itself."""
+    host = host.lower()
+    for raw in no_proxy.split(","):
+        entry = raw.strip().lower()
+        if not entry:
+            continue
+        if entry == "*":
+            return True
+        want: int | None = None
+        if entry.startswith("["):  # [v6] or [v6]:port
+            name, _, rest = entry[1:].partition("]")
+            if rest.startswith(":") and rest[1:].isdigit():
+                want = int(rest[1:])
+        elif entry.count(":") == 1:
+            name, _, digits = entry.partition(":")
+            if not digits.isdigit():
+                continue
+            want = int(digits)
+        else:
+            name = entry  # a name, an IPv4 address or a bare IPv6 address
+        name = name.lstrip(".")
+        if want is not None and want != port:
+            continue
+        if host == name or (not _is_address(host) and host.endswith("." + name)):
+            return True
+    return False
+
+
 @functools.lru_cache(maxsize=1024)
-def _target(url: str) -> tuple[tuple[str, str, int], bytes]:
-    """(origin, request-line target and Host header) for a URL, parsed once per URL."""
+def _target(url: str, method: str = "POST", absolute: bool = False) -> tuple[Origin, bytes]:
+    """(origin, request line and Host header) for a URL, parsed once per URL. `absolute`: the
+    absolute-form request line an HTTP proxy takes for a plain-http upstream."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"not an http(s) URL: {url!r}")
@@ -86,8 +219,37 @@ def _target(url: str) -> tuple[tuple[str, str, int], bytes]:
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     name = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname  # an IPv6 literal
     host = name if parts.port is None else f"{name}:{parts.port}"
-    head = f"POST {path} HTTP/1.1\r\nHost: {host}\r\n".encode("latin-1")
+    target = f"http://{host}{path}" if absolute else path
+    head = f"{method} {target} HTTP/1.1\r\nHost: {host}\r\n".encode("latin-1")
     return (parts.scheme, parts.hostname, port), head
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _interleave(addresses: list[tuple[int, Any]]) -> list[tuple[int, Any]]:
+    """RFC 8305 section 4: alternate address families, starting with the resolver's first choice."""
+    first = [a for a in addresses if a[0] == addresses[0][0]]
+    other = [a for a in addresses if a[0] != addresses[0][0]]
+    out: list[tuple[int, Any]] = []
+    for i in range(max(len(first), len(other))):
+        out.extend(group[i] for group in (first, other) if i < len(group))
+    return out
+
+
+async def system_resolve(host: str, port: int) -> list[tuple[int, Any]]:
+    """(family, socket address) for every address the system resolver gives for host:port."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    seen: list[tuple[int, Any]] = []
+    for family, _type, _proto, _canon, sockaddr in infos:
+        if (family, sockaddr) not in seen:
+            seen.append((family, sockaddr))
+    return seen
 
 
 class Response:
@@ -198,6 +360,7 @@ class _Connection(asyncio.Protocol):
         self.inflate: Any = None  # a zlib decompressor when the answer is gzip/deflate-encoded
         self.draining: asyncio.TimerHandle | None = None  # see DRAIN_SECONDS
         self.drained = 0
+        self.counted = False  # holds one of its origin's places in the pool (see Pool.discard)
 
     # -- asyncio.Protocol --------------------------------------------------------------------------
 
@@ -293,12 +456,17 @@ class _Connection(asyncio.Protocol):
         if self.response is not None:
             self.response._finish(exc)
 
-    async def send(self, head: bytes, header_lines: bytes, body: bytes) -> Response:
+    async def send(self, head: bytes, header_lines: bytes, body: bytes | None) -> Response:
         assert self.transport is not None
         resp = self.response = Response(self)
         self.reusable = self.until_close = False
         self.headers_ready = self.loop.create_future()
-        self.transport.write(b"".join((head, header_lines, b"Content-Length: %d\r\n\r\n" % len(body), body)))
+        if body is None:  # (a GET)
+            self.transport.write(b"".join((head, header_lines, b"\r\n")))
+        else:
+            self.transport.write(
+                b"".join((head, header_lines, b"Content-Length: %d\r\n\r\n" % len(body), body))
+            )
         try:
             await self.headers_ready
         except BaseException:
@@ -344,24 +512,74 @@ class _Connection(asyncio.Protocol):
             self.transport.close()
 
 
-class Pool:
-    """Keep-alive connections per origin, for one event loop."""
+def tls_context(ca_bundle: str = "") -> ssl.SSLContext:
+    """Verification on, against the system's trust store (OpenSSL's, so SSL_CERT_FILE / SSL_CERT_DIR
+    replace it as they do for every OpenSSL client) plus `ca_bundle`, a PEM file of extra CAs
+    (SWITCHYARD_UPSTREAM_CA_BUNDLE). A bundle that cannot be loaded is a ValueError naming it."""
+    context = ssl.create_default_context()
+    if ca_bundle:
+        try:
+            context.load_verify_locations(cafile=ca_bundle)
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(f"SWITCHYARD_UPSTREAM_CA_BUNDLE={ca_bundle} cannot be loaded: {exc}") from None
+    return context
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, tls: ssl.SSLContext | None = None) -> None:
+
+_UNDECIDED = Proxy("", 0)
+
+
+class Pool:
+    """Keep-alive connections per origin, for one event loop: at most `max_per_origin` open per origin,
+    reached directly or through the environment's proxy (decided once per origin)."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        tls: ssl.SSLContext | None = None,
+        *,
+        max_per_origin: int = MAX_PER_ORIGIN,
+        proxies: Proxies | None = None,
+        resolve: Resolver | None = None,
+    ) -> None:
         self.loop = loop
-        self.idle: dict[tuple[str, str, int], list[_Connection]] = {}
-        self._tls = tls  # None: the system's trust store, made on the first https call
+        self.idle: dict[Origin, list[_Connection]] = {}
+        self._tls = tls  # None: tls_context(), made on the first https call
+        self.max_per_origin = max(1, max_per_origin)
+        self.open: dict[Origin, int] = {}  # connections open or being opened, per origin
+        self._waiters: dict[Origin, deque[asyncio.Future[_Connection | None]]] = {}
+        self.proxies = Proxies() if proxies is None else proxies
+        self._proxied = self.proxies.any
+        self._routes: dict[Origin, Proxy | None] = {}
+        self.resolve: Resolver = resolve or system_resolve
 
     def put(self, conn: _Connection) -> None:
+        waiters = self._waiters.get(conn.origin)
+        while waiters:  # a call waiting for a free connection gets this one
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(conn)
+                return
         self.idle.setdefault(conn.origin, []).append(conn)
 
     def discard(self, conn: _Connection) -> None:
-        """A pooled connection the server closed leaves the pool at once."""
+        """A closed connection leaves the pool at once, and frees its place for a waiting call."""
         idle = self.idle.get(conn.origin)
         if idle and conn in idle:
             idle.remove(conn)
+        if conn.counted:
+            conn.counted = False
+            self._free(conn.origin)
 
-    def _take(self, origin: tuple[str, str, int]) -> _Connection | None:
+    def _free(self, origin: Origin) -> None:
+        self.open[origin] -= 1
+        waiters = self._waiters.get(origin)
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)  # a place is free: connect
+                return
+
+    def _take(self, origin: Origin) -> _Connection | None:
         idle = self.idle.get(origin)
         now = time.monotonic()
         while idle:
@@ -371,34 +589,177 @@ class Pool:
             conn.close()
         return None
 
-    async def _connect(self, origin: tuple[str, str, int], timeout: float) -> _Connection:
+    def route(self, origin: Origin) -> Proxy | None:
+        """The proxy for `origin` (None: direct), decided on its first call and kept."""
+        proxy = self._routes.get(origin, _UNDECIDED)
+        if proxy is _UNDECIDED:
+            proxy = self._routes[origin] = self.proxies.for_origin(origin)
+        return proxy
+
+    async def _acquire(self, origin: Origin, timeout: float, proxy: Proxy | None) -> _Connection:
+        """A pooled connection, a new one while the origin is under its cap, or the next to come free
+        within `timeout`."""
+        deadline = self.loop.time() + timeout
+        while True:
+            conn = self._take(origin)
+            if conn is not None:
+                return conn
+            if self.open.get(origin, 0) < self.max_per_origin:
+                return await self._connect(origin, max(0.0, deadline - self.loop.time()), proxy)
+            waiter: asyncio.Future[_Connection | None] = self.loop.create_future()
+            self._waiters.setdefault(origin, deque()).append(waiter)
+            try:
+                with within(max(0.0, deadline - self.loop.time())):
+                    conn = await waiter
+            except TimeoutError:
+                raise ConnectFailed(
+                    f"{self.max_per_origin} connections to {origin[1]}:{origin[2]} are busy and none came "
+                    f"free within {timeout:g}s (SWITCHYARD_UPSTREAM_MAX_CONNECTIONS_PER_ORIGIN)"
+                ) from None
+            except BaseException:
+                handed = waiter.result() if waiter.done() and not waiter.cancelled() else None
+                if handed is not None:
+                    self.put(handed)  # handed over as this call was cancelled: pass it on
+                raise
+            finally:
+                waiters = self._waiters.get(origin)
+                if waiters and waiter in waiters:
+                    waiters.remove(waiter)
+            if conn is not None and not conn.closed:
+                return conn
+
+    async def _connect(self, origin: Origin, timeout: float, proxy: Proxy | None) -> _Connection:
         scheme, host, port = origin
         tls: ssl.SSLContext | None = None
         if scheme == "https":
             if self._tls is None:
-                self._tls = ssl.create_default_context()
+                self._tls = tls_context()
             tls = self._tls
         conn = _Connection(self, origin)
+        self.open[origin] = self.open.get(origin, 0) + 1
+        sock: socket.socket | None = None
         try:
             with within(timeout):
+                if proxy is None:
+                    sock = await self._open_socket(host, port)
+                else:
+                    sock = await self._open_socket(proxy.host, proxy.port)
+                    if tls is not None:
+                        await self._tunnel(sock, host, port, proxy)
                 await self.loop.create_connection(
-                    lambda: conn, host, port, ssl=tls, server_hostname=host if tls else None
+                    lambda: conn, sock=sock, ssl=tls, server_hostname=host if tls else None
                 )
-        except OSError as exc:  # (ssl.SSLError included)
-            if isinstance(exc, TimeoutError):
-                raise
-            reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or type(exc).__name__
-            raise ConnectFailed(str(reason)) from exc
+        except BaseException as exc:
+            if sock is not None and conn.transport is None:
+                sock.close()
+            self._free(origin)
+            if isinstance(exc, OSError) and not isinstance(exc, (TimeoutError, UpstreamError)):
+                reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or type(exc).__name__
+                raise ConnectFailed(str(reason)) from exc  # (ssl.SSLError included)
+            raise
+        conn.counted = True
         return conn
 
-    async def post(
-        self, url: str, headers: dict[str, str], body: bytes, *, connect_timeout: float
+    async def _open_socket(self, host: str, port: int) -> socket.socket:
+        """A connected socket to host:port: every address tried in turn, the next one started when the
+        previous failed or after HAPPY_EYEBALLS_DELAY (RFC 8305), the first to connect kept."""
+        if _is_address(host):
+            family: int = socket.AF_INET6 if ":" in host else socket.AF_INET
+            addresses: list[tuple[int, Any]] = [(family, (host, port))]
+        else:
+            try:
+                addresses = _interleave(await self.resolve(host, port))
+            except socket.gaierror as exc:
+                raise ConnectFailed(f"cannot resolve {host}: {exc.strerror}") from exc
+            if not addresses:
+                raise ConnectFailed(f"{host} has no address")
+        if len(addresses) == 1:
+            return await self._sock_connect(*addresses[0])
+        errors: list[OSError] = []
+        pending: set[asyncio.Task[socket.socket]] = set()
+        try:
+            for family, address in addresses:
+                pending.add(self.loop.create_task(self._sock_connect(family, address)))
+                done, pending = await asyncio.wait(
+                    pending, timeout=HAPPY_EYEBALLS_DELAY, return_when=asyncio.FIRST_COMPLETED
+                )
+                if (sock := _first_connected(done, errors)) is not None:
+                    return sock
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                if (sock := _first_connected(done, errors)) is not None:
+                    return sock
+        finally:
+            for task in pending:
+                if task.done() and not task.cancelled() and task.exception() is None:
+                    task.result().close()
+                else:
+                    task.cancel()
+        reasons = "; ".join(sorted({e.strerror or type(e).__name__ for e in errors}))
+        raise ConnectFailed(f"no address of {host} answered ({reasons})")
+
+    async def _sock_connect(self, family: int, address: Any) -> socket.socket:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            await self.loop.sock_connect(sock, address)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    async def _tunnel(self, sock: socket.socket, host: str, port: int, proxy: Proxy) -> None:
+        """CONNECT host:port through the proxy on `sock`; TLS to the provider then runs inside it."""
+        name = f"[{host}]" if ":" in host else host
+        request = f"CONNECT {name}:{port} HTTP/1.1\r\nHost: {name}:{port}\r\n".encode("latin-1")
+        await self.loop.sock_sendall(sock, request + proxy.authorization + _USER_AGENT_LINE + b"\r\n")
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            data = await self.loop.sock_recv(sock, 4096)
+            if not data:
+                raise ConnectFailed(f"the proxy {proxy.host}:{proxy.port} closed the connection on CONNECT")
+            answer += data
+            if len(answer) > 65536:
+                raise ConnectFailed(f"the proxy {proxy.host}:{proxy.port} sent an oversized CONNECT answer")
+        status_line = answer.split(b"\r\n", 1)[0].decode("latin-1")
+        parts = status_line.split(" ", 2)
+        if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].startswith("2"):
+            raise ConnectFailed(
+                f"the proxy {proxy.host}:{proxy.port} refused to tunnel to {name}:{port}: {status_line[:100]}"
+            )
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes | None,
+        *,
+        connect_timeout: float,
     ) -> Response:
-        """Send `body`; return once the answer's status and headers are in (its body follows).
+        """Send one request; return once the answer's status and headers are in (its body follows).
         HeaderNotEncodable before any connection is taken when a header cannot be sent."""
+        origin, head = _target(url, method)
+        lines = encode_headers(headers)
+        proxy = self.route(origin) if self._proxied else None
+        if proxy is not None and origin[0] == "http":  # through the proxy: absolute-form, its credentials
+            head = _target(url, method, True)[1]
+            lines += proxy.authorization
+        conn = self._take(origin) or await self._acquire(origin, connect_timeout, proxy)
+        return await conn.send(head, lines, body)
+
+    async def post(
+        self, url: str, headers: Mapping[str, str], body: bytes, *, connect_timeout: float
+    ) -> Response:
+        """POST `body` (`request`, written out again: the hot path's call, one coroutine fewer)."""
         origin, head = _target(url)
         lines = encode_headers(headers)
-        conn = self._take(origin) or await self._connect(origin, connect_timeout)
+        proxy = self.route(origin) if self._proxied else None
+        if proxy is not None and origin[0] == "http":
+            head = _target(url, "POST", True)[1]
+            lines += proxy.authorization
+        conn = self._take(origin) or await self._acquire(origin, connect_timeout, proxy)
         return await conn.send(head, lines, body)
 
     def close(self) -> None:
@@ -406,6 +767,29 @@ class Pool:
             for conn in conns:
                 conn.close()
         self.idle.clear()
+
+
+def _first_connected(done: set[asyncio.Task[socket.socket]], errors: list[OSError]) -> socket.socket | None:
+    """The first connected socket among finished attempts (any others closed); failures kept in `errors`."""
+    found: socket.socket | None = None
+    for task in done:
+        exc = task.exception()
+        if exc is None:
+            if found is None:
+                found = task.result()
+            else:
+                task.result().close()
+        elif isinstance(exc, OSError):
+            errors.append(exc)
+        else:
+            raise exc
+    return found
+
+
+def check_configuration(ca_bundle: str = "") -> None:
+    """Start-up check: the proxy variables and the CA bundle can be used (ValueError naming them)."""
+    Proxies()
+    tls_context(ca_bundle)
 
 
 _pools: dict[int, Pool] = {}
@@ -419,7 +803,13 @@ def upstream_pool() -> Pool:
         for key, other in list(_pools.items()):
             if other.loop.is_closed():
                 del _pools[key]
-        pool = _pools[id(loop)] = Pool(loop)
+        from django.conf import settings
+
+        pool = _pools[id(loop)] = Pool(
+            loop,
+            tls_context(settings.SWITCHYARD_UPSTREAM_CA_BUNDLE),
+            max_per_origin=settings.SWITCHYARD_UPSTREAM_MAX_CONNECTIONS_PER_ORIGIN,
+        )
     return pool
 
 

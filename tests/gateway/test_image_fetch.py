@@ -229,16 +229,16 @@ async def test_redirect_to_a_name_resolving_to_loopback_is_refused(public, priva
     real = images.address_allowed
     monkeypatch.setattr(images, "address_allowed", lambda address: address == "127.0.0.1" or real(address))
     resolved: list[str] = []
-    inner_resolve = images._PublicResolver.resolve
+    inner_resolve = images.system_resolve
 
-    async def resolve(self, host, port=0, family=0):  # type: ignore[no-untyped-def]
+    async def resolve(host, port):  # type: ignore[no-untyped-def]
         # "private-host.test" resolves (like a hostile DNS record would) to 127.0.0.2.
         if host == "private-host.test":
             resolved.append(host)
-            return await inner_resolve(self, "127.0.0.2", port, family)
-        return await inner_resolve(self, host, port, family)
+            return await inner_resolve("127.0.0.2", port)
+        return await inner_resolve(host, port)
 
-    monkeypatch.setattr(images._PublicResolver, "resolve", resolve)
+    monkeypatch.setattr(images, "system_resolve", resolve)
     before = private.hit_count()
     with pytest.raises(images.ImageFetchError, match="non-public address"):
         await images.fetch_image(

@@ -146,6 +146,7 @@ def test_sends_one_request_and_reuses_the_connection(run):
         assert server.requests[0] == (
             b"POST /v1/chat/completions?x=1 HTTP/1.1\r\nHost: 127.0.0.1:" + port.encode() + b"\r\n"
             b"Content-Type: application/json\r\nAuthorization: Bearer sk-platform\r\n"
+            b"User-Agent: " + upstream.USER_AGENT.encode() + b"\r\n"
             b'Content-Length: 7\r\n\r\n{"q":1}'
         )
 

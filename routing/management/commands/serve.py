@@ -18,6 +18,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
 
+from routing.gateway.upstream import check_configuration as check_upstream
 from switchyard.health import unapplied_migrations
 from switchyard.logging import logging_config
 from switchyard.shared import redis_enabled, sync_redis
@@ -108,6 +109,10 @@ class Command(BaseCommand):
                     f"Refusing to start: Redis is unreachable at REDIS_URL ({_first_line(exc)}); "
                     "check REDIS_URL and that redis-server is running."
                 )
+        try:  # the proxy variables and the upstream CA bundle, before a provider call finds them wrong
+            check_upstream(settings.SWITCHYARD_UPSTREAM_CA_BUNDLE)
+        except ValueError as exc:
+            raise CommandError(f"Refusing to start: {exc}.")
         if pending:
             shown = ", ".join(pending[:10]) + (" ..." if len(pending) > 10 else "")
             raise CommandError(
