@@ -10,8 +10,8 @@ from routing.byok import charged_units
 from routing.catalog.snapshot import EndpointInfo
 from routing.gateway.front import Front
 from routing.gateway.run import Run
-from routing.gateway.tokens import PromptBound
 from routing.gateway.validate import field_error, model_ids
+from routing.request import Request, embedding_request
 from switchyard.errors import BadRequest
 
 MAX_INPUTS = 2048
@@ -25,10 +25,11 @@ def _is_tokens(value: Any) -> bool:
     )
 
 
-def validate_embeddings(body: Any) -> dict[str, Any]:
+def validate_embeddings(body: Any) -> Request:
     if not isinstance(body, dict):
         raise BadRequest("The request body must be a JSON object.")
-    req: dict[str, Any] = {"_kind": "embedding", "_models": model_ids(body), "stream": False}
+    models = model_ids(body)
+    req: dict[str, Any] = {}
     value = body.get("input")
     if isinstance(value, str):
         if not value:
@@ -62,12 +63,11 @@ def validate_embeddings(body: Any) -> dict[str, Any]:
         if not isinstance(body["provider"], dict):
             raise field_error("provider", "must be an object of routing preferences")
         req["provider"] = body["provider"]
-    return req
+    return embedding_request(req, models=models, size=input_bytes(value))
 
 
-def input_bytes(req: dict[str, Any]) -> int:
+def input_bytes(value: Any) -> int:
     """An upper bound on the input's token count: its UTF-8 bytes (token arrays count themselves)."""
-    value = req["input"]
     items = [value] if isinstance(value, str) or _is_tokens(value) else value
     return sum(len(i.encode()) if isinstance(i, str) else len(i) for i in items)
 
@@ -78,14 +78,11 @@ class EmbeddingsFront(Front):
     call = "embed"
     sticky = False  # nothing to cache between embedding calls
 
-    def parse(self, body: Any) -> dict[str, Any]:
+    def parse(self, body: Any) -> Request:
         return validate_embeddings(body)
 
-    def prompt_bound(self, req: dict[str, Any]) -> PromptBound:
-        return PromptBound(input_bytes(req), 0, 0, False)
-
-    def worst_case(self, ep: EndpointInfo, req: dict[str, Any], bound: PromptBound) -> int:
-        return charged_units(ep, bound.size * ep.prompt_units + ep.request_units)
+    def worst_case(self, ep: EndpointInfo, req: Request) -> int:
+        return charged_units(ep, req.bound.size * ep.prompt_units + ep.request_units)
 
     def whole_body(self, run: Run, result: Any, usage: Usage) -> dict[str, Any]:
         assert run.winner is not None and isinstance(result, Embeddings)

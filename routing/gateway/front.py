@@ -10,12 +10,12 @@ from accounts.keys import KeyInfo
 from routing.adapters.base import Completion, Usage
 from routing.byok import is_byok
 from routing.catalog.snapshot import EndpointInfo
-from routing.gateway import tokens
 from routing.gateway.cost import worst_case_units
 from routing.gateway.run import Run
 from routing.gateway.validate import validate_completion
 from routing.gateway.wire import Headers, authenticate, send_error, usage_json
 from routing.gateway.writers import StreamWriter
+from routing.request import Request
 from routing.router import Candidate
 from switchyard.errors import SwitchyardError
 
@@ -37,20 +37,17 @@ class Front:
     async def authenticate(self, scope: dict[str, Any]) -> KeyInfo:
         return await authenticate(scope)
 
-    def parse(self, body: Any) -> dict[str, Any]:
+    def parse(self, body: Any) -> Request:
+        """The body (parsed JSON, within the input limits) as the one typed Request, or a 400."""
         return validate_completion(body, kind=self.kind)
 
-    def admit(self, req: dict[str, Any], candidates: list[Candidate]) -> list[Candidate]:
+    def admit(self, req: Request, candidates: list[Candidate]) -> list[Candidate]:
         """The routed candidates this front door can serve `req` with (all of them by default)."""
         return candidates
 
-    def prompt_bound(self, req: dict[str, Any]) -> tokens.PromptBound:
-        """What the hold must cover of everything `req` can send upstream (measured once)."""
-        return tokens.prompt_bound(req)
-
-    def worst_case(self, ep: EndpointInfo, req: dict[str, Any], bound: tokens.PromptBound) -> int:
+    def worst_case(self, ep: EndpointInfo, req: Request) -> int:
         """The most `req` can cost at `ep` (picodollars): the hold covers the largest over the candidates."""
-        return worst_case_units(ep, req, bound)
+        return worst_case_units(ep, req)
 
     async def send_error(self, send: Any, exc: SwitchyardError, extra: Headers | None = None) -> None:
         await send_error(send, exc, extra)

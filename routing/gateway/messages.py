@@ -15,13 +15,13 @@ import orjson
 
 from accounts.keys import KeyInfo
 from billing.money import from_units, json_number
-from routing.adapters.anthropic import EVENTS, MESSAGE, PASSTHROUGH_BODY
+from routing.adapters.anthropic import EVENTS, MESSAGE
 from routing.adapters.base import Completion, UpstreamFailure, Usage
+from routing.adapters.tools import tool_use_from_call
 from routing.gateway.front import Front
-from routing.gateway.messages_request import NATIVE_ONLY, body_prompt_bound, to_internal
+from routing.gateway.messages_request import body_prompt_bound, translate
 from routing.gateway.run import Run
 from routing.gateway.settlement import settle_before_reply
-from routing.gateway.tokens import PromptBound, prompt_bound, widest
 from routing.gateway.validate import validate_completion
 from routing.gateway.wire import (
     Headers,
@@ -33,6 +33,7 @@ from routing.gateway.wire import (
     send_json,
 )
 from routing.gateway.writers import StreamWriter
+from routing.request import Request
 from routing.router import Candidate
 from switchyard.errors import BadRequest, SwitchyardError
 
@@ -96,15 +97,7 @@ def content_blocks(message: dict[str, Any]) -> list[dict[str, Any]]:
         content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
     if content:
         blocks.append({"type": "text", "text": content})
-    for call in message.get("tool_calls") or ():
-        fn = call.get("function") or {}
-        try:
-            args = orjson.loads(fn.get("arguments") or "{}")
-        except orjson.JSONDecodeError:
-            args = {"_raw": fn.get("arguments")}
-        blocks.append(
-            {"type": "tool_use", "id": call.get("id") or "", "name": fn.get("name", ""), "input": args}
-        )
+    blocks.extend(tool_use_from_call(call) for call in message.get("tool_calls") or ())
     return blocks
 
 
@@ -117,20 +110,22 @@ class MessagesFront(Front):
             return await authenticate(scope)
         return await key_from_secret(secret)
 
-    def parse(self, body: Any) -> dict[str, Any]:
-        req = validate_completion(to_internal(body), kind="chat")
-        req[PASSTHROUGH_BODY] = body  # what an Anthropic-format endpoint is sent (pass-through)
-        return req
+    def parse(self, body: Any) -> Request:
+        """The translation, with the customer's own body riding along: an Anthropic-format endpoint
+        is sent that (pass-through), any other the translation, so the hold covers whichever is larger."""
+        internal, native = translate(body)
+        return validate_completion(
+            internal,
+            kind="chat",
+            passthrough=body,
+            passthrough_bound=body_prompt_bound(body),
+            native_only=native,
+        )
 
-    def prompt_bound(self, req: dict[str, Any]) -> PromptBound:
-        """An Anthropic-format endpoint is sent the customer's own body (pass-through), any other the
-        translation: the hold covers whichever is larger."""
-        return widest(prompt_bound(req), body_prompt_bound(req[PASSTHROUGH_BODY]))
-
-    def admit(self, req: dict[str, Any], candidates: list[Candidate]) -> list[Candidate]:
+    def admit(self, req: Request, candidates: list[Candidate]) -> list[Candidate]:
         """A request with blocks the internal format cannot carry goes only to Anthropic-format
         endpoints (pass-through); if the model has none, that is the request's fault: a 400."""
-        where = req.get(NATIVE_ONLY)
+        where = req.native_only
         if where is None:
             return candidates
         native = [c for c in candidates if c.endpoint.api_format == "anthropic"]

@@ -7,6 +7,13 @@ from typing import Any
 
 import orjson
 
+from routing.adapters.reasoning import budget_reasoning
+from routing.adapters.tools import (
+    CHOICE_FROM_ANTHROPIC,
+    call_from_tool_use,
+    function_from_tool,
+    tool_choice_from_anthropic,
+)
 from routing.gateway.tokens import PromptBound
 from switchyard.errors import BadRequest
 
@@ -15,8 +22,6 @@ PASSTHROUGH = ("models", "provider", "usage", "temperature", "top_p", "top_k")
 # an Anthropic-format endpoint, through pass-through.
 NATIVE_ONLY_BLOCKS = {"document", "search_result", "container_upload"}
 NATIVE_ONLY_IN_TOOL_RESULTS = {"image", "document", "search_result"}
-# Set in the internal request when it has such a block: the first one's field path and kind.
-NATIVE_ONLY = "_native_only"
 
 
 def _fail(field: str, message: str) -> BadRequest:
@@ -229,16 +234,7 @@ def _assistant_turn(content: list[Any], where: str) -> dict[str, Any]:
                 raise _fail(at, "tool_use needs an id and a name")
             _optional(block, "input", dict, at, "an object")
             _cache_control(block, at, {})
-            calls.append(
-                {
-                    "id": block["id"],
-                    "type": "function",
-                    "function": {
-                        "name": block["name"],
-                        "arguments": orjson.dumps(block.get("input") or {}).decode(),
-                    },
-                }
-            )
+            calls.append(call_from_tool_use(block))
         elif kind in ("thinking", "redacted_thinking"):
             continue  # earlier reasoning is not replayed across formats
         else:
@@ -266,16 +262,7 @@ def _tools(tools: Any) -> list[dict[str, Any]]:
         _optional(tool, "description", str, f"tools[{i}]", "a string")
         _optional(tool, "input_schema", dict, f"tools[{i}]", "an object (a JSON schema)")
         _cache_control(tool, f"tools[{i}]", {})
-        fn: dict[str, Any] = {
-            "name": tool["name"],
-            "parameters": tool.get("input_schema") or {"type": "object", "properties": {}},
-        }
-        if tool.get("description"):
-            fn["description"] = tool["description"]
-        entry: dict[str, Any] = {"type": "function", "function": fn}
-        if tool.get("cache_control"):
-            entry["cache_control"] = tool["cache_control"]
-        out.append(entry)
+        out.append(function_from_tool(tool))
     return out
 
 
@@ -283,24 +270,25 @@ def _tool_choice(choice: Any, out: dict[str, Any]) -> None:
     if not isinstance(choice, dict):
         raise _fail("tool_choice", "must be an object")
     kind = choice.get("type")
-    if kind == "auto":
-        out["tool_choice"] = "auto"
-    elif kind == "any":
-        out["tool_choice"] = "required"
-    elif kind == "none":
-        out["tool_choice"] = "none"
-    elif kind == "tool":
+    if kind == "tool":
         if not isinstance(choice.get("name"), str) or not choice["name"]:
             raise _fail("tool_choice.name", 'is required with type "tool" and must be a string')
-        out["tool_choice"] = {"type": "function", "function": {"name": choice["name"]}}
-    else:
+    elif not isinstance(kind, str) or kind not in CHOICE_FROM_ANTHROPIC:
         raise _fail("tool_choice.type", 'must be "auto", "any", "tool" or "none"')
-    if _optional(choice, "disable_parallel_tool_use", bool, "tool_choice", "true or false"):
-        out["parallel_tool_calls"] = False
+    _optional(choice, "disable_parallel_tool_use", bool, "tool_choice", "true or false")
+    out["tool_choice"], parallel = tool_choice_from_anthropic(choice)
+    if parallel is not None:
+        out["parallel_tool_calls"] = parallel
 
 
 def to_internal(body: Any) -> dict[str, Any]:
     """An Anthropic Messages request as the internal OpenAI-style chat request (unvalidated)."""
+    return translate(body)[0]
+
+
+def translate(body: Any) -> tuple[dict[str, Any], str | None]:
+    """An Anthropic Messages request as the internal OpenAI-style chat request (unvalidated), and the
+    first block in it only an Anthropic-format endpoint can take (its field path and kind), if any."""
     if not isinstance(body, dict):
         raise BadRequest("The request body must be a JSON object.")
     if not isinstance(body.get("model"), str) or not body["model"]:
@@ -374,7 +362,5 @@ def to_internal(body: Any) -> dict[str, Any]:
         budget = thinking.get("budget_tokens")
         if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
             raise _fail("thinking.budget_tokens", "must be a positive integer")
-        out["reasoning"] = {"max_tokens": budget}
-    if native:
-        out[NATIVE_ONLY] = native[0]
-    return out
+        out["reasoning"] = budget_reasoning(budget)
+    return out, (native[0] if native else None)

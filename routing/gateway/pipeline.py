@@ -47,7 +47,6 @@ async def handle(front: Front, scope: dict[str, Any], receive: Any, send: Any) -
         check_input(body)
         req = front.parse(body)
         snapshot = await catalog.get()
-        bound = front.prompt_bound(req)
         keyed = await byok_providers(key.org_id)
         if front.sticky:
             candidates = await route(
@@ -55,7 +54,7 @@ async def handle(front: Front, scope: dict[str, Any], receive: Any, send: Any) -
                 req,
                 org_id=key.org_id,
                 org_defaults=key.routing_defaults,
-                prompt_estimate=bound.size // 4,
+                prompt_estimate=req.bound.size // 4,
                 rng=_rng,
                 keyed_providers=keyed,
             )
@@ -64,7 +63,7 @@ async def handle(front: Front, scope: dict[str, Any], receive: Any, send: Any) -
                 snapshot,
                 req,
                 org_defaults=key.routing_defaults,
-                prompt_estimate=bound.size // 4,
+                prompt_estimate=req.bound.size // 4,
                 rng=_rng,
                 keyed_providers=keyed,
             )
@@ -72,7 +71,7 @@ async def handle(front: Front, scope: dict[str, Any], receive: Any, send: Any) -
         # After routing, when it is known whether the request is on the free tier; in full mode the
         # gate rides in the hold's Lua call (no extra round trip), embedded it is checked here.
         gate = await rate_gate(key, free=all(c.endpoint.is_free for c in candidates))
-        worst = max(front.worst_case(c.endpoint, req, bound) for c in candidates)
+        worst = max(front.worst_case(c.endpoint, req) for c in candidates)
         hold = await hold_place(
             org_id=key.org_id,
             key_id=key.id,
@@ -103,7 +102,7 @@ async def handle(front: Front, scope: dict[str, Any], receive: Any, send: Any) -
         record_kind=front.record_kind,
     )
     try:
-        if req["stream"]:
+        if req.stream:
             await respond_stream(front, run, send, receive)
         else:
             await respond_whole(front, run, send, receive)

@@ -14,6 +14,7 @@ from routing.catalog.snapshot import EndpointInfo
 from routing.gateway import tokens
 from routing.gateway.cost import cost_units
 from routing.health import Outcome
+from routing.request import Request
 from routing.router import Candidate
 from switchyard.shared import setting
 
@@ -38,7 +39,7 @@ class Run:
         gen_id: str,
         kind: str,
         key: KeyInfo,
-        req: dict[str, Any],
+        req: Request,
         candidates: list[Candidate],
         hold: HoldRef,
         started: float,
@@ -66,6 +67,7 @@ class Run:
         self.settled = False
         self.handed_over = False  # the settlement is written to Redis (or queued, embedded)
         self.settle_task: asyncio.Task[Any] | None = None
+        self.scratch: dict[str, Any] = {}  # what adapters keep across this request's attempts
 
     @property
     def object_name(self) -> str:
@@ -82,6 +84,7 @@ class Run:
             connect=capped(ep.timeout_connect, "SWITCHYARD_CONNECT_TIMEOUT_SECONDS"),
             first_byte=capped(ep.timeout_first_byte, "SWITCHYARD_FIRST_BYTE_TIMEOUT_SECONDS"),
             idle=capped(ep.timeout_between_chunks, "SWITCHYARD_IDLE_TIMEOUT_SECONDS"),
+            scratch=self.scratch,
         )
 
     def record_cancelled(self, cand: Candidate, began: float) -> None:
@@ -132,20 +135,21 @@ class Run:
         if self.usage is not None:
             return self.usage
         # The provider reported nothing: count with a real tokenizer and say the numbers are estimated.
+        req = self.req
         if self.kind == "embedding":
-            inputs = self.req["input"] if isinstance(self.req["input"], list) else [self.req["input"]]
+            inputs = req.input if isinstance(req.input, list) else [req.input]
             prompt = sum(tokens.count_text(t) if isinstance(t, str) else len(t) for t in inputs)
             return Usage(prompt_tokens=prompt, estimated=True)
         if self.kind == "completion":
-            prompt = tokens.count_text(self.req["prompt"])
+            prompt = tokens.count_text(req.prompt or "")
         else:
-            prompt = tokens.count_messages(self.req["messages"])
+            prompt = tokens.count_messages(req.messages or [])
         completion = tokens.count_text("".join(self.text_parts)) + tokens.count_text("".join(self.tool_args))
         return Usage(
             prompt_tokens=prompt,
             completion_tokens=completion,
             estimated=True,
-            images=tokens.count_images(self.req),
+            images=req.images,
         )
 
     def charge(self, ep: EndpointInfo, usage: Usage) -> int:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from routing.gateway.tokens import PromptBound
+from routing.request import Request, completion_request
 from switchyard.errors import BadRequest
 from switchyard.text import has_control
 
@@ -194,16 +196,24 @@ def model_ids(body: dict[str, Any]) -> list[str]:
     return out
 
 
-def validate_completion(body: Any, *, kind: str) -> dict[str, Any]:
-    """Check a chat (`kind="chat"`) or legacy text completion request; return a normalised copy."""
+def validate_completion(
+    body: Any,
+    *,
+    kind: str,
+    passthrough: dict[str, Any] | None = None,
+    passthrough_bound: PromptBound | None = None,
+    native_only: str | None = None,
+) -> Request:
+    """Check a chat (`kind="chat"`) or legacy text completion request; return it as a Request (the
+    `passthrough` arguments: a /messages body that rides along, see routing.request)."""
     if not isinstance(body, dict):
         raise BadRequest("The request body must be a JSON object.")
     req = dict(body)
-    req["_kind"] = kind
-    req["_models"] = model_ids(body)
+    models = model_ids(body)
+    cache_control = False
     if kind == "chat":
         # Marks requests whose cache_control an endpoint without explicit caching must not be sent.
-        req["_cache_control"] = _messages(body.get("messages")) or any(
+        cache_control = _messages(body.get("messages")) or any(
             isinstance(t, dict) and "cache_control" in t for t in body.get("tools") or ()
         )
     else:
@@ -254,4 +264,12 @@ def validate_completion(body: Any, *, kind: str) -> dict[str, Any]:
     if provider is not None and not isinstance(provider, dict):
         raise field_error("provider", "must be an object of routing preferences")
     req["stream"] = bool(body.get("stream"))
-    return req
+    return completion_request(
+        req,
+        kind=kind,
+        models=models,
+        cache_control=cache_control,
+        passthrough=passthrough,
+        passthrough_bound=passthrough_bound,
+        native_only=native_only,
+    )

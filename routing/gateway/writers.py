@@ -94,11 +94,7 @@ class StreamWriter:
     async def finish(self, cand: Candidate) -> None:
         """The stream's tail: a usage chunk when the request asked for one, then [DONE]."""
         run = self.run
-        req = run.req
-        wants_usage = bool(
-            (req.get("stream_options") or {}).get("include_usage") or (req.get("usage") or {}).get("include")
-        )
-        if wants_usage:
+        if run.req.wants_usage:
             usage = run.final_usage()
             run.usage = usage
             cost = run.charge(cand.endpoint, usage)
