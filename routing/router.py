@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from routing.catalog.parameters import REQUESTED_BY_FIELD
 from routing.catalog.snapshot import EndpointInfo, ModelInfo, Snapshot
 from routing.health import book, sticky_context
 from routing.request import Request
@@ -43,26 +44,6 @@ SORTS = ("price", "throughput", "latency")
 QUANTIZATIONS = {"int4", "int8", "fp4", "fp6", "fp8", "fp16", "bf16", "fp32", "unknown"}
 MAX_PRICE_FIELDS = ("prompt", "completion", "request", "image")
 PERCENTILES = ("p50", "p75", "p90", "p99")
-# Request fields that count as "parameters" for require_parameters.
-PARAMETER_FIELDS = (
-    "temperature",
-    "top_p",
-    "top_k",
-    "min_p",
-    "frequency_penalty",
-    "presence_penalty",
-    "repetition_penalty",
-    "stop",
-    "seed",
-    "tools",
-    "tool_choice",
-    "parallel_tool_calls",
-    "response_format",
-    "logprobs",
-    "top_logprobs",
-    "logit_bias",
-    "reasoning",
-)
 # The load balancer prices "this request": its estimated prompt plus this many completion tokens
 # (fewer when max_tokens says so), plus any per-request price.
 TYPICAL_COMPLETION_TOKENS = 256
@@ -212,7 +193,7 @@ def _sort_spec(prefs: dict[str, Any], variant: str | None) -> tuple[str | None, 
 
 def _requested_parameters(req: Request) -> set[str]:
     fields = req.fields
-    return {f for f in PARAMETER_FIELDS if fields.get(f) is not None}
+    return {name for field, name in REQUESTED_BY_FIELD.items() if fields.get(field) is not None}
 
 
 def _per_token_units(usd_per_million: Decimal) -> Decimal:

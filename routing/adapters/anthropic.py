@@ -27,6 +27,7 @@ from routing.adapters.tools import (
     tool_from_function,
     tool_use_from_call,
 )
+from routing.catalog.parameters import ANTHROPIC_PARAMETER
 from routing.catalog.snapshot import EndpointInfo
 from routing.gateway.tokens import count_text
 from routing.request import Request
@@ -53,16 +54,6 @@ EVENTS = "_anthropic_events"
 # Never sent upstream: Switchyard's own fields, and `service_tier` (a priority tier is billed at other
 # prices than the catalog's).
 NOT_FORWARDED = frozenset({"models", "provider", "usage", "transforms", "route", "plugins", "service_tier"})
-# Anthropic fields sent only to endpoints whose supported_parameters list this name (or list nothing).
-PARAMETER_OF = {
-    "temperature": "temperature",
-    "top_p": "top_p",
-    "top_k": "top_k",
-    "stop_sequences": "stop",
-    "tools": "tools",
-    "tool_choice": "tool_choice",
-    "thinking": "reasoning",
-}
 
 
 # ---- request: OpenAI -> Anthropic -----------------------------------------------------------------
@@ -212,7 +203,8 @@ def passthrough_body(raw: dict[str, Any], ep: EndpointInfo, *, stream: bool) -> 
     body = {
         k: v
         for k, v in raw.items()
-        if k not in NOT_FORWARDED and (not supported or k not in PARAMETER_OF or PARAMETER_OF[k] in supported)
+        if k not in NOT_FORWARDED
+        and (not supported or k not in ANTHROPIC_PARAMETER or ANTHROPIC_PARAMETER[k] in supported)
     }
     body["model"] = ep.provider_model_id
     if stream:

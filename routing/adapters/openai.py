@@ -19,27 +19,9 @@ from routing.adapters.base import (
 )
 from routing.adapters.caching import tools_without_cache_control, without_cache_control
 from routing.adapters.reasoning import reasoning_effort
+from routing.catalog.parameters import FORWARDED_FIELDS
 from routing.request import Request
 
-# Fields the gateway may forward, keyed by the `supported_parameters` name that allows them.
-PARAM_FIELDS: dict[str, tuple[str, ...]] = {
-    "temperature": ("temperature",),
-    "top_p": ("top_p",),
-    "top_k": ("top_k",),
-    "min_p": ("min_p",),
-    "frequency_penalty": ("frequency_penalty",),
-    "presence_penalty": ("presence_penalty",),
-    "repetition_penalty": ("repetition_penalty",),
-    "stop": ("stop",),
-    "seed": ("seed",),
-    "tools": ("tools",),
-    "tool_choice": ("tool_choice",),
-    "parallel_tool_calls": ("parallel_tool_calls",),
-    "response_format": ("response_format",),
-    "logprobs": ("logprobs",),
-    "top_logprobs": ("top_logprobs",),
-    "logit_bias": ("logit_bias",),
-}
 # Per-provider quirks live here and only here.
 MAX_TOKENS_FIELD = {"openai": "max_completion_tokens", "azure": "max_completion_tokens"}
 NO_STREAM_OPTIONS: set[str] = set()
@@ -66,7 +48,7 @@ def forwardable(req: Request, supported: frozenset[str]) -> dict[str, Any]:
     """The request's sampling/tool fields this endpoint accepts (all known ones when it lists none)."""
     fields = req.fields
     out: dict[str, Any] = {}
-    for param, names in PARAM_FIELDS.items():
+    for param, names in FORWARDED_FIELDS.items():
         if supported and param not in supported:
             continue
         for name in names:
