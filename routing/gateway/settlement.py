@@ -20,7 +20,8 @@ from routing.gateway.cost import cost_units
 from routing.gateway.run import Run
 from routing.ratelimit import tokens_charge_later
 from switchyard import metrics
-from switchyard.shared import redis_enabled, setting, spawn_detached
+from switchyard.retry import GaveUp, retry
+from switchyard.shared import redis_enabled, spawn_detached
 
 logger = logging.getLogger("switchyard.gateway")
 
@@ -135,23 +136,20 @@ async def _finish(
     # Failure policy: a settlement that cannot reach Redis is retried with backoff for
     # SETTLE_RETRY_SECONDS (the Lua call is idempotent on the generation id), so a request answered
     # while Redis blinked is still charged once when it returns.
-    deadline = time.monotonic() + float(setting("SWITCHYARD_SETTLE_RETRY_SECONDS"))
-    attempt = 0
-    while True:
-        attempt += 1
-        try:
-            # First the reply to the call settle() wrote, then (after a failure) calls anew.
-            await (handed if handed is not None else hold_settle(run.hold, **settlement))
-            if redis_enabled():
-                usage_kept(settlement["event"])  # until surely drained (billing/recovery.py)
-            return
-        except Exception:
-            handed = None
-            if attempt <= 3:
-                logger.exception("settlement of %s failed (attempt %d)", run.gen_id, attempt)
-            if time.monotonic() >= deadline:
-                break
-            await asyncio.sleep(min(0.2 * 2 ** min(attempt, 5), 5.0))
-    logger.error(
-        "could not settle %s; its hold will expire and the auditor will see it: %s", run.gen_id, event
-    )
+    pending = handed
+
+    async def settle_once() -> Any:
+        nonlocal pending
+        # First the reply to the call settle() wrote, then (after a failure) calls anew.
+        call, pending = pending, None
+        return await (call if call is not None else hold_settle(run.hold, **settlement))
+
+    try:
+        await retry(settle_once, what=f"settlement of {run.gen_id}", log=logger)
+    except GaveUp:
+        logger.error(
+            "could not settle %s; its hold will expire and the auditor will see it: %s", run.gen_id, event
+        )
+        return
+    if redis_enabled():
+        usage_kept(settlement["event"])  # until surely drained (billing/recovery.py)
