@@ -18,12 +18,11 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-import orjson
-
+from routing.catalog.parameters import REQUESTED_BY_FIELD
 from routing.catalog.snapshot import EndpointInfo, ModelInfo, Snapshot
 from routing.health import book, sticky_context
+from routing.request import Request
 from switchyard.errors import BadRequest, NoProviderAvailable, NotFound
-from switchyard.shared import setting
 
 VARIANTS = {"free", "floor", "nitro", "online", "thinking", "extended"}
 PREF_KEYS = {
@@ -45,32 +44,9 @@ SORTS = ("price", "throughput", "latency")
 QUANTIZATIONS = {"int4", "int8", "fp4", "fp6", "fp8", "fp16", "bf16", "fp32", "unknown"}
 MAX_PRICE_FIELDS = ("prompt", "completion", "request", "image")
 PERCENTILES = ("p50", "p75", "p90", "p99")
-# Request fields that count as "parameters" for require_parameters.
-PARAMETER_FIELDS = (
-    "temperature",
-    "top_p",
-    "top_k",
-    "min_p",
-    "frequency_penalty",
-    "presence_penalty",
-    "repetition_penalty",
-    "stop",
-    "seed",
-    "tools",
-    "tool_choice",
-    "parallel_tool_calls",
-    "response_format",
-    "logprobs",
-    "top_logprobs",
-    "logit_bias",
-    "reasoning",
-)
 # The load balancer prices "this request": its estimated prompt plus this many completion tokens
 # (fewer when max_tokens says so), plus any per-request price.
 TYPICAL_COMPLETION_TOKENS = 256
-# Sticky routing hashes the organisation, the model and the conversation's opening (first system and
-# first user message, or the prompt) cut to this many characters.
-STICKY_PREFIX_CHARS = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,18 +191,9 @@ def _sort_spec(prefs: dict[str, Any], variant: str | None) -> tuple[str | None, 
 # ---- filtering ------------------------------------------------------------------------------------
 
 
-def _requested_parameters(req: dict[str, Any]) -> set[str]:
-    return {f for f in PARAMETER_FIELDS if req.get(f) is not None}
-
-
-def _has_images(req: dict[str, Any]) -> bool:
-    for m in req.get("messages") or ():
-        content = m.get("content") if isinstance(m, dict) else None
-        if isinstance(content, list) and any(
-            isinstance(p, dict) and p.get("type") == "image_url" for p in content
-        ):
-            return True
-    return False
+def _requested_parameters(req: Request) -> set[str]:
+    fields = req.fields
+    return {name for field, name in REQUESTED_BY_FIELD.items() if fields.get(field) is not None}
 
 
 def _per_token_units(usd_per_million: Decimal) -> Decimal:
@@ -258,7 +225,7 @@ NO_KEY = "no platform key: "
 def _exclusion(
     model: ModelInfo,
     ep: EndpointInfo,
-    req: dict[str, Any],
+    req: Request,
     prefs: dict[str, Any],
     variant: str | None,
     prompt_estimate: int,
@@ -286,26 +253,22 @@ def _exclusion(
     if reason:
         return reason
     params = ep.supported_parameters
-    if req.get("tools") and params and "tools" not in params:
+    if req.tools and params and "tools" not in params:
         return "does not support tools"
-    fmt = (
-        (req.get("response_format") or {}).get("type")
-        if isinstance(req.get("response_format"), dict)
-        else None
-    )
+    fmt = req.response_format.get("type") if isinstance(req.response_format, dict) else None
     if (
         fmt in ("json_object", "json_schema")
         and params
         and not params & {"response_format", "structured_outputs"}
     ):
         return "does not support JSON mode (response_format)"
-    if _has_images(req) and "image" not in model.input_modalities:
+    if req.images and "image" not in model.input_modalities:
         return "model does not accept image input"
     if prefs.get("require_parameters"):
         missing = _requested_parameters(req) - params
         if missing:
             return f"does not support {', '.join(sorted(missing))} (provider.require_parameters)"
-    max_tokens = req.get("max_tokens") or 0
+    max_tokens = req.max_tokens or 0
     if ep.max_completion_tokens and max_tokens > ep.max_completion_tokens:
         return f"max_tokens above the endpoint's limit of {ep.max_completion_tokens}"
     if ep.context_length and prompt_estimate + max_tokens > ep.context_length:
@@ -413,15 +376,15 @@ def _apply_breakers(candidates: list[Candidate], now: float) -> list[Candidate]:
 
 def _plan(
     snapshot: Snapshot,
-    req: dict[str, Any],
+    req: Request,
     org_defaults: dict[str, Any] | None,
     prompt_estimate: int,
     rng: random.Random,
     keyed: frozenset[str] = frozenset(),
 ) -> tuple[list[Candidate], dict[str, Any]]:
-    prefs = merge_preferences(org_defaults or {}, req.get("provider"))
+    prefs = merge_preferences(org_defaults or {}, req.provider)
     now = time.time()
-    completion = min(req.get("max_tokens") or TYPICAL_COMPLETION_TOKENS, TYPICAL_COMPLETION_TOKENS)
+    completion = min(req.max_tokens or TYPICAL_COMPLETION_TOKENS, TYPICAL_COMPLETION_TOKENS)
 
     def cost(ep: EndpointInfo) -> int:
         return request_cost(ep, prompt_estimate, completion)
@@ -431,7 +394,7 @@ def _plan(
     candidates: list[Candidate] = []
     reasons: dict[str, str] = {}
     global_sort: str | None = None
-    for requested in req["_models"]:
+    for requested in req.models:
         if requested in snapshot.models:
             slug, variant = requested, None
         else:
@@ -440,8 +403,8 @@ def _plan(
         if model is None:
             continue
         known_any = True
-        if (req["_kind"] == "chat" and "text" not in model.output_modalities) or (
-            (req["_kind"] == "embedding") != ("embeddings" in model.output_modalities)
+        if (req.kind == "chat" and "text" not in model.output_modalities) or (
+            (req.kind == "embedding") != ("embeddings" in model.output_modalities)
         ):
             wrong_kind.append(slug)
             continue
@@ -457,17 +420,17 @@ def _plan(
         if sort in SORTS and partition == "none" and not prefs.get("order"):
             global_sort = sort
         candidates.extend(Candidate(model, ep) for ep in _order(fitting, prefs, sort, cost, rng, now))
-    if known_any and not candidates and len(wrong_kind) == len(req["_models"]):
-        what = "embeddings" if req["_kind"] == "embedding" else "text generation"
+    if known_any and not candidates and len(wrong_kind) == len(req.models):
+        what = "embeddings" if req.kind == "embedding" else "text generation"
         raise BadRequest(
             f"Model {', '.join(wrong_kind)} does not serve {what}; see its output_modalities in GET /api/v1/models.",
             metadata={"field": "model"},
         )
     if not known_any:
-        names = ", ".join(req["_models"])
+        names = ", ".join(req.models)
         raise NotFound(
             f"Model {names} does not exist. See GET /api/v1/models for the catalog.",
-            metadata={"models": req["_models"]},
+            metadata={"models": req.models},
         )
     if global_sort is not None:
         # sort.partition "none": the fallback models' endpoints compete with the first model's.
@@ -479,7 +442,7 @@ def _plan(
     candidates = _apply_breakers(candidates, now)
     if not candidates:
         raise NoProviderAvailable(
-            _no_provider_message(reasons), metadata={"models": req["_models"], "excluded": reasons}
+            _no_provider_message(reasons), metadata={"models": req.models, "excluded": reasons}
         )
     return candidates, prefs
 
@@ -506,7 +469,7 @@ def _no_provider_message(reasons: dict[str, str]) -> str:
 
 def plan(
     snapshot: Snapshot,
-    req: dict[str, Any],
+    req: Request,
     *,
     org_defaults: dict[str, Any] | None = None,
     prompt_estimate: int = 0,
@@ -527,29 +490,15 @@ def _caches(ep: EndpointInfo) -> bool:
     return 0 < ep.cache_read_units < ep.prompt_units
 
 
-def _opening(req: dict[str, Any]) -> str:
-    if req["_kind"] == "completion":
-        return str(req.get("prompt") or "")[:STICKY_PREFIX_CHARS]
-    system = user = None
-    for m in req.get("messages") or ():
-        role = m.get("role")
-        if system is None and role in ("system", "developer"):
-            system = m.get("content")
-        elif user is None and role == "user":
-            user = m.get("content")
-        if system is not None and user is not None:
-            break
-    return orjson.dumps([system, user]).decode()[:STICKY_PREFIX_CHARS]
-
-
-def sticky_key(org_id: int, model: str, req: dict[str, Any]) -> str:
-    raw = f"{org_id}\x00{model}\x00{_opening(req)}".encode()
+def sticky_key(org_id: int, model: str, opening: str) -> str:
+    """The sticky-routing key of an organisation's conversation (its opening: routing.request)."""
+    raw = f"{org_id}\x00{model}\x00{opening}".encode()
     return hashlib.blake2b(raw, digest_size=16).hexdigest()
 
 
 async def route(
     snapshot: Snapshot,
-    req: dict[str, Any],
+    req: Request,
     *,
     org_id: int,
     org_defaults: dict[str, Any] | None = None,
@@ -572,14 +521,14 @@ async def route(
         prefs.get("order")
         or prefs.get("sort")
         or prefs.get("sort_by")
-        or prompt_estimate < int(setting("SWITCHYARD_STICKY_MIN_PROMPT_TOKENS"))
+        or req.opening is None  # too short for a provider to cache (routing.request)
         or len(candidates) < 2
     ):
         return candidates
     primary = candidates[0].model.slug
     if not any(_caches(c.endpoint) for c in candidates if c.model.slug == primary):
         return candidates
-    key = sticky_key(org_id, req["_models"][0], req)
+    key = sticky_key(org_id, req.models[0], req.opening)
     sticky_context.set(key)
     remembered = await book.sticky_get(key)
     if remembered is None:

@@ -3,7 +3,7 @@
 On SIGTERM (or the first SIGINT) the ASGI server stops accepting connections and waits for the open
 ones. Streams can run for minutes, so after `SWITCHYARD_SHUTDOWN_DRAIN_SECONDS` the streams still
 running are stopped: the hot path ends each with an in-stream error chunk and `[DONE]`, and settles
-its hold for what was produced (see routing.gateway.app._respond_stream). The signal hook chains to
+its hold for what was produced (see routing.gateway.pipeline.respond_stream). The signal hook chains to
 the server's own handler, so it works under any uvicorn invocation with lifespan on; `manage.py
 serve` sets uvicorn's own graceful timeout a little above the deadline as a backstop.
 """

@@ -3,7 +3,6 @@ pieces; and pass-through of a customer's own Anthropic request (from the `/messa
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncGenerator
 from typing import Any
 
@@ -21,13 +20,20 @@ from routing.adapters.base import (
 )
 from routing.adapters.caching import tools_without_cache_control, without_cache_control
 from routing.adapters.openai import forwardable
+from routing.adapters.reasoning import MIN_THINKING_BUDGET, ReasoningStripped, thinking_budget
+from routing.adapters.tools import (
+    call_from_tool_use,
+    tool_choice_to_anthropic,
+    tool_from_function,
+    tool_use_from_call,
+)
+from routing.catalog.parameters import ANTHROPIC_PARAMETER
 from routing.catalog.snapshot import EndpointInfo
 from routing.gateway.tokens import count_text
+from routing.request import Request
 
 API_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096
-MIN_THINKING_BUDGET = 1024
-EFFORT_SHARE = {"minimal": 0.1, "low": 0.2, "medium": 0.5, "high": 0.8}
 
 STOP_REASONS = {
     "end_turn": "stop",
@@ -39,26 +45,15 @@ STOP_REASONS = {
     "refusal": "content_filter",
 }
 
-# Pass-through: the internal request carries the customer's own /messages body under PASSTHROUGH_BODY;
+# Pass-through: the internal request carries the customer's own /messages body (Request.passthrough);
 # this adapter then sends that body (see passthrough_body) rather than a translation, keeps the
 # provider's answer on the Completion (extra[MESSAGE]), and tags stream items with the provider's own
 # events (EVENTS) for the /messages front door to pass on.
-PASSTHROUGH_BODY = "_anthropic_body"
 MESSAGE = "anthropic_message"
 EVENTS = "_anthropic_events"
 # Never sent upstream: Switchyard's own fields, and `service_tier` (a priority tier is billed at other
 # prices than the catalog's).
 NOT_FORWARDED = frozenset({"models", "provider", "usage", "transforms", "route", "plugins", "service_tier"})
-# Anthropic fields sent only to endpoints whose supported_parameters list this name (or list nothing).
-PARAMETER_OF = {
-    "temperature": "temperature",
-    "top_p": "top_p",
-    "top_k": "top_k",
-    "stop_sequences": "stop",
-    "tools": "tools",
-    "tool_choice": "tool_choice",
-    "thinking": "reasoning",
-}
 
 
 # ---- request: OpenAI -> Anthropic -----------------------------------------------------------------
@@ -111,16 +106,6 @@ def _blocks(content: Any) -> list[dict[str, Any]]:
     return out
 
 
-def _arguments(raw: Any) -> Any:
-    if isinstance(raw, dict):
-        return raw
-    try:
-        value = json.loads(raw or "{}")
-    except (TypeError, ValueError):
-        return {"_raw": raw}
-    return value if isinstance(value, dict) else {"value": value}
-
-
 def _tool_result(m: dict[str, Any]) -> dict[str, Any]:
     content = m.get("content")
     block: dict[str, Any] = {"type": "tool_result", "tool_use_id": m["tool_call_id"]}
@@ -147,16 +132,7 @@ def convert_messages(messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any
             turn_role, blocks = "user", [_tool_result(m)]
         elif role == "assistant":
             turn_role, blocks = "assistant", _blocks(m.get("content"))
-            for call in m.get("tool_calls") or []:
-                fn = call.get("function") or {}
-                blocks.append(
-                    {
-                        "type": "tool_use",
-                        "id": call.get("id") or "",
-                        "name": fn.get("name", ""),
-                        "input": _arguments(fn.get("arguments")),
-                    }
-                )
+            blocks.extend(tool_use_from_call(call) for call in m.get("tool_calls") or [])
         else:
             turn_role, blocks = "user", _blocks(m.get("content"))
         if not blocks:
@@ -171,57 +147,8 @@ def convert_messages(messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any
     return system, out
 
 
-def convert_tools(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    out = []
-    for tool in tools:
-        fn = tool["function"]
-        entry: dict[str, Any] = {
-            "name": fn["name"],
-            "input_schema": fn.get("parameters") or {"type": "object", "properties": {}},
-        }
-        if fn.get("description"):
-            entry["description"] = fn["description"]
-        if tool.get("cache_control"):
-            entry["cache_control"] = tool["cache_control"]
-        out.append(entry)
-    return out
-
-
-def convert_tool_choice(choice: Any, parallel: Any) -> dict[str, Any] | None:
-    if choice is None and parallel is None:
-        return None
-    if isinstance(choice, dict):
-        out: dict[str, Any] = {"type": "tool", "name": choice["function"]["name"]}
-    elif choice == "required":
-        out = {"type": "any"}
-    elif choice == "none":
-        return {"type": "none"}
-    else:
-        out = {"type": "auto"}
-    if parallel is False:
-        out["disable_parallel_tool_use"] = True
-    return out
-
-
-def thinking_budget(reasoning: Any, max_tokens: int) -> int | None:
-    """OpenRouter's `reasoning` as an Anthropic thinking budget, or None for no thinking."""
-    if not isinstance(reasoning, dict) or reasoning.get("enabled") is False:
-        return None
-    if reasoning.get("max_tokens"):
-        budget = int(reasoning["max_tokens"])
-    else:
-        share = EFFORT_SHARE.get(str(reasoning.get("effort") or "medium"), 0.5)
-        budget = int(max_tokens * share)
-    return max(budget, MIN_THINKING_BUDGET)
-
-
-def reasoning_excluded(req: dict[str, Any]) -> bool:
-    reasoning = req.get("reasoning")
-    return isinstance(reasoning, dict) and bool(reasoning.get("exclude"))
-
-
 def build_body(
-    req: dict[str, Any],
+    req: Request,
     *,
     model: str,
     supported: frozenset[str],
@@ -230,10 +157,11 @@ def build_body(
 ) -> dict[str, Any]:
     """The Anthropic request body for an OpenAI-style chat request (only the parameters the endpoint
     takes; `cache_control` only when the endpoint takes explicit caching)."""
-    strip = not caching and req.get("_cache_control", True)
-    messages_in = without_cache_control(req["messages"]) if strip else req["messages"]
+    messages = req.messages or []
+    strip = not caching and req.cache_control
+    messages_in = without_cache_control(messages) if strip else messages
     system, messages = convert_messages(messages_in)
-    max_tokens = int(req.get("max_tokens") or max_default or DEFAULT_MAX_TOKENS)
+    max_tokens = int(req.max_tokens or max_default or DEFAULT_MAX_TOKENS)
     body: dict[str, Any] = {"model": model, "max_tokens": max_tokens, "messages": messages}
     if system:
         if all(set(b) == {"type", "text"} for b in system):
@@ -249,14 +177,14 @@ def build_body(
         body["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
     if params.get("tools"):
         tools = tools_without_cache_control(params["tools"]) if strip else params["tools"]
-        body["tools"] = convert_tools(tools)
-        choice = convert_tool_choice(params.get("tool_choice"), params.get("parallel_tool_calls"))
+        body["tools"] = [tool_from_function(tool) for tool in tools]
+        choice = tool_choice_to_anthropic(params.get("tool_choice"), params.get("parallel_tool_calls"))
         if choice is not None:
             body["tool_choice"] = choice
-    if req.get("user"):
-        body["metadata"] = {"user_id": str(req["user"])[:256]}
+    if req.user:
+        body["metadata"] = {"user_id": str(req.user)[:256]}
     if not supported or "reasoning" in supported:
-        budget = thinking_budget(req.get("reasoning"), max_tokens)
+        budget = thinking_budget(req.reasoning, max_tokens)
         # Anthropic wants MIN_THINKING_BUDGET <= budget_tokens < max_tokens: with room for less than
         # that, the request runs without extended thinking rather than being refused upstream.
         if budget is not None and max_tokens > MIN_THINKING_BUDGET:
@@ -275,7 +203,8 @@ def passthrough_body(raw: dict[str, Any], ep: EndpointInfo, *, stream: bool) -> 
     body = {
         k: v
         for k, v in raw.items()
-        if k not in NOT_FORWARDED and (not supported or k not in PARAMETER_OF or PARAMETER_OF[k] in supported)
+        if k not in NOT_FORWARDED
+        and (not supported or k not in ANTHROPIC_PARAMETER or ANTHROPIC_PARAMETER[k] in supported)
     }
     body["model"] = ep.provider_model_id
     if stream:
@@ -329,16 +258,7 @@ def parse_message(data: dict[str, Any], *, exclude_reasoning: bool = False) -> C
         elif kind == "thinking":
             thinking.append(block.get("thinking") or "")
         elif kind == "tool_use":
-            calls.append(
-                {
-                    "id": block["id"],
-                    "type": "function",
-                    "function": {
-                        "name": block["name"],
-                        "arguments": orjson.dumps(block.get("input") or {}).decode(),
-                    },
-                }
-            )
+            calls.append(call_from_tool_use(block))
     native = data.get("stop_reason")
     message: dict[str, Any] = {"role": "assistant", "content": "".join(text) or None, "refusal": None}
     if calls:
@@ -358,16 +278,16 @@ def parse_message(data: dict[str, Any], *, exclude_reasoning: bool = False) -> C
     )
 
 
-class AnthropicAdapter(Adapter):
+class AnthropicAdapter(ReasoningStripped):
     def build_request(
-        self, ctx: CallContext, req: dict[str, Any], *, stream: bool
+        self, ctx: CallContext, req: Request, *, stream: bool
     ) -> tuple[str, dict[str, str], bytes]:
         ep = ctx.endpoint
-        if req["_kind"] != "chat":
+        if req.kind != "chat":
             raise UpstreamFailure(
                 400, "Anthropic models only serve chat requests.", retriable=True, kind="unsupported"
             )
-        raw = req.get(PASSTHROUGH_BODY)
+        raw = req.passthrough
         if raw is not None:
             body = passthrough_body(raw, ep, stream=stream)
         else:
@@ -389,13 +309,6 @@ class AnthropicAdapter(Adapter):
             headers["x-api-key"] = ctx.api_key
         return ep.base_url.rstrip("/") + "/messages", headers, orjson.dumps(body)
 
-    async def complete(self, ctx: CallContext, req: dict[str, Any]) -> Completion:
-        completion = await super().complete(ctx, req)
-        if reasoning_excluded(req):
-            for choice in completion.choices:
-                choice["message"].pop("reasoning", None)
-        return completion
-
     def parse_response(self, data: dict[str, Any]) -> Completion:
         completion = parse_message(data)
         completion.extra[MESSAGE] = data  # what pass-through answers with
@@ -404,35 +317,14 @@ class AnthropicAdapter(Adapter):
     def stream_events(self) -> StreamTranslator:
         return AnthropicStream()
 
-    async def stream(
-        self, ctx: CallContext, req: dict[str, Any]
-    ) -> AsyncGenerator[dict[str, Any] | Usage, None]:
-        if req.get(PASSTHROUGH_BODY) is not None:
+    async def stream(self, ctx: CallContext, req: Request) -> AsyncGenerator[dict[str, Any] | Usage, None]:
+        if req.passthrough is not None:
             # The same HTTP and deadline machinery, with a translator that keeps the provider's events.
             async for item in Adapter.stream(_PASSTHROUGH, ctx, req):
                 yield item
             return
-        exclude = reasoning_excluded(req)
-        async for item in super().stream(ctx, req):
-            if exclude and isinstance(item, dict):
-                stripped = strip_reasoning(item)
-                if stripped is None:
-                    continue
-                item = stripped
+        async for item in super().stream(ctx, req):  # (reasoning stripped when excluded)
             yield item
-
-
-def strip_reasoning(chunk: dict[str, Any]) -> dict[str, Any] | None:
-    choices = []
-    for choice in chunk.get("choices") or ():
-        delta = choice.get("delta") or {}
-        if "reasoning" in delta:
-            delta = {k: v for k, v in delta.items() if k != "reasoning"}
-            if not delta and not choice.get("finish_reason"):
-                continue
-            choice = {**choice, "delta": delta}
-        choices.append(choice)
-    return {**chunk, "choices": choices} if choices else None
 
 
 class AnthropicStream(StreamTranslator):

@@ -18,6 +18,7 @@ import orjson
 
 from routing.catalog.snapshot import EndpointInfo
 from routing.gateway.upstream import ConnectFailed, HeaderNotEncodable, Response, upstream_pool
+from routing.request import Request
 from switchyard.timeouts import within
 
 logger = logging.getLogger("switchyard.adapters")
@@ -92,6 +93,9 @@ class CallContext:
     connect: float = 0.0
     first_byte: float = 0.0  # from the start of the attempt until the answer starts (first event)
     idle: float = 0.0  # longest silence between events once the answer has started
+    # State an adapter keeps for this request across its attempts (Gemini's fetched images), never on
+    # the Request itself; the gateway hands every attempt of one request the same dict.
+    scratch: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         ep = self.endpoint
@@ -210,7 +214,7 @@ class Adapter:
     """Base adapter. HTTP adapters fill in the four translation hooks; `simulated` overrides the calls."""
 
     def build_request(
-        self, ctx: CallContext, req: dict[str, Any], *, stream: bool
+        self, ctx: CallContext, req: Request, *, stream: bool
     ) -> tuple[str, dict[str, str], bytes]:
         raise NotImplementedError
 
@@ -232,7 +236,7 @@ class Adapter:
 
     # ---- calls -------------------------------------------------------------------------------
 
-    async def _open(self, ctx: CallContext, req: dict[str, Any], *, stream: bool) -> Response:
+    async def _open(self, ctx: CallContext, req: Request, *, stream: bool) -> Response:
         url, headers, body = self.build_request(ctx, req, stream=stream)
         ep = ctx.endpoint
         wait = ctx.until_first_byte()
@@ -294,7 +298,7 @@ class Adapter:
             raise failure
         return resp
 
-    async def complete(self, ctx: CallContext, req: dict[str, Any]) -> Completion:
+    async def complete(self, ctx: CallContext, req: Request) -> Completion:
         data = await self._call_json(ctx, req)
         try:
             return self.parse_response(data)
@@ -309,7 +313,7 @@ class Adapter:
                 kind="malformed",
             )
 
-    async def embed(self, ctx: CallContext, req: dict[str, Any]) -> Embeddings:
+    async def embed(self, ctx: CallContext, req: Request) -> Embeddings:
         raise UpstreamFailure(
             400,
             f"{ctx.endpoint.provider_name} does not serve embeddings through Switchyard.",
@@ -317,7 +321,7 @@ class Adapter:
             kind="unsupported",
         )
 
-    async def _call_json(self, ctx: CallContext, req: dict[str, Any]) -> dict[str, Any]:
+    async def _call_json(self, ctx: CallContext, req: Request) -> dict[str, Any]:
         """One non-streamed call: the provider's JSON object, or an UpstreamFailure.
 
         The headers must come within the first-byte deadline; a non-streamed body is one event, so
@@ -359,9 +363,7 @@ class Adapter:
                 kind="malformed",
             )
 
-    async def stream(
-        self, ctx: CallContext, req: dict[str, Any]
-    ) -> AsyncGenerator[dict[str, Any] | Usage, None]:
+    async def stream(self, ctx: CallContext, req: Request) -> AsyncGenerator[dict[str, Any] | Usage, None]:
         """Yield OpenAI chunk dicts (choices deltas) and, at most once, a Usage.
 
         Raises UpstreamFailure; the caller decides whether it was before or after the first byte.

@@ -11,9 +11,8 @@ from typing import Any
 
 import orjson
 
-from routing.adapters.anthropic import EFFORT_SHARE, parse_data_uri, reasoning_excluded, strip_reasoning
+from routing.adapters.anthropic import parse_data_uri
 from routing.adapters.base import (
-    Adapter,
     CallContext,
     Completion,
     Embeddings,
@@ -24,6 +23,9 @@ from routing.adapters.base import (
     usage_fields,
 )
 from routing.adapters.openai import forwardable
+from routing.adapters.reasoning import ReasoningStripped, thinking_config
+from routing.gateway.images import ImageFetchError, image_urls, inline_images
+from routing.request import Request
 
 FILTERED = {"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY", "LANGUAGE"}
 FINISH_REASONS = {"STOP": "stop", "MAX_TOKENS": "length", **{r: "content_filter" for r in FILTERED}}
@@ -150,23 +152,10 @@ def convert_tool_config(choice: Any) -> dict[str, Any] | None:
     return {"functionCallingConfig": {"mode": mode}}
 
 
-def thinking_config(reasoning: Any, max_tokens: int | None) -> dict[str, Any] | None:
-    if not isinstance(reasoning, dict):
-        return None
-    if reasoning.get("enabled") is False:
-        return {"thinkingBudget": 0}
-    config: dict[str, Any] = {"includeThoughts": not reasoning.get("exclude", False)}
-    if reasoning.get("max_tokens"):
-        config["thinkingBudget"] = int(reasoning["max_tokens"])
-    elif reasoning.get("effort") and max_tokens:
-        config["thinkingBudget"] = max(int(max_tokens * EFFORT_SHARE.get(reasoning["effort"], 0.5)), 1024)
-    return config
-
-
 def build_body(
-    req: dict[str, Any], *, supported: frozenset[str], images: dict[str, tuple[str, str]] | None = None
+    req: Request, *, supported: frozenset[str], images: dict[str, tuple[str, str]] | None = None
 ) -> dict[str, Any]:
-    system, contents = convert_contents(req["messages"], images)
+    system, contents = convert_contents(req.messages or [], images)
     body: dict[str, Any] = {"contents": contents}
     if system:
         body["systemInstruction"] = system
@@ -182,8 +171,8 @@ def build_body(
     ):
         if params.get(ours) is not None:
             config[theirs] = params[ours]
-    if req.get("max_tokens"):
-        config["maxOutputTokens"] = req["max_tokens"]
+    if req.max_tokens:
+        config["maxOutputTokens"] = req.max_tokens
     stop = params.get("stop")
     if stop:
         config["stopSequences"] = [stop] if isinstance(stop, str) else list(stop)
@@ -194,7 +183,7 @@ def build_body(
         if schema:
             config["responseSchema"] = clean_schema(schema)
     if not supported or "reasoning" in supported:
-        thinking = thinking_config(req.get("reasoning"), req.get("max_tokens"))
+        thinking = thinking_config(req.reasoning, req.max_tokens)
         if thinking:
             config["thinkingConfig"] = thinking
     if config:
@@ -299,9 +288,9 @@ def _unsupported(message: str) -> UpstreamFailure:
     return UpstreamFailure(400, message, retriable=True, kind="unsupported")
 
 
-def embed_body(req: dict[str, Any], model: str) -> dict[str, Any]:
+def embed_body(req: Request, model: str) -> dict[str, Any]:
     """An OpenAI embeddings request as a batchEmbedContents body: one request per input string."""
-    value = req["input"]
+    value = req.input
     inputs = [value] if isinstance(value, str) else value
     if not all(isinstance(text, str) for text in inputs):
         raise _unsupported("Gemini embeddings take text, not token arrays.")
@@ -310,13 +299,13 @@ def embed_body(req: dict[str, Any], model: str) -> dict[str, Any]:
     requests = []
     for text in inputs:
         one: dict[str, Any] = {"model": f"models/{model}", "content": {"parts": [{"text": text}]}}
-        if req.get("dimensions"):
-            one["outputDimensionality"] = req["dimensions"]
+        if req.fields.get("dimensions"):
+            one["outputDimensionality"] = req.fields["dimensions"]
         requests.append(one)
     return {"requests": requests}
 
 
-def parse_embeddings(data: dict[str, Any], req: dict[str, Any]) -> Embeddings:
+def parse_embeddings(data: dict[str, Any], req: Request) -> Embeddings:
     """`embeddings[].values` as OpenAI's `data` items (float lists, or base64 float32 when asked).
     Gemini reports no usage: the gateway counts the input's tokens and marks them estimated."""
     items = data.get("embeddings")
@@ -328,29 +317,33 @@ def parse_embeddings(data: dict[str, Any], req: dict[str, Any]) -> Embeddings:
     for index, item in enumerate(items):
         vector = item["values"]
         encoded: Any = vector
-        if req.get("encoding_format") == "base64":
+        if req.fields.get("encoding_format") == "base64":
             encoded = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
         out.append({"object": "embedding", "index": index, "embedding": encoded})
     return Embeddings(data=out, usage=None)
 
 
-class GeminiAdapter(Adapter):
+# CallContext.scratch key: the images of a request fetched for Gemini (shared by its attempts).
+IMAGES = "gemini_images"
+
+
+class GeminiAdapter(ReasoningStripped):
     def build_request(
-        self, ctx: CallContext, req: dict[str, Any], *, stream: bool
+        self, ctx: CallContext, req: Request, *, stream: bool
     ) -> tuple[str, dict[str, str], bytes]:
         ep = ctx.endpoint
         model = ep.provider_model_id.removeprefix("models/")
-        if req["_kind"] == "embedding":
+        if req.kind == "embedding":
             headers = {"Content-Type": "application/json", "Accept": "application/json"}
             if ctx.api_key:
                 headers["x-goog-api-key"] = ctx.api_key
             url = f"{ep.base_url.rstrip('/')}/models/{model}:batchEmbedContents"
             return url, headers, orjson.dumps(embed_body(req, model))
-        if req["_kind"] != "chat":
+        if req.kind != "chat":
             raise UpstreamFailure(
                 400, "Gemini models only serve chat requests.", retriable=True, kind="unsupported"
             )
-        body = build_body(req, supported=ep.supported_parameters, images=req.get("_inlined_images"))
+        body = build_body(req, supported=ep.supported_parameters, images=ctx.scratch.get(IMAGES))
         method = "streamGenerateContent?alt=sse" if stream else "generateContent"
         headers = {
             "Content-Type": "application/json",
@@ -366,7 +359,7 @@ class GeminiAdapter(Adapter):
     def stream_events(self) -> StreamTranslator:
         return GeminiStream()
 
-    async def embed(self, ctx: CallContext, req: dict[str, Any]) -> Embeddings:
+    async def embed(self, ctx: CallContext, req: Request) -> Embeddings:
         data = await self._call_json(ctx, req)
         try:
             result = parse_embeddings(data, req)
@@ -377,7 +370,7 @@ class GeminiAdapter(Adapter):
                 retriable=True,
                 kind="malformed",
             )
-        expected = 1 if isinstance(req["input"], str) else len(req["input"])
+        expected = 1 if isinstance(req.input, str) else len(req.input)
         if len(result.data) != expected:
             raise UpstreamFailure(
                 502,
@@ -387,34 +380,25 @@ class GeminiAdapter(Adapter):
             )
         return result
 
-    async def _inline(self, req: dict[str, Any]) -> None:
-        from routing.gateway.images import ImageFetchError, image_urls, inline_images
-
-        if req.get("_kind") == "chat" and image_urls(req):
+    async def _inline(self, ctx: CallContext, req: Request) -> None:
+        """Fetch the request's image URLs (Gemini takes inline data only) once for all its attempts:
+        into the attempt's scratch, never onto the request."""
+        if req.kind != "chat" or IMAGES in ctx.scratch:
+            return
+        view = {"messages": req.messages}
+        if image_urls(view):
             try:
-                await inline_images(req)
+                ctx.scratch[IMAGES] = await inline_images(view)
             except ImageFetchError as exc:
                 raise UpstreamFailure(400, str(exc), retriable=False, kind="bad_request")
 
-    async def complete(self, ctx: CallContext, req: dict[str, Any]) -> Completion:
-        await self._inline(req)
-        completion = await super().complete(ctx, req)
-        if reasoning_excluded(req):
-            for choice in completion.choices:
-                choice["message"].pop("reasoning", None)
-        return completion
+    async def complete(self, ctx: CallContext, req: Request) -> Completion:
+        await self._inline(ctx, req)
+        return await super().complete(ctx, req)  # (reasoning stripped when excluded)
 
-    async def stream(
-        self, ctx: CallContext, req: dict[str, Any]
-    ) -> AsyncGenerator[dict[str, Any] | Usage, None]:
-        await self._inline(req)
-        exclude = reasoning_excluded(req)
+    async def stream(self, ctx: CallContext, req: Request) -> AsyncGenerator[dict[str, Any] | Usage, None]:
+        await self._inline(ctx, req)
         async for item in super().stream(ctx, req):
-            if exclude and isinstance(item, dict):
-                stripped = strip_reasoning(item)
-                if stripped is None:
-                    continue
-                item = stripped
             yield item
 
 

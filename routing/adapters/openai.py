@@ -18,26 +18,10 @@ from routing.adapters.base import (
     usage_fields,
 )
 from routing.adapters.caching import tools_without_cache_control, without_cache_control
+from routing.adapters.reasoning import reasoning_effort
+from routing.catalog.parameters import FORWARDED_FIELDS
+from routing.request import Request
 
-# Fields the gateway may forward, keyed by the `supported_parameters` name that allows them.
-PARAM_FIELDS: dict[str, tuple[str, ...]] = {
-    "temperature": ("temperature",),
-    "top_p": ("top_p",),
-    "top_k": ("top_k",),
-    "min_p": ("min_p",),
-    "frequency_penalty": ("frequency_penalty",),
-    "presence_penalty": ("presence_penalty",),
-    "repetition_penalty": ("repetition_penalty",),
-    "stop": ("stop",),
-    "seed": ("seed",),
-    "tools": ("tools",),
-    "tool_choice": ("tool_choice",),
-    "parallel_tool_calls": ("parallel_tool_calls",),
-    "response_format": ("response_format",),
-    "logprobs": ("logprobs",),
-    "top_logprobs": ("top_logprobs",),
-    "logit_bias": ("logit_bias",),
-}
 # Per-provider quirks live here and only here.
 MAX_TOKENS_FIELD = {"openai": "max_completion_tokens", "azure": "max_completion_tokens"}
 NO_STREAM_OPTIONS: set[str] = set()
@@ -60,66 +44,50 @@ def usage_from_openai(u: Any) -> Usage | None:
     )
 
 
-def forwardable(req: dict[str, Any], supported: frozenset[str]) -> dict[str, Any]:
+def forwardable(req: Request, supported: frozenset[str]) -> dict[str, Any]:
     """The request's sampling/tool fields this endpoint accepts (all known ones when it lists none)."""
+    fields = req.fields
     out: dict[str, Any] = {}
-    for param, fields in PARAM_FIELDS.items():
+    for param, names in FORWARDED_FIELDS.items():
         if supported and param not in supported:
             continue
-        for name in fields:
-            if name in req:
-                out[name] = req[name]
+        for name in names:
+            if name in fields:
+                out[name] = fields[name]
     return out
-
-
-# OpenRouter's `reasoning: {max_tokens}` as the nearest effort level, by share of the answer budget.
-EFFORT_BY_SHARE = ((0.15, "minimal"), (0.35, "low"), (0.65, "medium"))
-
-
-def reasoning_effort(reasoning: Any, max_tokens: Any) -> str | None:
-    """OpenRouter's unified `reasoning` object as the OpenAI wire format's `reasoning_effort`."""
-    if not isinstance(reasoning, dict) or reasoning.get("enabled") is False:
-        return None
-    if reasoning.get("effort") in ("minimal", "low", "medium", "high"):
-        return str(reasoning["effort"])
-    budget = reasoning.get("max_tokens")
-    if isinstance(budget, int) and isinstance(max_tokens, int) and max_tokens > 0:
-        share = budget / max_tokens
-        return next((name for limit, name in EFFORT_BY_SHARE if share <= limit), "high")
-    return "medium"  # reasoning asked for without a level: the providers' own default
 
 
 class OpenAIAdapter(Adapter):
     def build_request(
-        self, ctx: CallContext, req: dict[str, Any], *, stream: bool
+        self, ctx: CallContext, req: Request, *, stream: bool
     ) -> tuple[str, dict[str, str], bytes]:
         ep = ctx.endpoint
         body: dict[str, Any] = {"model": ep.provider_model_id}
-        if req["_kind"] == "embedding":
-            body["input"] = req["input"]
+        if req.kind == "embedding":
+            body["input"] = req.input
             for name in ("encoding_format", "dimensions", "user"):
-                if req.get(name) is not None:
-                    body[name] = req[name]
+                if req.fields.get(name) is not None:
+                    body[name] = req.fields[name]
             headers = {"Content-Type": "application/json", "Accept": "application/json"}
             if ctx.api_key:
                 headers["Authorization"] = f"Bearer {ctx.api_key}"
             return ep.base_url + "/embeddings", headers, orjson.dumps(body)
-        if req["_kind"] == "completion":
+        if req.kind == "completion":
             path = "/completions"
-            body["prompt"] = req["prompt"]
+            body["prompt"] = req.prompt
         else:
             path = "/chat/completions"
-            body["messages"] = req["messages"]
+            body["messages"] = req.messages
         body.update(forwardable(req, ep.supported_parameters))
-        if req.get("_cache_control") and not ep.explicit_caching:
+        if req.cache_control and not ep.explicit_caching:
             body["messages"] = without_cache_control(body["messages"])
             if body.get("tools"):
                 body["tools"] = tools_without_cache_control(body["tools"])
-        if req.get("max_tokens") is not None:
-            body[MAX_TOKENS_FIELD.get(ep.provider_slug, "max_tokens")] = req["max_tokens"]
-        if req.get("user"):
-            body["user"] = req["user"]
-        effort = reasoning_effort(req.get("reasoning"), req.get("max_tokens"))
+        if req.max_tokens is not None:
+            body[MAX_TOKENS_FIELD.get(ep.provider_slug, "max_tokens")] = req.max_tokens
+        if req.user:
+            body["user"] = req.user
+        effort = reasoning_effort(req.reasoning, req.max_tokens)
         if effort and "reasoning" in ep.supported_parameters:
             body["reasoning_effort"] = effort
         if stream:
@@ -152,7 +120,7 @@ class OpenAIAdapter(Adapter):
     def stream_events(self) -> StreamTranslator:
         return OpenAIStream()
 
-    async def embed(self, ctx: CallContext, req: dict[str, Any]) -> Embeddings:
+    async def embed(self, ctx: CallContext, req: Request) -> Embeddings:
         data = await self._call_json(ctx, req)
         items = data.get("data")
         if not isinstance(items, list) or not all(isinstance(i, dict) and "embedding" in i for i in items):

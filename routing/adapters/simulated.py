@@ -18,6 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from routing.adapters.base import Adapter, CallContext, Completion, Embeddings, Usage
 from routing.gateway.tokens import count_messages, count_text
+from routing.request import Request
 
 SIM_EMBEDDING_DIMENSIONS = 64
 
@@ -32,11 +33,11 @@ def _options(base_url: str) -> dict[str, float]:
     return {k: float(v[0]) for k, v in query.items() if v and v[0].replace(".", "", 1).isdigit()}
 
 
-def _last_user_text(req: dict[str, Any]) -> str:
-    if req["_kind"] == "completion":
-        prompt = req["prompt"]
+def _last_user_text(req: Request) -> str:
+    if req.kind == "completion":
+        prompt = req.prompt or ""
         return prompt[-1] if isinstance(prompt, list) else prompt
-    for m in reversed(req["messages"]):
+    for m in reversed(req.messages or []):
         if m.get("role") == "user":
             content = m.get("content")
             if isinstance(content, str):
@@ -65,15 +66,15 @@ def _example(schema: Any) -> Any:
     return "example"
 
 
-def _tool_call(req: dict[str, Any]) -> dict[str, Any] | None:
-    tools = req.get("tools") or []
-    choice = req.get("tool_choice", "auto")
+def _tool_call(req: Request) -> dict[str, Any] | None:
+    tools = req.tools or []
+    choice = req.fields.get("tool_choice", "auto")
     if not tools or choice == "none":
         return None
     # Answer a tool result with text, as a model would, unless a tool call is forced.
     if (
-        req["messages"]
-        and req["messages"][-1].get("role") == "tool"
+        (req.messages or [])
+        and (req.messages or [])[-1].get("role") == "tool"
         and choice != "required"
         and not isinstance(choice, dict)
     ):
@@ -88,47 +89,47 @@ def _tool_call(req: dict[str, Any]) -> dict[str, Any] | None:
     return {"id": f"call_{digest}", "type": "function", "function": {"name": fn["name"], "arguments": args}}
 
 
-def _answer(req: dict[str, Any], model: str) -> tuple[str | None, dict[str, Any] | None, str]:
+def _answer(req: Request, model: str) -> tuple[str | None, dict[str, Any] | None, str]:
     """(content, tool_call, finish_reason) for a request."""
-    call = _tool_call(req) if req["_kind"] == "chat" else None
+    call = _tool_call(req) if req.kind == "chat" else None
     if call is not None:
         return None, call, "tool_calls"
-    fmt = (req.get("response_format") or {}).get("type")
+    fmt = (req.response_format or {}).get("type")
     if fmt == "json_schema":
-        schema = (req["response_format"].get("json_schema") or {}).get("schema") or {}
+        schema = ((req.response_format or {}).get("json_schema") or {}).get("schema") or {}
         return json.dumps(_example(schema)), None, "stop"
     if fmt == "json_object":
         return json.dumps({"model": model, "echo": _last_user_text(req)[:80]}), None, "stop"
     echo = " ".join(_last_user_text(req).split()[:12])
     text = SIM_TEXT + (f" You said: {echo}" if echo else "")
-    limit = req.get("max_tokens")
+    limit = req.max_tokens
     words = text.split(" ")
     if limit is not None and limit < len(words):
         return " ".join(words[:limit]), None, "length"
     return text, None, "stop"
 
 
-def _usage(req: dict[str, Any], content: str | None, call: dict[str, Any] | None) -> Usage:
-    if req["_kind"] == "completion":
-        prompt = req["prompt"]
+def _usage(req: Request, content: str | None, call: dict[str, Any] | None) -> Usage:
+    if req.kind == "completion":
+        prompt = req.prompt or ""
         prompt_tokens = sum(count_text(p) for p in prompt) if isinstance(prompt, list) else count_text(prompt)
     else:
-        prompt_tokens = count_messages(req["messages"])
+        prompt_tokens = count_messages(req.messages or [])
     completion = count_text(content or "") + (count_text(call["function"]["arguments"]) + 3 if call else 0)
     return Usage(prompt_tokens=prompt_tokens, completion_tokens=completion)
 
 
 class SimulatedAdapter(Adapter):
-    async def embed(self, ctx: CallContext, req: dict[str, Any]) -> Embeddings:
+    async def embed(self, ctx: CallContext, req: Request) -> Embeddings:
         return sim_embeddings(req)
 
-    async def complete(self, ctx: CallContext, req: dict[str, Any]) -> Completion:
+    async def complete(self, ctx: CallContext, req: Request) -> Completion:
         opts = _options(ctx.endpoint.base_url)
         content, call, finish = _answer(req, ctx.endpoint.model_slug)
         delay = (opts.get("ttfb_ms", 0) + opts.get("delay_ms", 0) * len((content or "").split())) / 1000
         if delay:
             await asyncio.sleep(delay)
-        if req["_kind"] == "completion":
+        if req.kind == "completion":
             choice: dict[str, Any] = {"index": 0, "text": content, "logprobs": None, "finish_reason": finish}
         else:
             message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None}
@@ -137,15 +138,13 @@ class SimulatedAdapter(Adapter):
             choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
         return Completion(choices=[choice], usage=_usage(req, content, call), native_finish_reason=finish)
 
-    async def stream(
-        self, ctx: CallContext, req: dict[str, Any]
-    ) -> AsyncGenerator[dict[str, Any] | Usage, None]:
+    async def stream(self, ctx: CallContext, req: Request) -> AsyncGenerator[dict[str, Any] | Usage, None]:
         opts = _options(ctx.endpoint.base_url)
         content, call, finish = _answer(req, ctx.endpoint.model_slug)
         delay = opts.get("delay_ms", 0) / 1000
         if opts.get("ttfb_ms"):
             await asyncio.sleep(opts["ttfb_ms"] / 1000)
-        chat = req["_kind"] == "chat"
+        chat = req.kind == "chat"
         if chat:
             yield {
                 "choices": [
@@ -195,17 +194,17 @@ def sim_embedding(text: str, dimensions: int = SIM_EMBEDDING_DIMENSIONS) -> list
     return [struct.unpack("<f", struct.pack("<f", v / norm))[0] for v in values]
 
 
-def sim_embeddings(req: dict[str, Any]) -> Embeddings:
-    value = req["input"]
+def sim_embeddings(req: Request) -> Embeddings:
+    value = req.input
     # One string or one token array is a single input; otherwise a list of them.
     single = not isinstance(value, list) or (bool(value) and all(isinstance(v, int) for v in value))
     inputs = [value] if single else value
-    dims = int(req.get("dimensions") or SIM_EMBEDDING_DIMENSIONS)
+    dims = int(req.fields.get("dimensions") or SIM_EMBEDDING_DIMENSIONS)
     data = []
     for i, text in enumerate(inputs):
         vector = sim_embedding(text if isinstance(text, str) else json.dumps(text), dims)
         encoded: Any = vector
-        if req.get("encoding_format") == "base64":
+        if req.fields.get("encoding_format") == "base64":
             encoded = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
         data.append({"object": "embedding", "index": i, "embedding": encoded})
     tokens = sum(count_text(t) if isinstance(t, str) else len(t) for t in inputs)

@@ -13,34 +13,12 @@ from django.db import transaction
 
 from billing.money import PER_MILLION, PICO, per_million_to_per_token
 from routing.adapters.caching import PROMPT_CACHING
+from routing.catalog.parameters import KNOWN_PARAMETERS
 from routing.models import ApiFormat, Endpoint, Model, Provider
 
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 MODEL_SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*/[a-z0-9][a-z0-9._:-]*$")
 MODALITIES = {"text", "image", "audio", "file", "video", "embeddings"}
-KNOWN_PARAMETERS = {
-    "temperature",
-    "top_p",
-    "top_k",
-    "frequency_penalty",
-    "presence_penalty",
-    "repetition_penalty",
-    "min_p",
-    "top_a",
-    "max_tokens",
-    "stop",
-    "seed",
-    "tools",
-    "tool_choice",
-    "parallel_tool_calls",
-    "response_format",
-    "structured_outputs",
-    "logprobs",
-    "top_logprobs",
-    "logit_bias",
-    "reasoning",
-    "include_reasoning",
-}
 PROVIDER_KEYS = {
     "slug",
     "name",

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from routing.adapters.base import Usage
 from routing.byok import charged_units
 from routing.catalog.snapshot import EndpointInfo
 from routing.gateway.tokens import PromptBound
+from routing.request import Request
 
 # When neither the request nor the endpoint bounds the answer, reserve for this many tokens at most.
 DEFAULT_OUTPUT_BOUND = 16_384
@@ -42,9 +41,9 @@ def cost_units(ep: EndpointInfo, usage: Usage) -> int:
     return charged_units(ep, list_units)
 
 
-def output_bound(ep: EndpointInfo, req: dict[str, Any], prompt_tokens: int) -> int:
-    if req.get("max_tokens"):
-        return int(req["max_tokens"])
+def output_bound(ep: EndpointInfo, req: Request, prompt_tokens: int) -> int:
+    if req.max_tokens:
+        return int(req.max_tokens)
     bound = ep.max_completion_tokens or DEFAULT_OUTPUT_BOUND
     if ep.context_length:
         bound = min(bound, max(ep.context_length - prompt_tokens // 4, 1))
@@ -61,10 +60,11 @@ def prompt_token_bound(ep: EndpointInfo, bound: PromptBound) -> int:
     return tokens
 
 
-def worst_case_units(ep: EndpointInfo, req: dict[str, Any], bound: PromptBound) -> int:
+def worst_case_units(ep: EndpointInfo, req: Request) -> int:
     """An upper bound on what the request can cost at this endpoint: the prompt's serialized size bounds
     its token count (media by their own worst cases), and the answer is bounded by max_tokens or the
     endpoint's output limit. Settlement never charges more than this (billing.holds.hold_cap)."""
+    bound = req.bound
     prompt_tokens = prompt_token_bound(ep, bound)
     prompt_rate = max(ep.prompt_units, ep.cache_write_units)
     completion_rate = max(ep.completion_units, ep.reasoning_units)

@@ -6,8 +6,6 @@ import functools
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
 
 @functools.lru_cache(maxsize=1)
 def _encoding() -> Any:
@@ -67,7 +65,7 @@ def widest(a: PromptBound, b: PromptBound) -> PromptBound:
     )
 
 
-def _media(messages: Any) -> tuple[int, int, int]:
+def media_counts(messages: Any) -> tuple[int, int, int]:
     """(images, files, characters of their data) among OpenAI-style content parts."""
     images = files = chars = 0
     for m in messages if isinstance(messages, list) else ():
@@ -92,34 +90,3 @@ def _media(messages: Any) -> tuple[int, int, int]:
                 data = file.get("file_data") if isinstance(file, dict) else None
                 chars += len(data) if isinstance(data, str) else 0
     return images, files, chars
-
-
-def prompt_bound(req: dict[str, Any]) -> PromptBound:
-    """The prompt bound of an internal (OpenAI-style) chat or text completion request: one orjson
-    serialisation of its prompt fields and one pass over the content parts, nothing per character.
-
-    The media data is subtracted by its length in characters: its JSON encoding is at least that many
-    bytes, so what remains still covers every other byte."""
-    # Besides the messages, the fields that reach a provider as prompt (routing/adapters/*).
-    if req["_kind"] == "completion":
-        return PromptBound(len(orjson.dumps((req["prompt"], req.get("suffix"), req.get("stop")))))
-    messages = req["messages"]
-    size = len(orjson.dumps((messages, req.get("tools"), req.get("response_format"), req.get("stop"))))
-    images, files, chars = _media(messages)
-    return PromptBound(size - chars, images, files, bool(req.get("tools")))
-
-
-def prompt_bytes(req: dict[str, Any]) -> int:
-    """The size part of prompt_bound: an upper bound on the prompt's BPE token count without its media."""
-    return prompt_bound(req).size
-
-
-def count_images(req: dict[str, Any]) -> int:
-    if req["_kind"] == "completion":
-        return 0
-    total = 0
-    for m in req["messages"]:
-        content = m.get("content")
-        if isinstance(content, list):
-            total += sum(1 for p in content if isinstance(p, dict) and p.get("type") == "image_url")
-    return total

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from routing.gateway.tokens import PromptBound
+from routing.request import Request, completion_request
 from switchyard.errors import BadRequest
 from switchyard.text import has_control
 
@@ -19,7 +21,7 @@ MAX_MODELS = 10
 MAX_MODEL_ID = 128
 
 
-def _fail(field: str, message: str) -> BadRequest:
+def field_error(field: str, message: str) -> BadRequest:
     return BadRequest(f"{field}: {message}", metadata={"field": field})
 
 
@@ -28,9 +30,9 @@ def _number(body: dict[str, Any], field: str, lo: float, hi: float, *, lo_open: 
     if value is None:
         return
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _fail(field, f"must be a number, got {type(value).__name__}")
+        raise field_error(field, f"must be a number, got {type(value).__name__}")
     if value > hi or value < lo or (lo_open and value == lo):
-        raise _fail(field, f"must be {'>' if lo_open else '>='} {lo:g} and <= {hi:g}, got {value}")
+        raise field_error(field, f"must be {'>' if lo_open else '>='} {lo:g} and <= {hi:g}, got {value}")
 
 
 def _integer(body: dict[str, Any], field: str, lo: int, hi: int) -> int | None:
@@ -38,15 +40,15 @@ def _integer(body: dict[str, Any], field: str, lo: int, hi: int) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
-        raise _fail(field, f"must be an integer, got {value!r}")
+        raise field_error(field, f"must be an integer, got {value!r}")
     if value < lo or value > hi:
-        raise _fail(field, f"must be between {lo} and {hi}, got {value}")
+        raise field_error(field, f"must be between {lo} and {hi}, got {value}")
     return value
 
 
 def _bool(body: dict[str, Any], field: str) -> None:
     if field in body and body[field] is not None and not isinstance(body[field], bool):
-        raise _fail(field, "must be true or false")
+        raise field_error(field, "must be true or false")
 
 
 def _content(field: str, content: Any, *, role: str, has_tool_calls: bool) -> bool:
@@ -56,11 +58,11 @@ def _content(field: str, content: Any, *, role: str, has_tool_calls: bool) -> bo
             return False
         if role == "assistant":
             return False
-        raise _fail(field, "is required")
+        raise field_error(field, "is required")
     if isinstance(content, str):
         return False
     if not isinstance(content, list):
-        raise _fail(field, "must be a string or a list of content parts")
+        raise field_error(field, "must be a string or a list of content parts")
     for j, part in enumerate(content):
         where = f"{field}[{j}]"
         if (
@@ -68,41 +70,41 @@ def _content(field: str, content: Any, *, role: str, has_tool_calls: bool) -> bo
             or not isinstance(part.get("type"), str)
             or part["type"] not in PART_TYPES
         ):
-            raise _fail(f"{where}.type", f"must be one of {', '.join(sorted(PART_TYPES))}")
+            raise field_error(f"{where}.type", f"must be one of {', '.join(sorted(PART_TYPES))}")
         if part["type"] == "text" and not isinstance(part.get("text"), str):
-            raise _fail(f"{where}.text", "must be a string")
+            raise field_error(f"{where}.text", "must be a string")
         if part["type"] == "image_url":
             image = part.get("image_url")
             url = image.get("url") if isinstance(image, dict) else image
             if not isinstance(url, str) or not url:
-                raise _fail(f"{where}.image_url.url", "must be a URL or a data: URI")
+                raise field_error(f"{where}.image_url.url", "must be a URL or a data: URI")
     return any("cache_control" in part for part in content)
 
 
 def _messages(messages: Any) -> bool:
     """Check the messages; True when a content part carries `cache_control`."""
     if not isinstance(messages, list) or not messages:
-        raise _fail("messages", "must be a non-empty list")
+        raise field_error("messages", "must be a non-empty list")
     if len(messages) > MAX_MESSAGES:
-        raise _fail("messages", f"at most {MAX_MESSAGES} messages")
+        raise field_error("messages", f"at most {MAX_MESSAGES} messages")
     cache_control = False
     for i, m in enumerate(messages):
         where = f"messages[{i}]"
         if not isinstance(m, dict):
-            raise _fail(where, "must be an object")
+            raise field_error(where, "must be an object")
         role = m.get("role")
         if not isinstance(role, str) or role not in ROLES:
-            raise _fail(f"{where}.role", f"must be one of {', '.join(sorted(ROLES))}, got {role!r}")
+            raise field_error(f"{where}.role", f"must be one of {', '.join(sorted(ROLES))}, got {role!r}")
         tool_calls = m.get("tool_calls")
         if tool_calls is not None:
             if role != "assistant" or not isinstance(tool_calls, list):
-                raise _fail(f"{where}.tool_calls", "only assistant messages carry a list of tool_calls")
+                raise field_error(f"{where}.tool_calls", "only assistant messages carry a list of tool_calls")
             for j, call in enumerate(tool_calls):
                 fn = call.get("function") if isinstance(call, dict) else None
                 if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
-                    raise _fail(f"{where}.tool_calls[{j}].function.name", "is required")
+                    raise field_error(f"{where}.tool_calls[{j}].function.name", "is required")
         if role == "tool" and not isinstance(m.get("tool_call_id"), str):
-            raise _fail(f"{where}.tool_call_id", "is required for tool messages")
+            raise field_error(f"{where}.tool_call_id", "is required for tool messages")
         if _content(f"{where}.content", m.get("content"), role=role, has_tool_calls=bool(tool_calls)):
             cache_control = True
     return cache_control
@@ -113,31 +115,31 @@ def _tools(body: dict[str, Any]) -> None:
     if tools is None:
         return
     if not isinstance(tools, list) or len(tools) > MAX_TOOLS:
-        raise _fail("tools", f"must be a list of at most {MAX_TOOLS} tools")
+        raise field_error("tools", f"must be a list of at most {MAX_TOOLS} tools")
     names = set()
     for i, tool in enumerate(tools):
         fn = tool.get("function") if isinstance(tool, dict) else None
         if not isinstance(tool, dict) or tool.get("type") != "function" or not isinstance(fn, dict):
-            raise _fail(f"tools[{i}]", 'must be {"type": "function", "function": {...}}')
+            raise field_error(f"tools[{i}]", 'must be {"type": "function", "function": {...}}')
         if not isinstance(fn.get("name"), str) or not fn["name"]:
-            raise _fail(f"tools[{i}].function.name", "is required")
+            raise field_error(f"tools[{i}].function.name", "is required")
         if "parameters" in fn and not isinstance(fn["parameters"], dict):
-            raise _fail(f"tools[{i}].function.parameters", "must be a JSON schema object")
+            raise field_error(f"tools[{i}].function.parameters", "must be a JSON schema object")
         names.add(fn["name"])
     choice = body.get("tool_choice")
     if choice is None:
         return
     if isinstance(choice, str):
         if choice not in ("none", "auto", "required"):
-            raise _fail("tool_choice", 'must be "none", "auto", "required" or a function choice')
+            raise field_error("tool_choice", 'must be "none", "auto", "required" or a function choice')
     elif isinstance(choice, dict):
         name = (
             (choice.get("function") or {}).get("name") if isinstance(choice.get("function"), dict) else None
         )
         if choice.get("type") != "function" or not isinstance(name, str) or name not in names:
-            raise _fail("tool_choice.function.name", "must name one of the tools")
+            raise field_error("tool_choice.function.name", "must name one of the tools")
     else:
-        raise _fail("tool_choice", "must be a string or an object")
+        raise field_error("tool_choice", "must be a string or an object")
 
 
 def _response_format(body: dict[str, Any]) -> None:
@@ -145,11 +147,11 @@ def _response_format(body: dict[str, Any]) -> None:
     if fmt is None:
         return
     if not isinstance(fmt, dict) or fmt.get("type") not in ("text", "json_object", "json_schema"):
-        raise _fail("response_format.type", 'must be "text", "json_object" or "json_schema"')
+        raise field_error("response_format.type", 'must be "text", "json_object" or "json_schema"')
     if fmt["type"] == "json_schema":
         schema = fmt.get("json_schema")
         if not isinstance(schema, dict) or not isinstance(schema.get("name"), str):
-            raise _fail("response_format.json_schema", "must be an object with a name and a schema")
+            raise field_error("response_format.json_schema", "must be an object with a name and a schema")
 
 
 def _stop(body: dict[str, Any]) -> None:
@@ -157,22 +159,22 @@ def _stop(body: dict[str, Any]) -> None:
     if stop is None or isinstance(stop, str):
         return
     if not isinstance(stop, list) or len(stop) > MAX_STOP or not all(isinstance(s, str) for s in stop):
-        raise _fail("stop", f"must be a string or a list of at most {MAX_STOP} strings")
+        raise field_error("stop", f"must be a string or a list of at most {MAX_STOP} strings")
 
 
 def _model_id(field: str, value: Any) -> str:
     """One model id: a non-empty string without control characters, at most MAX_MODEL_ID long."""
     if not isinstance(value, str) or not value.strip():
-        raise _fail(field, "must be a model id such as openai/gpt-4o-mini")
+        raise field_error(field, "must be a model id such as openai/gpt-4o-mini")
     if has_control(value):
-        raise _fail(field, "must not contain control characters")
+        raise field_error(field, "must not contain control characters")
     model = value.strip()
     if len(model) > MAX_MODEL_ID:
-        raise _fail(field, f"must be at most {MAX_MODEL_ID} characters, got {len(model)}")
+        raise field_error(field, f"must be at most {MAX_MODEL_ID} characters, got {len(model)}")
     return model
 
 
-def _models(body: dict[str, Any]) -> list[str]:
+def model_ids(body: dict[str, Any]) -> list[str]:
     model = body.get("model")
     fallbacks = body.get("models")
     out: list[str] = []
@@ -180,40 +182,48 @@ def _models(body: dict[str, Any]) -> list[str]:
         out.append(_model_id("model", model))
     if fallbacks is not None:
         if not isinstance(fallbacks, list):
-            raise _fail("models", "must be a list of model ids")
+            raise field_error("models", "must be a list of model ids")
         if len(fallbacks) > MAX_MODELS:
-            raise _fail("models", f"at most {MAX_MODELS} models")
+            raise field_error("models", f"at most {MAX_MODELS} models")
         for i, entry in enumerate(fallbacks):
             if not isinstance(entry, str) or not entry:
-                raise _fail("models", "must be a list of model ids")
+                raise field_error("models", "must be a list of model ids")
             checked = _model_id(f"models[{i}]", entry)
             if checked not in out:
                 out.append(checked)
     if not out:
-        raise _fail("model", "is required")
+        raise field_error("model", "is required")
     return out
 
 
-def validate_completion(body: Any, *, kind: str) -> dict[str, Any]:
-    """Check a chat (`kind="chat"`) or legacy text completion request; return a normalised copy."""
+def validate_completion(
+    body: Any,
+    *,
+    kind: str,
+    passthrough: dict[str, Any] | None = None,
+    passthrough_bound: PromptBound | None = None,
+    native_only: str | None = None,
+) -> Request:
+    """Check a chat (`kind="chat"`) or legacy text completion request; return it as a Request (the
+    `passthrough` arguments: a /messages body that rides along, see routing.request)."""
     if not isinstance(body, dict):
         raise BadRequest("The request body must be a JSON object.")
     req = dict(body)
-    req["_kind"] = kind
-    req["_models"] = _models(body)
+    models = model_ids(body)
+    cache_control = False
     if kind == "chat":
         # Marks requests whose cache_control an endpoint without explicit caching must not be sent.
-        req["_cache_control"] = _messages(body.get("messages")) or any(
+        cache_control = _messages(body.get("messages")) or any(
             isinstance(t, dict) and "cache_control" in t for t in body.get("tools") or ()
         )
     else:
         prompt = body.get("prompt")
         if isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt):
             if len(prompt) > 1:
-                raise _fail("prompt", "only one prompt per request is supported")
+                raise field_error("prompt", "only one prompt per request is supported")
             req["prompt"] = prompt[0]
         elif not isinstance(prompt, str) or not prompt:
-            raise _fail("prompt", "must be a non-empty string")
+            raise field_error("prompt", "must be a non-empty string")
     _number(body, "temperature", 0, 2)
     _number(body, "top_p", 0, 1, lo_open=True)
     _integer(body, "top_k", 0, 100_000)
@@ -229,7 +239,7 @@ def validate_completion(body: Any, *, kind: str) -> dict[str, Any]:
     _integer(body, "seed", -(2**63), 2**63 - 1)
     n = _integer(body, "n", 1, 128)
     if n is not None and n != 1:
-        raise _fail("n", "only n=1 is supported: send several requests for several answers")
+        raise field_error("n", "only n=1 is supported: send several requests for several answers")
     req.pop("n", None)
     _stop(body)
     for flag in ("stream", "parallel_tool_calls", "logprobs"):
@@ -239,19 +249,27 @@ def validate_completion(body: Any, *, kind: str) -> dict[str, Any]:
     if options is not None and (
         not isinstance(options, dict) or not isinstance(options.get("include_usage", False), bool)
     ):
-        raise _fail("stream_options.include_usage", "must be true or false")
+        raise field_error("stream_options.include_usage", "must be true or false")
     usage = body.get("usage")
     if usage is not None and (
         not isinstance(usage, dict) or not isinstance(usage.get("include", False), bool)
     ):
-        raise _fail("usage.include", "must be true or false")
+        raise field_error("usage.include", "must be true or false")
     if "user" in body and body["user"] is not None and not isinstance(body["user"], str):
-        raise _fail("user", "must be a string")
+        raise field_error("user", "must be a string")
     if kind == "chat":
         _tools(body)
         _response_format(body)
     provider = body.get("provider")
     if provider is not None and not isinstance(provider, dict):
-        raise _fail("provider", "must be an object of routing preferences")
+        raise field_error("provider", "must be an object of routing preferences")
     req["stream"] = bool(body.get("stream"))
-    return req
+    return completion_request(
+        req,
+        kind=kind,
+        models=models,
+        cache_control=cache_control,
+        passthrough=passthrough,
+        passthrough_bound=passthrough_bound,
+        native_only=native_only,
+    )

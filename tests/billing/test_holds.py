@@ -38,10 +38,10 @@ REQUEST_FEE = to_units("0.001")
 
 def _worst_case() -> int:
     """What one BODY request reserves (prompt bytes + max_tokens at 1 picodollar each, plus the fee)."""
-    from routing.gateway import tokens
+    from routing.request import completion_request
 
-    req = {"_kind": "chat", **BODY}
-    return REQUEST_FEE + tokens.prompt_bytes(req) + BODY["max_tokens"]  # type: ignore[arg-type]
+    req = completion_request(dict(BODY), kind="chat", models=[BODY["model"]])  # type: ignore[list-item]
+    return REQUEST_FEE + req.bound.size + BODY["max_tokens"]  # type: ignore[operator]
 
 
 def _burst(url: str, secret: str, n: int) -> list[int]:

@@ -40,7 +40,7 @@ HELLO = [{"role": "user", "content": "hi"}]
 
 
 def _event(gen: str, org_id: int, *, cost: int = 0, key: int | None = None, **over: Any) -> dict[str, Any]:
-    """A usage event as the hot path builds it (routing/gateway/app.py Run._settlement)."""
+    """A usage event as the hot path builds it (routing/gateway/settlement.py settlement_of)."""
     ev = {
         "gen": gen,
         "org": org_id,

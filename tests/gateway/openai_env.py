@@ -195,12 +195,12 @@ def expected_cost(provider: str, prompt: int, completion: int) -> Decimal:
 
 def slow_settlements(monkeypatch: pytest.MonkeyPatch, seconds: float = 0.2) -> None:
     """The live server hands every settlement over `seconds` late (blocking its loop, as slow work would)."""
-    from routing.gateway import app
+    from routing.gateway import settlement
 
-    handover = app.hold_settle_now
+    handover = settlement.hold_settle_now
 
     def slow(*args: Any, **kwargs: Any) -> Any:
         time.sleep(seconds)
         return handover(*args, **kwargs)
 
-    monkeypatch.setattr(app, "hold_settle_now", slow)
+    monkeypatch.setattr(settlement, "hold_settle_now", slow)

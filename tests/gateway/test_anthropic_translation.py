@@ -7,7 +7,9 @@ import pytest
 
 from routing.adapters.anthropic import AnthropicStream, build_body, parse_message, thinking_budget
 from routing.adapters.base import UpstreamFailure, Usage
-from routing.gateway.messages import content_blocks, stop_reason, to_internal, usage_json
+from routing.gateway.messages import content_blocks, stop_reason, usage_json
+from routing.gateway.messages_request import to_internal
+from routing.request import completion_request
 
 ALL = frozenset()
 TOOLS = [
@@ -23,7 +25,9 @@ TOOLS = [
 
 
 def chat(**extra):
-    return {"_kind": "chat", "_models": ["x/y"], "stream": False, "max_tokens": None, **extra}
+    cache_control = extra.pop("_cache_control", True)
+    fields = {"stream": False, "max_tokens": None, **extra}
+    return completion_request(fields, kind="chat", models=["x/y"], cache_control=cache_control)
 
 
 def test_request_golden():

@@ -8,12 +8,15 @@ import pytest
 from routing.adapters.base import UpstreamFailure, Usage
 from routing.adapters.gemini import GeminiStream, build_body, parse_generate
 from routing.gateway import images
+from routing.request import completion_request
 
 ALL = frozenset()
 
 
 def chat(**extra):
-    return {"_kind": "chat", "_models": ["x/y"], "stream": False, "max_tokens": None, **extra}
+    cache_control = extra.pop("_cache_control", True)
+    fields = {"stream": False, "max_tokens": None, **extra}
+    return completion_request(fields, kind="chat", models=["x/y"], cache_control=cache_control)
 
 
 TOOLS = [
@@ -131,7 +134,7 @@ def test_tool_choice_and_capabilities():
         "functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["get_weather"]}
     }
     assert body["generationConfig"] == {"temperature": 0.1}  # seed unsupported: dropped
-    req["tool_choice"] = "none"
+    req = chat(messages=[{"role": "user", "content": "q"}], tools=TOOLS, tool_choice="none")
     assert build_body(req, supported=ALL)["toolConfig"] == {"functionCallingConfig": {"mode": "NONE"}}
 
 
@@ -302,7 +305,7 @@ async def test_fetch_limits(settings):
             await images.fetch_image(server.url("/images/page.html"))
         with pytest.raises(images.ImageFetchError, match="HTTP 404"):
             await images.fetch_image(server.url("/images/missing.png"))
-        req = chat(
+        req = dict(  # images.inline_images reads the messages of a plain dict
             messages=[
                 {
                     "role": "user",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from billing.holds import new_hold_id
-from routing.gateway.app import new_generation_id
+from routing.gateway.wire import new_generation_id
 from switchyard import ids
 
 

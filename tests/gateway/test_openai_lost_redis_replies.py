@@ -18,7 +18,7 @@ import pytest
 from django.conf import settings
 
 from billing.holds import HOLDS_ZSET, USAGE_STREAM, key_hash_name
-from routing.gateway import app
+from routing.gateway import settlement
 from routing.models import Generation
 from switchyard import fastredis
 from switchyard.shared import detached_running
@@ -65,7 +65,7 @@ def proxy(live) -> Iterator[FaultProxy]:  # type: ignore[no-untyped-def]
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
 def test_the_answer_does_not_wait_for_the_settlements_reply(raw, org, proxy, monkeypatch, stream):
     # Were the answer to wait for the reply, it would wait this long (the request times out first).
-    monkeypatch.setattr(app, "SETTLE_BEFORE_REPLY_SECONDS", 60.0)
+    monkeypatch.setattr(settlement, "SETTLE_BEFORE_REPLY_SECONDS", 60.0)
     warm = raw.post("/chat/completions", json=body("fake-a", stream=stream))  # connected, scripts sent
     assert warm.status_code == 200 and proxy.accepted >= 1  # the hot path goes through the proxy
 

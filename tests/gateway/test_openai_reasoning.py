@@ -9,6 +9,7 @@ import orjson
 import pytest
 
 from routing.adapters.openai import OpenAIAdapter, reasoning_effort
+from routing.request import completion_request
 
 
 @pytest.mark.parametrize(
@@ -38,7 +39,8 @@ def _body(supported: set[str], **req):
         base_url="http://127.0.0.1:9/v1",
     )
     ctx = SimpleNamespace(endpoint=endpoint, api_key="sk-platform")
-    request = {"_kind": "chat", "messages": [{"role": "user", "content": "q"}], **req}
+    fields = {"messages": [{"role": "user", "content": "q"}], **req}
+    request = completion_request(fields, kind="chat", models=["x/y"])
     _, _, raw = OpenAIAdapter().build_request(ctx, request, stream=False)  # type: ignore[arg-type]
     return orjson.loads(raw)
 

@@ -17,6 +17,7 @@ from routing.adapters.base import CallContext, UpstreamFailure, Usage
 from routing.adapters.openai import OpenAIAdapter
 from routing.catalog.snapshot import EndpointInfo
 from routing.gateway import upstream
+from routing.request import completion_request
 
 
 def _chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
@@ -127,7 +128,8 @@ async def _collect(pieces: list[bytes]) -> list[Any]:
     try:
         now = time.monotonic()
         ctx = CallContext(endpoint=_endpoint(port), api_key="", started=now, deadline=now + 20)
-        req = {"_kind": "chat", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+        fields = {"messages": [{"role": "user", "content": "hi"}], "stream": True}
+        req = completion_request(fields, kind="chat", models=["t/m"])
         return [item async for item in OpenAIAdapter().stream(ctx, req)]
     finally:
         await upstream.close_upstream_pool()

@@ -10,7 +10,7 @@ import openai
 import pytest
 
 from routing.catalog.snapshot import catalog
-from routing.gateway.tokens import prompt_bytes
+from routing.request import completion_request
 from routing.router import TYPICAL_COMPLETION_TOKENS, request_cost
 from tests.fakes.openai_upstream import Behaviour
 from tests.routing.route_env import *  # noqa: F403 - the shared fixtures
@@ -222,7 +222,7 @@ def test_default_routing_is_price_weighted_over_many_requests(client, upstreams)
     assert sum(counts.values()) == n
     snapshot = catalog._snapshot
     assert snapshot is not None
-    estimate = prompt_bytes({"_kind": "chat", "messages": HELLO}) // 4
+    estimate = completion_request({"messages": HELLO}, kind="chat", models=["test/route"]).bound.size // 4
     costs = {
         ep.provider_slug: request_cost(ep, estimate, TYPICAL_COMPLETION_TOKENS)
         for ep in snapshot.models["test/route"].endpoints

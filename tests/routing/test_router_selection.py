@@ -15,6 +15,7 @@ import yaml
 from routing.catalog.loader import catalog_load
 from routing.catalog.snapshot import build_snapshot
 from routing.health import Outcome, book
+from routing.request import Request, completion_request
 from routing.router import plan, request_cost, weighted_shuffle
 from switchyard.errors import BadRequest, NoProviderAvailable, NotFound
 
@@ -119,10 +120,9 @@ def snapshot(tmp_path):
     book.reset()
 
 
-def req(model: str = "t/chat", *, models: list[str] | None = None, **fields) -> dict:
-    body = {"_kind": "chat", "_models": [model, *(models or [])], "messages": HELLO, "max_tokens": None}
-    body.update(fields)
-    return body
+def req(model: str = "t/chat", *, models: list[str] | None = None, **fields) -> Request:
+    body = {"messages": HELLO, "max_tokens": None, **fields}
+    return completion_request(body, kind="chat", models=[model, *(models or [])])
 
 
 def providers(snapshot, body, **kwargs) -> list[str]:
@@ -220,8 +220,9 @@ def test_require_parameters_drops_endpoints_missing_any_requested_parameter(snap
         "mid",
         "pricey",
     }  # unsupported ones are dropped, not refused
-    assert set(providers(snapshot, {**body, "provider": {"require_parameters": True}})) == {"mid", "pricey"}
-    assert providers(snapshot, {**req(top_k=5), "provider": {"require_parameters": True}}) == ["mid"]
+    required = req(seed=1, temperature=0.5, provider={"require_parameters": True})
+    assert set(providers(snapshot, required)) == {"mid", "pricey"}
+    assert providers(snapshot, req(top_k=5, provider={"require_parameters": True})) == ["mid"]
     # An endpoint that lists no parameters cannot promise any.
     with pytest.raises(NoProviderAvailable) as exc:
         plan(snapshot, req("t/mixed", temperature=0.1, provider={"require_parameters": True}))
@@ -300,7 +301,7 @@ def test_sort_partition_none_sorts_across_fallback_models(snapshot):
         ("t/backup", "mid"),
         ("t/chat", "pricey"),
     ]
-    by_model = plan(snapshot, {**body, "provider": {"sort": "price"}})
+    by_model = plan(snapshot, req("t/backup", models=["t/chat"], provider={"sort": "price"}))
     assert [c.model.slug for c in by_model] == ["t/backup", "t/chat", "t/chat", "t/chat"]
 
 

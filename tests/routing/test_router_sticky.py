@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from routing.request import opening_of
 from routing.router import sticky_key
 from tests.routing.route_env import *  # noqa: F403 - the shared fixtures
 from tests.routing.route_env import generation, hits
@@ -77,9 +78,9 @@ def test_sticky_endpoint_that_fails_is_replaced(sticky_on, client, live, secret,
 
 
 def test_the_key_depends_on_organisation_model_and_opening():
-    req = {"_kind": "chat", "messages": conversation(0)}
-    later = {"_kind": "chat", "messages": conversation(5)}
-    other = {"_kind": "chat", "messages": conversation(0, system="Another system prompt")}
+    req = opening_of("chat", conversation(0), None)
+    later = opening_of("chat", conversation(5), None)
+    other = opening_of("chat", conversation(0, system="Another system prompt"), None)
     assert sticky_key(1, "test/route", req) == sticky_key(1, "test/route", later)
     assert sticky_key(1, "test/route", req) != sticky_key(2, "test/route", req)
     assert sticky_key(1, "test/route", req) != sticky_key(1, "test/other", req)
