@@ -24,7 +24,7 @@ from django.db.models import Count, Exists, F, OuterRef, Q, Subquery, Sum
 from django.utils import timezone
 
 from accounts.models import Organization
-from billing.holds import scripts
+from billing.holds import HOLDS_ZSET, USAGE_STREAM, holds_reap_expired, scripts
 from billing.models import (
     AuditFinding,
     EntryKind,
@@ -352,8 +352,6 @@ def _check_mirror(report: AuditReport, seen: set[tuple[str, str]], settle_second
 
 
 def _check_holds(report: AuditReport, seen: set[tuple[str, str]]) -> None:
-    from billing.holds import HOLDS_ZSET, USAGE_STREAM, holds_reap_expired
-
     now = timezone.now()
     if redis_enabled():
         client = sync_redis()

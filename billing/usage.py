@@ -19,11 +19,14 @@ from typing import Any
 
 import orjson
 from django.db import InterfaceError, OperationalError, close_old_connections, connection, transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
-from accounts.models import Organization
+from accounts.models import ApiKey, Organization
+from billing.enqueue import auto_topup_later
 from billing.models import EntryKind, Hold, HoldStatus, ParkedUsageEvent, ParkedUsageStatus
+from billing.selectors import auto_topup_due
+from billing.stripe_client import stripe_enabled
 from switchyard.text import clean_json, clean_text, has_control
 
 logger = logging.getLogger("switchyard.usage")
@@ -231,29 +234,24 @@ def usage_events_apply(events: list[dict[str, Any]]) -> int:
 
 def _auto_topup(events: list[dict[str, Any]]) -> None:
     """Balances only fall here, so this is where a threshold can be crossed; never fails the batch."""
-    from billing.stripe_client import stripe_enabled
-
     if not stripe_enabled():
         return
-    from billing.tasks import auto_topup_enqueue
-
     try:
-        auto_topup_enqueue(sorted({int(ev["org"]) for ev in events if ev.get("cost")}))
+        for org_id in auto_topup_due(
+            organization_ids=sorted({int(ev["org"]) for ev in events if ev.get("cost")})
+        ):
+            auto_topup_later(org_id)
     except Exception:
         logger.exception("could not queue auto top-ups")
 
 
 def _touch_keys(events: list[dict[str, Any]]) -> None:
     """last_used_at moves at most once a minute per key, never once per request."""
-    from accounts.models import ApiKey
-
     key_ids = {ev["key"] for ev in events if ev.get("key")}
     if not key_ids:
         return
     now = timezone.now()
     stale = now - LAST_USED_EVERY
-    from django.db.models import Q
-
     ApiKey.objects.filter(Q(last_used_at__isnull=True) | Q(last_used_at__lt=stale), pk__in=key_ids).update(
         last_used_at=now
     )
@@ -351,7 +349,6 @@ def _without_vanished_references(ev: dict[str, Any]) -> dict[str, Any] | None:
     """The event with its API key and endpoint dropped when those rows were deleted while it was in
     flight (both are optional on the generation row: the charge still belongs to the organisation).
     None when there is nothing to drop."""
-    from accounts.models import ApiKey
     from routing.models import Endpoint
 
     out = dict(ev)
