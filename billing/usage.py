@@ -18,13 +18,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
-from django.db import InterfaceError, OperationalError, close_old_connections, connection, transaction
+from django.db import InterfaceError, OperationalError, close_old_connections, connection, models, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
 from accounts.models import ApiKey, Organization
 from billing.enqueue import auto_topup_later
 from billing.models import EntryKind, Hold, HoldStatus, ParkedUsageEvent, ParkedUsageStatus
+from billing.records import usage_records
 from billing.selectors import auto_topup_due
 from billing.stripe_client import stripe_enabled
 from switchyard.text import clean_json, clean_text, has_control
@@ -164,7 +165,8 @@ def usage_events_apply(events: list[dict[str, Any]]) -> int:
     generation, and one balance update per organisation. Idempotent by generation id through unique
     constraints (never a prior read), so a redelivered batch changes nothing. Returns new generations.
     """
-    from routing.models import Generation
+    records = usage_records()
+    Generation = records.generation
 
     rows: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
     for ev in events:
@@ -175,8 +177,8 @@ def usage_events_apply(events: list[dict[str, Any]]) -> int:
         return 0
     now = timezone.now()
     with transaction.atomic():
-        before = set(Generation.objects.filter(pk__in=list(rows)).values_list("pk", flat=True))
-        Generation.objects.bulk_create(
+        before = set(records.generations().filter(pk__in=list(rows)).values_list("pk", flat=True))
+        records.generations().bulk_create(
             [Generation(id=gen_id, **fields) for gen_id, (_, fields) in rows.items()],
             ignore_conflicts=True,
         )
@@ -349,12 +351,14 @@ def _without_vanished_references(ev: dict[str, Any]) -> dict[str, Any] | None:
     """The event with its API key and endpoint dropped when those rows were deleted while it was in
     flight (both are optional on the generation row: the charge still belongs to the organisation).
     None when there is nothing to drop."""
-    from routing.models import Endpoint
-
     out = dict(ev)
-    for name, model in (("key", ApiKey), ("endpoint", Endpoint)):
+    rows: tuple[tuple[str, models.Manager[Any]], ...] = (
+        ("key", ApiKey.objects),
+        ("endpoint", usage_records().endpoints()),
+    )
+    for name, manager in rows:
         value = ev.get(name)
-        if isinstance(value, int) and not model.objects.filter(pk=value).exists():
+        if isinstance(value, int) and not manager.filter(pk=value).exists():
             out[name] = None
     return out if out != ev else None
 
