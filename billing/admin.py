@@ -16,6 +16,8 @@ from django.urls import path, reverse
 
 from accounts.models import Organization
 from billing import services
+from billing.audit import books_audit_run
+from billing.enqueue import stripe_event_process_later
 from billing.models import (
     AuditFinding,
     BillingProfile,
@@ -233,11 +235,9 @@ class StripeEventAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Process again (deferred or unprocessed events only)")
     def reprocess(self, request: HttpRequest, queryset: Any) -> None:
-        from billing.tasks import stripe_event_process_task
-
         ids = list(queryset.filter(status__in=["received", "deferred"]).values_list("id", flat=True))
         for event_id in ids:
-            stripe_event_process_task.delay(event_id)
+            stripe_event_process_later(event_id)
         messages.info(request, f"Queued {len(ids)} event(s).")
 
 
@@ -270,8 +270,6 @@ class AuditFindingAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Run the auditor now")
     def run_audit(self, request: HttpRequest, queryset: Any) -> None:
-        from billing.audit import books_audit_run
-
         report = books_audit_run()
         messages.info(request, f"Audit done: {len(report.findings)} finding(s), {report.repaired} repaired.")
 

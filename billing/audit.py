@@ -24,7 +24,7 @@ from django.db.models import Count, Exists, F, OuterRef, Q, Subquery, Sum
 from django.utils import timezone
 
 from accounts.models import Organization
-from billing.holds import scripts
+from billing.holds import HOLDS_ZSET, USAGE_STREAM, holds_reap_expired, scripts
 from billing.models import (
     AuditFinding,
     EntryKind,
@@ -38,6 +38,7 @@ from billing.models import (
     RedisEpoch,
 )
 from billing.parking import parked_mirrored_units_by_org, parked_usage_open, parked_usage_totals
+from billing.records import usage_records
 from switchyard import lua
 from switchyard.durability import epoch_check_sync
 from switchyard.shared import redis_enabled, sync_redis
@@ -183,10 +184,9 @@ def _check_balances(report: AuditReport, seen: set[tuple[str, str]]) -> None:
 
 
 def _check_usage(report: AuditReport, seen: set[tuple[str, str]]) -> None:
-    from routing.models import Generation
-
+    records = usage_records()
     usage = LedgerEntry.objects.filter(kind=EntryKind.USAGE, source=OuterRef("pk"))
-    agg = Generation.objects.aggregate(
+    agg = records.generations().aggregate(
         n=Count("pk"),
         cost=Sum("cost_units"),
         lossy=Count("pk", filter=Q(uncharged_units__gt=0)),
@@ -200,7 +200,8 @@ def _check_usage(report: AuditReport, seen: set[tuple[str, str]]) -> None:
     # that succeeded or cost something must have exactly its one.
     billable = Q(status="success") | ~Q(cost_units=0)
     missing = (
-        Generation.objects.filter(billable)
+        records.generations()
+        .filter(billable)
         .filter(~Exists(usage))
         .values_list("pk", "organization_id", "cost_units")
     )
@@ -216,7 +217,8 @@ def _check_usage(report: AuditReport, seen: set[tuple[str, str]]) -> None:
             detail=f"generation {gen_id} (cost {cost}) has no usage ledger entry",
         )
     wrong = (
-        Generation.objects.annotate(charged=Subquery(usage.values("amount_units")[:1]))
+        records.generations()
+        .annotate(charged=Subquery(usage.values("amount_units")[:1]))
         .filter(charged__isnull=False)
         .exclude(charged=-F("cost_units"))
         .values_list("pk", "organization_id", "cost_units", "charged")
@@ -233,7 +235,7 @@ def _check_usage(report: AuditReport, seen: set[tuple[str, str]]) -> None:
             actual=charged,
             detail=f"generation {gen_id} cost {cost} but its usage entry is {charged}",
         )
-    generation = Generation.objects.filter(pk=OuterRef("source"))
+    generation = records.generations().filter(pk=OuterRef("source"))
     orphans = (
         LedgerEntry.objects.filter(kind=EntryKind.USAGE)
         .filter(~Exists(generation))
@@ -352,8 +354,6 @@ def _check_mirror(report: AuditReport, seen: set[tuple[str, str]], settle_second
 
 
 def _check_holds(report: AuditReport, seen: set[tuple[str, str]]) -> None:
-    from billing.holds import HOLDS_ZSET, USAGE_STREAM, holds_reap_expired
-
     now = timezone.now()
     if redis_enabled():
         client = sync_redis()

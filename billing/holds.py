@@ -37,6 +37,11 @@ from django.utils import timezone
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from accounts.models import Organization
+from billing.models import Hold, HoldStatus
+from billing.money import from_units
+from billing.selectors import key_usage_units, limit_period_start
+from billing.usage import embedded_writer
 from switchyard import ids, lua
 from switchyard.db import db_call
 from switchyard.errors import InsufficientCredits
@@ -129,8 +134,6 @@ scripts = _Scripts()
 
 
 def _org_snapshot(org_id: int) -> tuple[int, int]:
-    from accounts.models import Organization
-
     return Organization.objects.values_list("balance_units", "ledger_version").get(pk=org_id)
 
 
@@ -152,10 +155,6 @@ async def _redis_init(org_id: int) -> None:
 def _db_place(
     org_id: int, key_id: int | None, amount: int, limit_units: int | None = None, limit_reset: str = "none"
 ) -> HoldRef:
-    from accounts.models import Organization
-    from billing.models import Hold, HoldStatus
-    from billing.selectors import key_usage_units, limit_period_start
-
     now = timezone.now()
     reserving = Q(status=HoldStatus.OPEN, expires_at__gt=now) | Q(status=HoldStatus.SETTLED)
     sums = {
@@ -185,8 +184,6 @@ def _db_place(
 
 
 def _key_limit(available: int, amount: int) -> InsufficientCredits:
-    from billing.money import from_units
-
     return InsufficientCredits(
         "This API key's credit limit is reached: this request may cost up to "
         f"${from_units(amount).normalize():f} and ${from_units(max(available, 0)).normalize():f} of the "
@@ -200,14 +197,10 @@ def _key_limit(available: int, amount: int) -> InsufficientCredits:
 
 
 def _key_used_units(key_id: int, reset: str) -> int:
-    from billing.selectors import key_usage_units, limit_period_start
-
     return key_usage_units(api_key_id=key_id, since=limit_period_start(reset))
 
 
 def _insufficient(available: int, amount: int) -> InsufficientCredits:
-    from billing.money import from_units
-
     return InsufficientCredits(
         "Insufficient credits: this request may cost up to "
         f"${from_units(amount).normalize():f} and ${from_units(max(available, 0)).normalize():f} is available. "
@@ -386,8 +379,6 @@ def settle_health_register(recorder: SettleHealth) -> None:
 
 
 def _settle_embedded(event: bytes, outcomes: list[Any] | None, generation_id: str | None) -> None:
-    from billing.usage import embedded_writer
-
     _health.record_local(outcomes or [])
     embedded_writer().put(event, generation_id)
 
@@ -417,8 +408,6 @@ def _settle_call(
 def pending_generation_event(generation_id: str) -> dict[str, Any] | None:
     """The settled usage event of a generation the drain has not written yet, if any."""
     if not redis_enabled():
-        from billing.usage import embedded_writer
-
         raw = embedded_writer().pending.get(generation_id)
     else:
         raw = sync_redis().get(pending_generation_key(generation_id))
@@ -507,8 +496,6 @@ def _holds_of_dead_processes(client: Any, now: float) -> list[str]:
 def holds_reap_expired(now: float | None = None) -> int:
     """Release holds whose request died with its worker (full mode; embedded holds just expire in SQL)."""
     if not redis_enabled():
-        from billing.models import Hold, HoldStatus
-
         return Hold.objects.filter(status=HoldStatus.OPEN, expires_at__lte=timezone.now()).update(
             status=HoldStatus.EXPIRED
         )

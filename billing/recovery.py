@@ -28,6 +28,7 @@ from accounts.models import Organization
 from billing.audit import finding_record
 from billing.holds import redis_balance_sync
 from billing.models import FindingKind
+from billing.records import usage_records
 from billing.usage import usage_events_apply
 from switchyard import durability
 from switchyard.db import db_call
@@ -121,10 +122,8 @@ async def _recover_later(events: list[bytes], old: str, new: str) -> None:
 def usage_recover(*, events: list[dict[str, Any]], epoch: str) -> list[str]:
     """Write the events the ledger lacks; returns their generation ids. Each event is its own unit, so
     one that cannot be written (its organisation deleted since) never blocks the others."""
-    from routing.models import Generation  # billing never imports routing at module level
-
     by_gen = {ev["gen"]: ev for ev in events}
-    present = set(Generation.objects.filter(pk__in=list(by_gen)).values_list("pk", flat=True))
+    present = set(usage_records().generations().filter(pk__in=list(by_gen)).values_list("pk", flat=True))
     written: list[str] = []
     for gen, ev in by_gen.items():
         if gen in present:

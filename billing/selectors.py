@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Count, Max, Q, QuerySet, Sum
+from django.db.models import Count, F, Max, Q, QuerySet, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from accounts.models import LimitReset, Organization
 from billing.models import BillingProfile, EntryKind, LedgerEntry, Purchase
 from billing.money import from_units
+from billing.stripe_client import stripe_enabled
 
 
 def balance_get(*, organization: Organization) -> Decimal:
@@ -143,3 +145,19 @@ def billing_profile_get(*, organization_id: int) -> BillingProfile | None:
 
 def purchase_list(*, organization_id: int) -> QuerySet[Purchase]:
     return Purchase.objects.filter(organization_id=organization_id)
+
+
+def auto_topup_due(*, organization_ids: Iterable[int]) -> list[int]:
+    """Which of these organisations' balances are below their auto top-up threshold (one query)."""
+    if not stripe_enabled():
+        return []
+    return list(
+        BillingProfile.objects.filter(
+            organization_id__in=list(organization_ids),
+            auto_topup_enabled=True,
+            organization__flagged=False,
+            organization__balance_units__lt=F("auto_topup_threshold_units"),
+        )
+        .exclude(payment_method_id="")
+        .values_list("organization_id", flat=True)
+    )

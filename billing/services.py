@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -19,6 +19,8 @@ from django.utils import timezone
 from accounts.audit import audit_record
 from accounts.models import MANAGER_ROLES, Membership, Organization, User
 from billing.audit import finding_record
+from billing.enqueue import stripe_event_process_later
+from billing.holds import redis_balance_sync
 from billing.models import (
     BillingProfile,
     Dispute,
@@ -33,6 +35,8 @@ from billing.models import (
     StripeEventStatus,
 )
 from billing.money import UNITS_PER_USD, cents_str, from_units, to_units
+from billing.selectors import auto_topup_due as auto_topup_due
+from billing.selectors import purchase_fee_usd, purchase_limits_usd
 from billing.stripe_client import PaymentsUnavailable, stripe_client, stripe_enabled
 from billing.stripe_payloads import WebhookRejected as WebhookRejected
 from billing.stripe_payloads import webhook_event_parse
@@ -93,8 +97,6 @@ class LedgerConflict(SwitchyardError):
 def mirror_balance(organization_id: int, amount_units: int, version: int) -> None:
     """Move the hot path's Redis copy by a committed non-usage entry (skipped if already included)."""
     if redis_enabled():
-        from billing.holds import redis_balance_sync
-
         redis_balance_sync(organization_id, amount_units, version)
 
 
@@ -209,8 +211,6 @@ def _cents(usd: Decimal) -> int:
 
 
 def purchase_amount_check(amount_usd: Decimal) -> Decimal:
-    from billing.selectors import purchase_limits_usd
-
     try:
         amount = Decimal(amount_usd)
     except (ArithmeticError, ValueError, TypeError):
@@ -261,8 +261,6 @@ def checkout_session_create(
     The card is saved on the organisation's Stripe customer for later off-session top-ups.
     """
     import stripe  # lazily: the web process only needs it for purchases (~15 MB of modules)
-
-    from billing.selectors import purchase_fee_usd
 
     if not stripe_enabled():
         raise PaymentsUnavailable("Purchases are not configured (set STRIPE_API_KEY).")
@@ -361,12 +359,10 @@ def _purchase_credit(purchase: Purchase, *, source: str, payment_intent: str | N
 
 
 def stripe_events_release(*, ref: str) -> None:
-    from billing.tasks import stripe_event_process_task
-
     for event_id in StripeEvent.objects.filter(status=StripeEventStatus.DEFERRED, ref=ref).values_list(
         "id", flat=True
     ):
-        stripe_event_process_task.delay(event_id)
+        stripe_event_process_later(event_id)
 
 
 HANDLED_EVENTS = (
@@ -426,9 +422,7 @@ def stripe_webhook_receive(*, payload: bytes, signature: str | None) -> tuple[st
 
 
 def _enqueue_event(event_id: str) -> None:
-    from billing.tasks import stripe_event_process_task
-
-    stripe_event_process_task.delay(event_id)
+    stripe_event_process_later(event_id)
 
 
 def stripe_event_process(*, event_id: str) -> str:
@@ -791,22 +785,6 @@ def organization_auto_topup_set(
     return profile
 
 
-def auto_topup_due(*, organization_ids: Iterable[int]) -> list[int]:
-    """Which of these organisations' balances are below their auto top-up threshold (one query)."""
-    if not stripe_enabled():
-        return []
-    return list(
-        BillingProfile.objects.filter(
-            organization_id__in=list(organization_ids),
-            auto_topup_enabled=True,
-            organization__flagged=False,
-            organization__balance_units__lt=F("auto_topup_threshold_units"),
-        )
-        .exclude(payment_method_id="")
-        .values_list("organization_id", flat=True)
-    )
-
-
 STALE_PENDING = timedelta(minutes=2)
 
 
@@ -818,8 +796,6 @@ def auto_topup_run(*, organization_id: int) -> Purchase | None:
     pending purchase left by a dead worker is resumed with the same Stripe idempotency key, so it
     can never become a second charge.
     """
-    from billing.selectors import purchase_fee_usd
-
     if not stripe_enabled():
         return None
     now = timezone.now()

@@ -5,15 +5,20 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from datetime import timedelta
 
 import orjson
 from celery import shared_task
 from django.conf import settings
+from django.utils import timezone
 
 import switchyard.celery  # noqa: F401  (binds these shared tasks to the configured app in any process)
 from accounts.models import Organization
-from billing.audit import redis_epoch_record
+from billing.audit import books_audit_run, redis_epoch_record
+from billing.enqueue import AUTO_TOPUP, STRIPE_EVENT_PROCESS
 from billing.holds import USAGE_STREAM, holds_reap_expired, redis_usage_applied
+from billing.models import Purchase, PurchaseKind, PurchaseStatus, StripeEvent, StripeEventStatus
+from billing.services import STALE_PENDING, auto_topup_run, stripe_event_process
 from billing.usage import event_mirrorable, usage_event_park, usage_events_store
 from switchyard.durability import epoch_check_sync
 from switchyard.shared import redis_enabled, sync_redis
@@ -129,24 +134,20 @@ def holds_reap() -> int:
 
 
 @shared_task(
-    acks_late=True, ignore_result=True, autoretry_for=(Exception,), retry_backoff=True, max_retries=8
+    name=STRIPE_EVENT_PROCESS,
+    acks_late=True,
+    ignore_result=True,
+    autoretry_for=(Exception,),
+    retry_backoff=True,
+    max_retries=8,
 )
 def stripe_event_process_task(event_id: str) -> str:
-    from billing.services import stripe_event_process
-
     return stripe_event_process(event_id=event_id)
 
 
 @shared_task(acks_late=True, ignore_result=True)
 def stripe_events_retry() -> int:
     """Safety net: events whose task was lost, deferred events, and auto top-ups left pending by a dead worker."""
-    from datetime import timedelta
-
-    from django.utils import timezone
-
-    from billing.models import Purchase, PurchaseKind, PurchaseStatus, StripeEvent, StripeEventStatus
-    from billing.services import STALE_PENDING
-
     now = timezone.now()
     ids = list(
         StripeEvent.objects.filter(
@@ -164,24 +165,12 @@ def stripe_events_retry() -> int:
     return len(ids)
 
 
-@shared_task(acks_late=True, ignore_result=True)
+@shared_task(name=AUTO_TOPUP, acks_late=True, ignore_result=True)
 def auto_topup_task(organization_id: int) -> int | None:
-    from billing.services import auto_topup_run
-
     purchase = auto_topup_run(organization_id=organization_id)
     return purchase.pk if purchase else None
 
 
-def auto_topup_enqueue(organization_ids: list[int]) -> None:
-    """After usage lands in the ledger: queue a top-up for each organisation now below its threshold."""
-    from billing.services import auto_topup_due
-
-    for org_id in auto_topup_due(organization_ids=organization_ids):
-        auto_topup_task.delay(org_id)
-
-
 @shared_task(acks_late=True, ignore_result=True)
 def books_audit() -> dict:
-    from billing.audit import books_audit_run
-
     return books_audit_run().as_dict()

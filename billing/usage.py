@@ -18,12 +18,16 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
-from django.db import InterfaceError, OperationalError, close_old_connections, connection, transaction
-from django.db.models import F
+from django.db import InterfaceError, OperationalError, close_old_connections, connection, models, transaction
+from django.db.models import F, Q
 from django.utils import timezone
 
-from accounts.models import Organization
+from accounts.models import ApiKey, Organization
+from billing.enqueue import auto_topup_later
 from billing.models import EntryKind, Hold, HoldStatus, ParkedUsageEvent, ParkedUsageStatus
+from billing.records import usage_records
+from billing.selectors import auto_topup_due
+from billing.stripe_client import stripe_enabled
 from switchyard.text import clean_json, clean_text, has_control
 
 logger = logging.getLogger("switchyard.usage")
@@ -161,7 +165,8 @@ def usage_events_apply(events: list[dict[str, Any]]) -> int:
     generation, and one balance update per organisation. Idempotent by generation id through unique
     constraints (never a prior read), so a redelivered batch changes nothing. Returns new generations.
     """
-    from routing.models import Generation
+    records = usage_records()
+    Generation = records.generation
 
     rows: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
     for ev in events:
@@ -172,8 +177,8 @@ def usage_events_apply(events: list[dict[str, Any]]) -> int:
         return 0
     now = timezone.now()
     with transaction.atomic():
-        before = set(Generation.objects.filter(pk__in=list(rows)).values_list("pk", flat=True))
-        Generation.objects.bulk_create(
+        before = set(records.generations().filter(pk__in=list(rows)).values_list("pk", flat=True))
+        records.generations().bulk_create(
             [Generation(id=gen_id, **fields) for gen_id, (_, fields) in rows.items()],
             ignore_conflicts=True,
         )
@@ -231,29 +236,24 @@ def usage_events_apply(events: list[dict[str, Any]]) -> int:
 
 def _auto_topup(events: list[dict[str, Any]]) -> None:
     """Balances only fall here, so this is where a threshold can be crossed; never fails the batch."""
-    from billing.stripe_client import stripe_enabled
-
     if not stripe_enabled():
         return
-    from billing.tasks import auto_topup_enqueue
-
     try:
-        auto_topup_enqueue(sorted({int(ev["org"]) for ev in events if ev.get("cost")}))
+        for org_id in auto_topup_due(
+            organization_ids=sorted({int(ev["org"]) for ev in events if ev.get("cost")})
+        ):
+            auto_topup_later(org_id)
     except Exception:
         logger.exception("could not queue auto top-ups")
 
 
 def _touch_keys(events: list[dict[str, Any]]) -> None:
     """last_used_at moves at most once a minute per key, never once per request."""
-    from accounts.models import ApiKey
-
     key_ids = {ev["key"] for ev in events if ev.get("key")}
     if not key_ids:
         return
     now = timezone.now()
     stale = now - LAST_USED_EVERY
-    from django.db.models import Q
-
     ApiKey.objects.filter(Q(last_used_at__isnull=True) | Q(last_used_at__lt=stale), pk__in=key_ids).update(
         last_used_at=now
     )
@@ -351,13 +351,14 @@ def _without_vanished_references(ev: dict[str, Any]) -> dict[str, Any] | None:
     """The event with its API key and endpoint dropped when those rows were deleted while it was in
     flight (both are optional on the generation row: the charge still belongs to the organisation).
     None when there is nothing to drop."""
-    from accounts.models import ApiKey
-    from routing.models import Endpoint
-
     out = dict(ev)
-    for name, model in (("key", ApiKey), ("endpoint", Endpoint)):
+    rows: tuple[tuple[str, models.Manager[Any]], ...] = (
+        ("key", ApiKey.objects),
+        ("endpoint", usage_records().endpoints()),
+    )
+    for name, manager in rows:
         value = ev.get(name)
-        if isinstance(value, int) and not model.objects.filter(pk=value).exists():
+        if isinstance(value, int) and not manager.filter(pk=value).exists():
             out[name] = None
     return out if out != ev else None
 
