@@ -37,8 +37,8 @@ from accounts.models import (
     Membership,
     Role,
 )
-from billing.money import from_units
 from switchyard.errors import SwitchyardError
+from switchyard.money import from_units
 
 NEW_KEY_SESSION_KEY = "sy_new_key"
 

@@ -30,9 +30,9 @@ from billing.models import (
     Refund,
     StripeEvent,
 )
-from billing.money import cents_str, from_units
 from billing.parking import parked_usage_dismiss, parked_usage_retry
 from switchyard.errors import SwitchyardError
+from switchyard.money import cents_str, from_units
 
 
 class GrantForm(forms.Form):

@@ -39,7 +39,6 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from accounts.models import Organization
 from billing.models import Hold, HoldStatus
-from billing.money import from_units
 from billing.selectors import key_usage_units, limit_period_start
 from billing.usage import embedded_writer
 from switchyard import ids, lua
@@ -61,6 +60,7 @@ from switchyard.lua import (
     org_hash,
     pending_generation_key,
 )
+from switchyard.money import from_units
 from switchyard.retry import GaveUp, retry
 from switchyard.shared import async_redis, redis_enabled, setting, spawn_detached, start_shared, sync_redis
 

@@ -6,7 +6,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from billing.money import cents_str
+from switchyard.money import cents_str
 
 
 class EntryKind(models.TextChoices):

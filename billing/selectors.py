@@ -14,8 +14,8 @@ from django.utils import timezone
 
 from accounts.models import LimitReset, Organization
 from billing.models import BillingProfile, EntryKind, LedgerEntry, Purchase
-from billing.money import from_units
 from billing.stripe_client import stripe_enabled
+from switchyard.money import from_units
 
 
 def balance_get(*, organization: Organization) -> Decimal:

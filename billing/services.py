@@ -34,13 +34,13 @@ from billing.models import (
     StripeEvent,
     StripeEventStatus,
 )
-from billing.money import UNITS_PER_USD, cents_str, from_units, to_units
 from billing.selectors import auto_topup_due as auto_topup_due
 from billing.selectors import purchase_fee_usd, purchase_limits_usd
 from billing.stripe_client import PaymentsUnavailable, stripe_client, stripe_enabled
 from billing.stripe_payloads import WebhookRejected as WebhookRejected
 from billing.stripe_payloads import webhook_event_parse
 from switchyard.errors import BadRequest, Forbidden, SwitchyardError
+from switchyard.money import UNITS_PER_USD, cents_str, from_units, to_units
 from switchyard.shared import redis_enabled
 
 logger = logging.getLogger("switchyard.billing")

@@ -18,9 +18,9 @@ from django.views.decorators.http import require_POST
 from accounts.dashboard import DashboardRequest, dashboard_view, render_dashboard
 from billing import selectors, services
 from billing.models import PurchaseKind, PurchaseStatus
-from billing.money import from_units
 from billing.stripe_client import stripe_enabled
 from switchyard.errors import SwitchyardError
+from switchyard.money import from_units
 
 
 def _checkout() -> Any:

@@ -14,11 +14,11 @@ from django.shortcuts import get_object_or_404, render
 from django.urls import path, reverse
 from django.views.decorators.http import require_POST
 
-from billing.money import PER_MILLION, from_units
 from routing import health, services
 from routing.models import Endpoint, Generation, Model, Provider, ProviderKey
 from routing.selectors import byok_provider_list, endpoint_health_list
 from switchyard.errors import SwitchyardError
+from switchyard.money import PER_MILLION, from_units
 
 
 def _per_million(price: Decimal | None) -> str:

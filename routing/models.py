@@ -8,7 +8,7 @@ from typing import Any
 from django.db import models
 from django.utils import timezone
 
-from billing.money import PER_MILLION
+from switchyard.money import PER_MILLION
 
 PRICE: dict[str, Any] = {"max_digits": 20, "decimal_places": 12, "default": Decimal(0)}
 

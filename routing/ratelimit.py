@@ -132,7 +132,7 @@ async def purchased_units(org_id: int) -> int:
 
 
 def free_daily_limit(purchased: int) -> int:
-    from billing.money import to_units
+    from switchyard.money import to_units
 
     threshold = to_units(settings.SWITCHYARD_FREE_PURCHASED_THRESHOLD_USD)
     if purchased >= threshold:

@@ -12,9 +12,9 @@ from django.db.models import Count, F, QuerySet, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
-from billing.money import UNITS_PER_USD, from_units, json_number, price_str
 from routing.catalog.snapshot import EndpointInfo, ModelInfo, Snapshot
 from routing.models import Generation, Provider, ProviderKey
+from switchyard.money import UNITS_PER_USD, from_units, json_number, price_str
 from switchyard.shared import redis_enabled, sync_redis
 
 

@@ -20,10 +20,10 @@ from django.views.decorators.http import require_POST
 
 from accounts.dashboard import DashboardRequest, base_url, dashboard_view, render_dashboard
 from accounts.models import ApiKey
-from billing.money import from_units
 from routing import selectors
 from routing.catalog.snapshot import catalog
 from routing.models import GenerationStatus
+from switchyard.money import from_units
 
 PLAYGROUND_SESSION_KEY = "sy_playground"
 

@@ -13,10 +13,10 @@ from django.utils import timezone
 
 from accounts.models import ApiKey, Organization, User
 from billing.models import EntryKind, Hold, LedgerEntry
-from billing.money import to_units
 from billing.selectors import ledger_balance_units
 from routing.catalog.loader import catalog_load
 from routing.models import Endpoint, Generation, Model, Provider
+from switchyard.money import to_units
 from tests.factories import MembershipFactory, UserFactory, make_key, make_org
 
 REGISTERED = [User, Organization, ApiKey, Provider, Model, Endpoint, Generation, LedgerEntry, Hold]

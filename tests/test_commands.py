@@ -15,8 +15,8 @@ from rest_framework.test import APIClient
 
 from accounts.models import ApiKey, Membership, Organization, Role, User
 from billing.models import EntryKind, LedgerEntry
-from billing.money import to_units
 from billing.selectors import ledger_balance_units
+from switchyard.money import to_units
 
 KEY_RE = re.compile(r"^sk-sy-v1-[A-Za-z0-9_-]{43,}$")
 

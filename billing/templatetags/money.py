@@ -9,7 +9,7 @@ from django import template
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
-from billing.money import from_units
+from switchyard.money import from_units
 
 register = template.Library()
 

@@ -11,10 +11,10 @@ from typing import Any
 import yaml
 from django.db import transaction
 
-from billing.money import PER_MILLION, PICO, per_million_to_per_token
 from routing.adapters.caching import PROMPT_CACHING
 from routing.catalog.parameters import KNOWN_PARAMETERS
 from routing.models import ApiFormat, Endpoint, Model, Provider
+from switchyard.money import PER_MILLION, PICO, per_million_to_per_token
 
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 MODEL_SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*/[a-z0-9][a-z0-9._:-]*$")

@@ -11,10 +11,10 @@ from decimal import Decimal
 
 from django.conf import settings
 
-from billing.money import UNITS_PER_USD
 from routing.adapters.caching import default_prompt_caching
 from routing.models import CatalogState, Endpoint, Model
 from switchyard.db import db_call
+from switchyard.money import UNITS_PER_USD
 from switchyard.shared import async_redis, redis_enabled, start_shared
 
 logger = logging.getLogger("switchyard.catalog")

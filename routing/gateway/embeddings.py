@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from billing.money import from_units, json_number
 from routing.adapters.base import Embeddings, Usage
 from routing.byok import charged_units
 from routing.catalog.snapshot import EndpointInfo
@@ -13,6 +12,7 @@ from routing.gateway.run import Run
 from routing.gateway.validate import field_error, model_ids
 from routing.request import Request, embedding_request
 from switchyard.errors import BadRequest
+from switchyard.money import from_units, json_number
 
 MAX_INPUTS = 2048
 

@@ -14,7 +14,6 @@ from typing import Any
 import orjson
 
 from accounts.keys import KeyInfo
-from billing.money import from_units, json_number
 from routing.adapters.anthropic import EVENTS, MESSAGE
 from routing.adapters.base import Completion, UpstreamFailure, Usage
 from routing.adapters.tools import tool_use_from_call
@@ -36,6 +35,7 @@ from routing.gateway.writers import StreamWriter
 from routing.request import Request
 from routing.router import Candidate
 from switchyard.errors import BadRequest, SwitchyardError
+from switchyard.money import from_units, json_number
 
 ERROR_TYPES = {
     400: "invalid_request_error",

@@ -9,11 +9,11 @@ from typing import Any
 import orjson
 
 from accounts.keys import KeyInfo, key_lookup
-from billing.money import from_units, json_default, json_number
 from routing.adapters.base import Usage
 from switchyard import ids
 from switchyard.errors import PayloadTooLarge, SwitchyardError, Unauthorized
 from switchyard.logging import generation_id
+from switchyard.money import from_units, json_default, json_number
 
 Headers = list[tuple[bytes, bytes]]
 

@@ -16,10 +16,10 @@ from django.utils import timezone
 from django.utils.html import escape, format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 
-from billing.money import from_units
 from billing.templatetags.money import usd
 from routing.catalog.snapshot import catalog
 from routing.selectors import provider_names
+from switchyard.money import from_units
 
 register = template.Library()
 

@@ -9,9 +9,9 @@ import pytest
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from billing.money import to_units
 from billing.services import usage_charge
 from routing.models import Generation
+from switchyard.money import to_units
 from tests.factories import make_key, make_org
 
 

@@ -17,8 +17,8 @@ from rest_framework.test import APIClient
 from accounts import services
 from accounts.keys import KEY_PREFIX, key_generate
 from accounts.models import ApiKey
-from billing.money import to_units
 from billing.services import usage_charge
+from switchyard.money import to_units
 from tests.factories import make_key, make_org
 
 KEY_RE = re.compile(r"^sk-sy-v1-[A-Za-z0-9_-]{43,}$")

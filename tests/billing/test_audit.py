@@ -12,9 +12,9 @@ from django.utils import timezone
 from accounts.models import Organization
 from billing.audit import books_audit_run
 from billing.models import AuditFinding, EntryKind, FindingKind
-from billing.money import to_units
 from billing.services import ledger_append, usage_charge
 from routing.models import Generation
+from switchyard.money import to_units
 from switchyard.shared import redis_enabled, sync_redis
 from tests.billing.conftest import wait_for
 from tests.factories import UserFactory, make_org

@@ -14,11 +14,11 @@ from django.utils import timezone
 
 from accounts.models import Membership, Organization, Role
 from billing.models import BillingProfile, EntryKind, LedgerEntry, Purchase, PurchaseKind, PurchaseStatus
-from billing.money import to_units
 from billing.selectors import ledger_balance_units
 from billing.services import auto_topup_run, organization_auto_topup_set, stripe_customer_ensure, usage_charge
 from billing.stripe_client import stripe_client
 from switchyard.errors import BadRequest
+from switchyard.money import to_units
 from tests.billing.conftest import wait_for
 from tests.factories import UserFactory, make_key, make_org
 

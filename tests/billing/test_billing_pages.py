@@ -7,7 +7,7 @@ from django.test import Client
 from django.urls import reverse
 
 from billing.models import BillingProfile, Dispute, Purchase, PurchaseKind, Refund, StripeEvent
-from billing.money import to_units
+from switchyard.money import to_units
 from tests.billing.conftest import owner_client
 from tests.factories import UserFactory, make_org
 

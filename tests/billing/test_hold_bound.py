@@ -27,9 +27,9 @@ from django.test import Client
 from accounts.models import Organization, User
 from billing.audit import books_audit_run
 from billing.models import EntryKind, LedgerEntry
-from billing.money import from_units, to_units
 from billing.selectors import ledger_balance_units
 from routing.models import Generation
+from switchyard.money import from_units, to_units
 from switchyard.shared import redis_enabled
 from tests.billing.test_holds import AvailSampler
 from tests.conftest import flush_usage

@@ -18,9 +18,9 @@ from django.conf import settings
 from accounts.models import Organization
 from billing.audit import books_audit_run
 from billing.models import EntryKind, Hold, HoldStatus, LedgerEntry
-from billing.money import to_units
 from billing.selectors import ledger_balance_units
 from routing.models import Generation
+from switchyard.money import to_units
 from switchyard.shared import redis_enabled, sync_redis
 from tests.billing.conftest import wait_for
 from tests.conftest import flush_usage
@@ -102,8 +102,8 @@ def _assert_books_balance(org: Organization) -> None:
 def test_fifty_concurrent_requests_against_a_balance_for_five(live, billing_catalog):
     worst = _worst_case()
     org = make_org(credits=None)
-    from billing.money import from_units
     from billing.services import credits_grant
+    from switchyard.money import from_units
 
     credits_grant(organization=org, amount_usd=from_units(5 * worst + worst // 2), reason="covers five")
     _, secret = make_key(org)
@@ -123,7 +123,7 @@ def test_fifty_concurrent_requests_against_a_balance_for_five(live, billing_cata
 
 
 def test_fifty_concurrent_requests_against_a_key_limit_for_five(live, billing_catalog):
-    from billing.money import from_units
+    from switchyard.money import from_units
 
     worst = _worst_case()
     org = make_org(credits="100")

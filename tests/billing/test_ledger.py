@@ -9,10 +9,10 @@ from django.db import IntegrityError, transaction
 
 from accounts.models import Organization
 from billing.models import EntryKind, LedgerEntry
-from billing.money import from_units, to_units
 from billing.selectors import balance_get, credits_totals, ledger_balance_units
 from billing.services import credits_grant, ledger_append, usage_charge
 from switchyard.errors import BadRequest
+from switchyard.money import from_units, to_units
 from tests.factories import make_key, make_org
 
 

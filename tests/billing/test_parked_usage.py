@@ -26,9 +26,9 @@ from django.test import Client
 from accounts.models import Organization
 from billing.audit import books_audit_run
 from billing.models import AuditFinding, LedgerEntry
-from billing.money import from_units, to_units
 from billing.usage import EmbeddedWriter
 from routing.models import Generation
+from switchyard.money import from_units, to_units
 from tests.billing.conftest import wait_for
 from tests.conftest import flush_usage
 from tests.factories import UserFactory, make_key, make_org

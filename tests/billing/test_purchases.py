@@ -26,10 +26,10 @@ from billing.models import (
     StripeEvent,
     StripeEventStatus,
 )
-from billing.money import to_units
 from billing.selectors import ledger_balance_units
 from billing.services import checkout_session_create
 from switchyard.errors import BadRequest, Forbidden
+from switchyard.money import to_units
 from tests.billing.conftest import WEBHOOK_SECRET, owner_client, wait_for
 from tests.factories import make_org
 from tests.fakes.stripe_upstream import FakeStripe, sign

@@ -14,8 +14,8 @@ import pytest
 
 from accounts.models import Organization
 from billing.models import AuditFinding, EntryKind, LedgerEntry, StripeEvent, StripeEventStatus
-from billing.money import to_units
 from billing.selectors import ledger_balance_units
+from switchyard.money import to_units
 from tests.billing.conftest import WEBHOOK_SECRET, wait_for
 from tests.billing.test_purchases import _deliver, _deliver_and_wait, _hook, _session
 from tests.conftest import flush_usage

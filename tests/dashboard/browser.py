@@ -62,10 +62,10 @@ def seed_dashboard(*, credits: str = "9.9997848", requests: int = 18) -> Seeded:
 
     from accounts import services as account_services
     from accounts.models import Membership, Role, User
-    from billing.money import to_units
     from billing.services import credits_grant
     from routing.models import Generation, Provider
     from routing.services import provider_key_save
+    from switchyard.money import to_units
     from tests.factories import UserFactory, make_key, make_org
 
     load_catalogs()

@@ -9,8 +9,8 @@ from django.test import Client
 from django.utils import timezone
 
 from accounts.models import ApiKey, Membership, Organization, Role, User
-from billing.money import to_units
 from routing.models import Generation
+from switchyard.money import to_units
 from tests.factories import UserFactory, make_key, make_org
 
 

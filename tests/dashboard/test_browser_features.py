@@ -76,7 +76,7 @@ def _spend(seeded: Seeded) -> None:
     from django.utils import timezone
 
     from billing.models import EntryKind, LedgerEntry
-    from billing.money import to_units
+    from switchyard.money import to_units
 
     now = timezone.now()
     for i, (usd, ago) in enumerate(
@@ -120,8 +120,8 @@ def _member_request(seeded: Seeded) -> None:
     from django.utils import timezone
 
     from accounts.models import ApiKey
-    from billing.money import to_units
     from routing.models import Generation
+    from switchyard.money import to_units
 
     key = ApiKey.objects.get(organization_id=seeded.org_id, name="member laptop")
     Generation.objects.create(

@@ -13,9 +13,9 @@ from django.utils import timezone
 
 from accounts.models import ApiKey, Invitation, Membership, Role
 from billing import services as billing_services
-from billing.money import to_units
 from billing.services import usage_charge
 from routing.selectors import usage_by_day
+from switchyard.money import to_units
 from tests.dashboard.conftest import _generation
 
 pytestmark = pytest.mark.django_db

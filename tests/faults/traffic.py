@@ -11,8 +11,8 @@ from django.db.models import Sum
 
 from billing.audit import books_audit_run
 from billing.models import EntryKind, LedgerEntry
-from billing.money import to_units
 from routing.models import Generation
+from switchyard.money import to_units
 
 PROMPT = [{"role": "user", "content": "Count to ten."}]
 BOUND_SECONDS = 15.0  # no request may take longer than this, whatever the fault

@@ -164,7 +164,7 @@ def usage_entries(org: Any) -> list[Any]:
 
 
 def balance(org: Any) -> Decimal:
-    from billing.money import from_units
+    from switchyard.money import from_units
 
     flush_usage()
     org.refresh_from_db()

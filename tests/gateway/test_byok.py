@@ -17,13 +17,13 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from billing.models import LedgerEntry
-from billing.money import from_units, to_units
 from routing import byok
 from routing.byok import OrgProviderKey, byok_fee_units, byok_plan
 from routing.models import Generation, Provider, ProviderKey
 from routing.router import Candidate
 from routing.services import provider_key_delete, provider_key_save, provider_keys_reencrypt
 from switchyard.crypto import DecryptionError, decrypt
+from switchyard.money import from_units, to_units
 from tests.conftest import flush_usage
 from tests.factories import make_key, make_org
 from tests.fakes.openai_upstream import FakeOpenAIUpstream

@@ -10,8 +10,8 @@ from decimal import Decimal
 import openai
 import pytest
 
-from billing.money import from_units
 from routing.gateway.tokens import count_text
+from switchyard.money import from_units
 from tests.fakes.gemini_upstream import Script as GScript
 from tests.gateway.test_native_providers import (  # noqa: F401 - fixtures
     fakes,

@@ -14,7 +14,7 @@ import httpx
 import orjson
 import pytest
 
-from billing.money import from_units
+from switchyard.money import from_units
 from tests.fakes.anthropic_upstream import Script as AScript
 from tests.gateway.test_native_providers import (  # noqa: F401 - fixtures
     claude,

@@ -14,9 +14,9 @@ import httpx
 import openai
 import pytest
 
-from billing.money import from_units
 from routing.gateway.tokens import count_text
 from routing.models import Generation
+from switchyard.money import from_units
 from tests.conftest import flush_usage
 from tests.factories import make_key, make_org
 from tests.fakes.anthropic_upstream import FakeAnthropicUpstream

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from billing.money import from_units
+from switchyard.money import from_units
 from tests.fakes.anthropic_upstream import Script as AScript
 from tests.fakes.gemini_upstream import Script as GScript
 from tests.gateway.test_native_providers import (  # noqa: F401  (fixtures)

@@ -11,10 +11,10 @@ from decimal import Decimal
 import pytest
 
 from billing.models import EntryKind
-from billing.money import to_units
 from billing.selectors import ledger_balance_units
 from billing.services import ledger_append
 from routing.models import Generation
+from switchyard.money import to_units
 from tests.conftest import flush_usage
 from tests.factories import make_key, make_org
 from tests.gateway.ratelimit_env import *  # noqa: F403 - the shared fixtures

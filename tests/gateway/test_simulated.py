@@ -9,8 +9,8 @@ import httpx
 import openai
 import pytest
 
-from billing.money import from_units
 from routing.models import Generation
+from switchyard.money import from_units
 from tests.conftest import flush_usage
 from tests.factories import make_key, make_org
 

@@ -14,9 +14,9 @@ from django.conf import settings
 from django.db.models import Sum
 
 from accounts.services import api_key_set_disabled
-from billing.money import UNITS_PER_USD
 from routing.models import Endpoint, Generation
 from routing.services import endpoint_set_enabled
+from switchyard.money import UNITS_PER_USD
 from tests.conftest import flush_usage
 from tests.factories import make_key, make_org
 from tests.production.procs import NO_HOLDS, Served, load_slow_catalog, open_holds

@@ -17,9 +17,9 @@ import pytest
 from django.urls import URLPattern, URLResolver, get_resolver
 from django.utils import timezone
 
-from billing.money import to_units
 from routing.gateway.app import ROUTES
 from routing.models import Generation
+from switchyard.money import to_units
 from tests.conftest import flush_usage
 from tests.factories import make_key, make_org
 

@@ -7,7 +7,7 @@ from typing import Any
 from django.core.management.base import BaseCommand
 
 from billing.audit import books_audit_run
-from billing.money import from_units
+from switchyard.money import from_units
 
 
 class Command(BaseCommand):
