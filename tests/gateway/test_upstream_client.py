@@ -17,7 +17,7 @@ from typing import TypeAlias
 import pytest
 import uvloop
 
-from routing.gateway import upstream
+from routing.gateway import http1, upstream
 from routing.gateway.upstream import ConnectFailed, Disconnected, Pool, ProtocolFailure
 
 Reader: TypeAlias = asyncio.StreamReader
@@ -288,7 +288,7 @@ def test_a_stream_released_at_done_waits_for_its_end_to_pool_the_connection(
     run, monkeypatch, terminator_after
 ):
     """Providers write `data: [DONE]` and the chunked terminator separately; the caller stops at [DONE]."""
-    monkeypatch.setattr(upstream, "DRAIN_SECONDS", 0.3)
+    monkeypatch.setattr(http1, "DRAIN_SECONDS", 0.3)
 
     async def handler(server: Server, reader: Reader, writer: Writer) -> None:
         await server.answer(reader, writer, SSE_HEAD + b"e\r\ndata: [DONE]\n\n\r\n")
@@ -339,7 +339,7 @@ def test_a_pooled_connection_the_server_closes_leaves_the_pool(run):
 
 
 def test_a_large_answer_pauses_reading_and_still_arrives_whole(run, monkeypatch):
-    monkeypatch.setattr(upstream, "READ_HIGH_WATER", 64 * 1024)
+    monkeypatch.setattr(http1, "READ_HIGH_WATER", 64 * 1024)
     size = 3 * 1024 * 1024
 
     async def case(server: Server, pool: Pool) -> None:

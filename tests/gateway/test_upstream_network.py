@@ -14,6 +14,8 @@ import pytest
 import uvloop
 
 from routing.gateway import upstream
+from routing.gateway.connect import interleave
+from routing.gateway.proxy import parse_proxy
 from routing.gateway.upstream import ConnectFailed, Pool, Proxies, ProxyConfigError, tls_context
 from tests.fakes.processes import free_port, proxy_argv, running
 from tests.fakes.tls import Certs, make_certs
@@ -126,9 +128,7 @@ def test_the_request_line_through_a_proxy_is_absolute_form(run):
             port = fake_proxy.url.split(":")[2].split("/")[0]
             proxies = Proxies.__new__(Proxies)
             proxies._no = ""
-            proxies._by_scheme = {
-                "http": upstream._proxy("HTTP_PROXY", f"http://u%40x:p%3Aw@127.0.0.1:{port}")
-            }
+            proxies._by_scheme = {"http": parse_proxy("HTTP_PROXY", f"http://u%40x:p%3Aw@127.0.0.1:{port}")}
             pool = Pool(asyncio.get_running_loop(), proxies=proxies)
             try:
                 status, _, _ = await call(pool, "http://provider.example:8080/v1/chat?x=1")
@@ -324,7 +324,7 @@ def test_a_dead_first_address_does_not_burn_the_connect_timeout(run, first):
 def test_interleaving_alternates_families():
     v6a, v6b = (socket.AF_INET6, ("::1", 1, 0, 0)), (socket.AF_INET6, ("::2", 1, 0, 0))
     v4a, v4b = (socket.AF_INET, ("10.0.0.1", 1)), (socket.AF_INET, ("10.0.0.2", 1))
-    assert upstream._interleave([v6a, v6b, v4a, v4b]) == [v6a, v4a, v6b, v4b]
+    assert interleave([v6a, v6b, v4a, v4b]) == [v6a, v4a, v6b, v4b]
 
 
 def test_every_address_dead_is_one_connect_failure(run):
