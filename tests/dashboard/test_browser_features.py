@@ -234,7 +234,10 @@ def test_model_page_shows_live_provider_health_charts_and_code_to_try_it(live, s
     last = page.evaluate(
         "['chart-uptime', 'chart-latency'].map(id => Chart.getChart(id).data.datasets[0].data.slice(-2))"
     )
-    assert 100 in last[0] and max(v or 0 for v in last[1]) > 0, last
+    # The simulated model can answer within half a millisecond, so a measured latency may be 0 ms:
+    # what matters is that the minute with requests has a latency point (None marks a minute without).
+    minute = last[0].index(100)
+    assert last[1][minute] is not None and last[1][minute] >= 0, last
 
     for tab, test_id, needle in (
         ("curl", "sample-curl", '"model": "switchyard/sim-1"'),
