@@ -16,6 +16,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from string import Template
 from typing import Any, Generic, TypeVar
 
@@ -116,15 +117,27 @@ class RateRefused:
 PlaceReply = Placed | Insufficient | KeyLimit | OrgNotLoaded | KeyNotLoaded | RateRefused
 
 
+def _amount(value: Any) -> int:
+    """An amount a script returned: an integer reply, or Lua's text of a number, which is written in
+    exponent form at 1e15 and above (e.g. b"1.9999999642e+15" for a $2,000 balance in picodollars)."""
+    if isinstance(value, int):
+        return value
+    text = value.decode() if isinstance(value, bytes) else str(value)
+    try:
+        return int(text)
+    except ValueError:
+        return int(Decimal(text))
+
+
 def place_reply(raw: Sequence[Any]) -> PlaceReply:
     """A PLACE (or rate-checked PLACE) reply as its outcome."""
     code = int(raw[0])
     if code == PlaceCode.PLACED:
-        return Placed(int(raw[1]), tuple(int(x) for x in raw[2:]))
+        return Placed(_amount(raw[1]), tuple(int(x) for x in raw[2:]))
     if code == PlaceCode.INSUFFICIENT:
-        return Insufficient(int(raw[1]))
+        return Insufficient(_amount(raw[1]))
     if code == PlaceCode.KEY_LIMIT:
-        return KeyLimit(int(raw[1]))
+        return KeyLimit(_amount(raw[1]))
     if code == PlaceCode.ORG_NOT_LOADED:
         return OrgNotLoaded()
     if code == PlaceCode.KEY_NOT_LOADED:

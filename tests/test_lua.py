@@ -128,3 +128,11 @@ def test_settle_records_health_and_a_retry_does_nothing(r: redis.Redis) -> None:
 def test_unknown_hold_replies_are_an_error() -> None:
     with pytest.raises(ValueError):
         lua.place_reply([7, "0"])
+
+
+def test_a_balance_lua_writes_in_exponent_form_is_read_exactly() -> None:
+    """Lua writes a number of 1e15 picodollars ($1,000) or more as b"1.9999999642e+15": a hold on an
+    organisation holding more than $1,000 must still be read as placed (seen in the worker fault test)."""
+    placed = lua.place_reply([int(lua.PlaceCode.PLACED), b"1.9999999642e+15"])
+    assert placed == lua.Placed(1_999_999_964_200_000, ())
+    assert lua.place_reply([int(lua.PlaceCode.INSUFFICIENT), b"2e+15"]) == lua.Insufficient(2 * 10**15)
