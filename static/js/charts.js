@@ -5,24 +5,34 @@
   "use strict";
   if (!window.Chart) return;
 
+  var palette = ["#4f46e5", "#0ea5e9", "#10b981", "#f59e0b", "#ef4444", "#8b5cf6", "#94a3b8"];
+
+  // Colours follow the theme (light or dark) the page has when the charts are drawn; returns the grid's.
+  function themeGrid() {
+    var style = getComputedStyle(document.documentElement);
+    Chart.defaults.font.family = getComputedStyle(document.body).fontFamily;
+    Chart.defaults.color = style.getPropertyValue("--muted").trim() || "#5b6779";
+    return style.getPropertyValue("--border").trim() || "#eef2f7";
+  }
+
+  // A filter change or a redraw swaps the canvases: drop the charts drawn on the ones it replaced.
+  function destroy(ids) {
+    ids.forEach(function (id) {
+      var old = Chart.getChart(id);
+      if (old) old.destroy();
+    });
+  }
+
   function render() {
   var node = document.getElementById("chart-data");
   if (!node) return;
   var data = JSON.parse(node.textContent);
-  // A filter change swaps the canvases (htmx): drop the charts drawn on the ones it replaced.
-  ["chart-spend", "chart-tokens", "chart-requests", "chart-week"].forEach(function (id) {
-    var old = Chart.getChart(id);
-    if (old) old.destroy();
-  });
-  var palette = ["#4f46e5", "#0ea5e9", "#10b981", "#f59e0b", "#ef4444", "#8b5cf6", "#94a3b8"];
+  destroy(["chart-spend", "chart-tokens", "chart-requests", "chart-week"]);  // htmx swapped them
   var labels = data.labels.map(function (d) {
     var parts = d.split("-");
     return new Date(Date.UTC(+parts[0], +parts[1] - 1, +parts[2])).toLocaleDateString(undefined, { month: "short", day: "numeric", timeZone: "UTC" });
   });
-  var style = getComputedStyle(document.documentElement);
-  var grid = style.getPropertyValue("--border").trim() || "#eef2f7";
-  Chart.defaults.font.family = getComputedStyle(document.body).fontFamily;
-  Chart.defaults.color = style.getPropertyValue("--muted").trim() || "#5b6779";
+  var grid = themeGrid();
 
   function draw(id, metric, format, integers) {
     var canvas = document.getElementById(id);
@@ -144,15 +154,8 @@
     var node = document.getElementById("health-data");
     if (!node) return;
     var data = JSON.parse(node.textContent);
-    ["chart-uptime", "chart-latency", "chart-throughput"].forEach(function (id) {
-      var old = Chart.getChart(id);
-      if (old) old.destroy();
-    });
-    var palette = ["#4f46e5", "#0ea5e9", "#10b981", "#f59e0b", "#ef4444", "#8b5cf6", "#94a3b8"];
-    var style = getComputedStyle(document.documentElement);
-    var grid = style.getPropertyValue("--border").trim() || "#eef2f7";
-    Chart.defaults.font.family = getComputedStyle(document.body).fontFamily;
-    Chart.defaults.color = style.getPropertyValue("--muted").trim() || "#5b6779";
+    destroy(["chart-uptime", "chart-latency", "chart-throughput"]);
+    var grid = themeGrid();
     var labels = data.minutes.map(function (t) {
       return new Date(t * 1000).toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit" });
     });
