@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
 from tests.dashboard.browser import (
     DESKTOP,
     PHONE,
@@ -19,15 +17,9 @@ from tests.dashboard.browser import (
     open_as,
     seed_dashboard,
 )
-from tests.dashboard.test_browser import CHROMIUM, SHOTS, browser, orm  # noqa: F401  (browser: a fixture)
+from tests.dashboard.test_browser import SHOTS, browser, browser_marks, orm  # noqa: F401  (browser: a fixture)
 
-pytestmark = [
-    pytest.mark.skipif(
-        not CHROMIUM.exists(), reason="/usr/bin/chromium is missing (apt-get install chromium)"
-    ),
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.timeout(1200),
-]
+pytestmark = browser_marks(1200)
 
 
 def _answer(page: Any, text: str, answers: int) -> None:

@@ -33,13 +33,20 @@ CHROMIUM_ARGS = [
 ]
 PASSWORD = "Switchyard-browser-9!"
 
-pytestmark = [
-    pytest.mark.skipif(
-        not CHROMIUM.exists(), reason="/usr/bin/chromium is missing (apt-get install chromium)"
-    ),
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.timeout(300),
-]
+
+def browser_marks(timeout: int) -> list[pytest.MarkDecorator]:
+    """The marks every browser test module carries: chromium present, a committed database the live
+    server can see, and the module's own time limit."""
+    return [
+        pytest.mark.skipif(
+            not CHROMIUM.exists(), reason="/usr/bin/chromium is missing (apt-get install chromium)"
+        ),
+        pytest.mark.django_db(transaction=True),
+        pytest.mark.timeout(timeout),
+    ]
+
+
+pytestmark = browser_marks(300)
 
 
 @pytest.fixture

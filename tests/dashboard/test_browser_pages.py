@@ -26,15 +26,9 @@ from tests.dashboard.browser import (
     open_as,
     seed_dashboard,
 )
-from tests.dashboard.test_browser import CHROMIUM, browser, orm  # noqa: F401  (browser: a fixture)
+from tests.dashboard.test_browser import browser, browser_marks, orm  # noqa: F401  (browser: a fixture)
 
-pytestmark = [
-    pytest.mark.skipif(
-        not CHROMIUM.exists(), reason="/usr/bin/chromium is missing (apt-get install chromium)"
-    ),
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.timeout(600),
-]
+pytestmark = browser_marks(600)
 
 
 def _page_route_names() -> set[str]:

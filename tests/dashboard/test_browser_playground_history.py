@@ -9,10 +9,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import pytest
-
 from tests.dashboard.browser import DESKTOP, Seeded, open_as, session_cookie
-from tests.dashboard.test_browser import CHROMIUM, browser, orm  # noqa: F401  (browser: a fixture)
+from tests.dashboard.test_browser import browser, browser_marks, orm  # noqa: F401  (browser: a fixture)
 from tests.dashboard.test_browser_features import (  # noqa: F401  (axe, seeded: fixtures)
     _send,
     axe,
@@ -20,13 +18,7 @@ from tests.dashboard.test_browser_features import (  # noqa: F401  (axe, seeded:
     seeded,
 )
 
-pytestmark = [
-    pytest.mark.skipif(
-        not CHROMIUM.exists(), reason="/usr/bin/chromium is missing (apt-get install chromium)"
-    ),
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.timeout(300),
-]
+pytestmark = browser_marks(300)
 
 PLAYGROUND = "/dashboard/playground/?model=switchyard/sim-1"
 HOSTILE = '**bold** <img src=x onerror="window.pwned=1"> here'

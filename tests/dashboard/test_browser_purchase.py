@@ -17,16 +17,10 @@ from decimal import Decimal
 import pytest
 
 from tests.billing.conftest import STRIPE_KEY, STRIPE_PORT, WEBHOOK_SECRET
-from tests.dashboard.test_browser import CHROMIUM, Shooter, browser, orm  # noqa: F401  (browser: a fixture)
+from tests.dashboard.test_browser import Shooter, browser, browser_marks, orm  # noqa: F401  (browser: a fixture)
 from tests.fakes.stripe_upstream import FakeStripe
 
-pytestmark = [
-    pytest.mark.skipif(
-        not CHROMIUM.exists(), reason="/usr/bin/chromium is missing (apt-get install chromium)"
-    ),
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.timeout(180),
-]
+pytestmark = browser_marks(180)
 
 
 @pytest.fixture
